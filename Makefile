@@ -1,0 +1,36 @@
+# Two entry points, each doing all of its own setup on a fresh machine:
+#   make demo  - create .venv, install ragtune, run `ragtune quickstart`
+#   make test  - create .venv, install ragtune[dev], run the whole test suite (unit + slow)
+# torch is installed first from TORCH_SPEC (a CPU build here); ragtune itself only asks for torch>=2.2,
+# so `make demo TORCH_SPEC=torch` or an existing CUDA torch is kept as it is.
+
+VENV ?= .venv
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: demo test install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	touch $@
+
+install: $(VENV)/.torch
+	$(PIP) install -q -e .
+
+install-dev: $(VENV)/.torch
+	$(PIP) install -q -e ".[dev]"
+
+demo: install
+	$(BIN)/ragtune quickstart
+
+test: install-dev
+	$(BIN)/python -m pytest -m "slow or not slow" -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""The ragtune CLI: one thin module per verb group; parse, call the library, render."""

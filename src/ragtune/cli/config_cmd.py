@@ -1,0 +1,28 @@
+"""`ragtune config show TASK`."""
+
+from __future__ import annotations
+
+import typer
+
+from ragtune.cli.output import FLAGS, emit_json, show, table
+
+app = typer.Typer(no_args_is_help=True, help="Inspect config schemas.")
+
+
+@app.command("show")
+def show_config(task: str = typer.Argument(..., help="embed")) -> int:
+    """Print every option of TASK with its default and a one-line help."""
+    from ragtune.config.load import did_you_mean
+    from ragtune.config.schema import TASKS
+    from ragtune.config.show import option_rows
+    from ragtune.errors import ConfigError
+
+    if task not in TASKS:
+        raise ConfigError(f"unknown task '{task}'{did_you_mean(task, TASKS)}; choose one of {sorted(TASKS)}")
+    rows = option_rows(TASKS[task])
+    if FLAGS.json:
+        emit_json(rows)
+        return 0
+    show(table(f"ragtune train {task}: options (override with key=value)", ["key", "type", "default", "help"],
+               [[r["key"], r["type"], r["default"], r["help"]] for r in rows]))
+    return 0

@@ -1,0 +1,28 @@
+"""`ragtune doctor [--config FILE]`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ragtune.cli.output import FLAGS, emit_json, say, show, table
+
+
+def doctor(config: Optional[Path] = typer.Option(None, "--config", "-c", help="also validate this config and its data"),
+           task: str = typer.Option("embed", "--task", help="the task the config is for")) -> int:
+    """Check the environment (versions, devices, bf16, disk, default model) and optionally a config."""
+    from ragtune.doctor import config_checks, environment_checks
+
+    checks = environment_checks() + (config_checks(task, str(config)) if config else [])
+    failed = [c for c in checks if not c.ok]
+    if FLAGS.json:
+        emit_json({"ok": not failed, "checks": [asdict(c) for c in checks]})
+    else:
+        show(table("ragtune doctor", ["check", "status", "detail"],
+                   [[c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail] for c in checks]))
+        for c in failed:
+            say(f"[red]{c.name}[/]: {c.detail}\n  fix: {c.fix}")
+    return 2 if failed else 0

@@ -1,0 +1,54 @@
+"""Entry point: `ragtune` and `python -m ragtune`. Maps verbs to library calls and errors to exit 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from ragtune.cli import config_cmd, data_cmd, doctor_cmd, eval_cmd, quickstart_cmd, train_cmd
+from ragtune.cli.output import FLAGS, emit_json, errors, take_global_flags
+from ragtune.errors import RagtuneError
+
+app = typer.Typer(name="ragtune", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune, evaluate and ship every model in a RAG stack. Global flags: --json, -q, -v.")
+app.add_typer(train_cmd.app, name="train")
+app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(config_cmd.app, name="config")
+app.command("doctor")(doctor_cmd.doctor)
+app.command("quickstart")(quickstart_cmd.quickstart)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    if FLAGS.json:
+        emit_json({"error": message, "exit_code": code})
+    else:
+        errors.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return the exit code (no sys.exit), for tests and embedding."""
+    args = take_global_flags(list(sys.argv[1:] if argv is None else argv))
+    try:
+        result = app(args=args, prog_name="ragtune", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except RagtuneError as exc:
+        if os.environ.get("RAGTUNE_DEBUG") == "1":
+            raise
+        return _fail(str(exc), exc.exit_code)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.ClickException as exc:
+        if isinstance(exc, click.exceptions.UsageError) and exc.ctx is not None and not FLAGS.json:
+            errors.print(exc.ctx.get_usage(), highlight=False)
+        return _fail(exc.format_message(), 2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _fail("interrupted; a training run can continue with --resume", 130)
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,146 @@
+"""CLI output: global flags, logging, rich rendering, JSON mode and the rich progress reporter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+from transformers import TrainerCallback
+
+from ragtune.progress import Reporter
+
+
+@dataclass
+class Flags:
+    json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+
+
+FLAGS = Flags()
+console = Console(stderr=False, highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+GLOBAL_FLAGS = {"--json": "json", "-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
+
+
+def take_global_flags(argv: list[str]) -> list[str]:
+    """Remove --json/-q/-v from anywhere before `--` and record them, so they work on every command."""
+    global FLAGS
+    FLAGS = Flags()
+    rest, passthrough = [], False
+    for arg in argv:
+        if not passthrough and arg in GLOBAL_FLAGS:
+            setattr(FLAGS, GLOBAL_FLAGS[arg], True)
+            continue
+        passthrough = passthrough or arg == "--"
+        rest.append(arg)
+    setup_logging()
+    return rest
+
+
+def setup_logging() -> None:
+    level = logging.DEBUG if FLAGS.verbose else logging.ERROR if FLAGS.quiet or FLAGS.json else logging.WARNING
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_ragtune", False):
+            root.removeHandler(handler)
+    handler = RichHandler(console=errors, show_path=False, show_time=False, markup=False)
+    handler._ragtune = True  # type: ignore[attr-defined]
+    handler.setLevel(level)
+    root.addHandler(handler)
+    for name in ("transformers", "sentence_transformers", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.INFO if FLAGS.verbose else logging.ERROR)
+    logging.getLogger("ragtune").setLevel(logging.DEBUG if FLAGS.verbose else logging.INFO)
+    import datasets
+    import transformers
+
+    # transformers prints through its own handler; route it through the root logger (and train.log) instead.
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
+    if not FLAGS.verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+
+
+def emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def say(text: str) -> None:
+    """Human output, suppressed by --json and -q."""
+    if not FLAGS.json and not FLAGS.quiet:
+        console.print(text)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    out = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        out.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        out.add_row(*[f"{c:.4f}" if isinstance(c, float) else str(c) for c in row])
+    return out
+
+
+def show(renderable: Any) -> None:
+    if not FLAGS.json and not FLAGS.quiet:
+        console.print(renderable)
+
+
+class _TrainBar(TrainerCallback):
+    def __init__(self, progress):
+        self.progress, self.task = progress, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.progress.start()
+            self.task = self.progress.add_task("Training", total=state.max_steps, completed=state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.task is not None:
+            self.progress.stop()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.task is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.task is not None and logs and "loss" in logs:
+            self.progress.update(self.task, description=f"Training (loss {logs['loss']:.4f})")
+
+
+class RichReporter(Reporter):
+    """Spinners for phases, a bar for training; silent under --json or -q."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.enabled = not (FLAGS.json or FLAGS.quiet) and sys.stdout.isatty() or FLAGS.verbose
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                                 disable=not self.enabled)
+
+    @contextmanager
+    def phase(self, label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        if self.enabled:
+            with console.status(f"{label} ..."):
+                yield
+        else:
+            yield
+        say(f"{label}: done in {time.perf_counter() - start:.1f} s")
+
+    def trainer_callbacks(self) -> list:
+        return [_TrainBar(self.progress)] if self.enabled else []

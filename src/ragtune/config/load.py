@@ -1,0 +1,136 @@
+"""Load a task config from YAML/JSON plus dotted `key=value` overrides, reporting every problem at once."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ragtune.config.schema import TASKS, TaskConfig
+from ragtune.errors import ConfigError
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ` (did you mean 'x'?)` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    """Map each dotted key of a YAML mapping to its 1-based line number."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key + "."))
+    return lines
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Read a YAML or JSON config file; return its mapping and the line of every dotted key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found; check the path{'' if path.suffix else ' (is it a .yaml file?)'}",
+                          source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"line {line}: not UTF-8 text; save the file as UTF-8", source=str(path)) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{at}invalid YAML ({problem}); fix the syntax there", source=str(path)) from None
+    if data is None:
+        raise ConfigError("the file is empty; write a mapping such as 'model: {name: ...}'", source=str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping of sections, not a {type(data).__name__}",
+                          source=str(path))
+    return data, _key_lines(node) if node is not None else {}
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply dotted `a.b.c=value` overrides in place; values parse as YAML scalars."""
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(f"override '{item}' is not KEY=VALUE (e.g. train.learning_rate=3e-5)")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        target = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                target[part] = child
+            target = child
+        target[leaf] = value
+    if problems:
+        raise ConfigError(problems, source="command line")
+    return data
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names valid at the parent of `loc`, for 'did you mean'."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))
+
+
+def _problems(exc: ValidationError, model: type[BaseModel], lines: dict[str, int]) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        dotted = ".".join(loc) or "(top level)"
+        at = f"line {lines[dotted]}: " if dotted in lines else ""
+        if err["type"] == "extra_forbidden":
+            hint = did_you_mean(loc[-1], _fields_at(model, loc))
+            problems.append(f"{at}unknown key '{dotted}'{hint}")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        problems.append(f"{at}{dotted}: {message}{shown}")
+    return problems
+
+
+def validate_config(task: str, data: dict[str, Any], source: str | None = None,
+                    lines: dict[str, int] | None = None) -> TaskConfig:
+    """Validate a raw mapping against the task's schema; raise one ConfigError listing every problem."""
+    schema = TASKS.get(task)
+    if schema is None:
+        raise ConfigError(f"unknown task '{task}'{did_you_mean(task, TASKS)}; choose one of {sorted(TASKS)}")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, schema, lines or {}), source=source) from None
+
+
+def load_config(task: str, path: str | Path | None = None, overrides: Iterable[str] = ()) -> TaskConfig:
+    """Load the config for `task` from an optional file plus overrides."""
+    data, lines = read_config_file(path) if path else ({}, {})
+    apply_overrides(data, overrides)
+    return validate_config(task, data, source=str(path) if path else None, lines=lines)
+
+
+def dump_config(config: TaskConfig) -> str:
+    """The resolved config as YAML, every default written out."""
+    return yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,167 @@
+"""Typed config schemas: one pydantic model per task, nested by concern.
+
+Field names follow HF `TrainingArguments` where one exists, so users' habits carry over.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+IR_METRICS = ("ndcg", "mrr", "map", "recall", "precision", "accuracy")
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelSection(Section):
+    name: str = Field(DEFAULT_EMBEDDER, description="HF hub id or local path of the model to start from")
+    max_seq_length: int | None = Field(
+        None, gt=0, description="truncate inputs to this many tokens; default: the model's own limit"
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to run; auto picks CUDA, MPS, CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where supported (CUDA, AVX512-BF16 CPUs), fp16 on older GPUs, else fp32"
+    )
+
+
+class DataSection(Section):
+    train: str | None = Field(None, description="a file, a folder of files, or a BEIR directory")
+    eval: str | None = Field(None, description="held-out file; for BEIR the split named by data.eval_split is used")
+    format: Literal["auto", "pairs", "triplets", "scored_pairs", "beir"] = Field(
+        "auto", description="data format; auto detects it from the fields"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="map a role (anchor, positive, negative, negatives, sentence1, sentence2, score) to your column",
+    )
+    eval_split: str = Field("test", description="BEIR qrels split to evaluate on (test or dev)")
+    train_split: str = Field("train", description="BEIR qrels split to train on")
+    eval_fraction: float = Field(
+        0.1, gt=0, lt=1, description="held-out fraction of queries when there is no eval file or BEIR split"
+    )
+    max_train_samples: int | None = Field(None, gt=0, description="use only the first N training rows")
+    max_eval_queries: int | None = Field(None, gt=0, description="evaluate on a seeded sample of N queries")
+
+
+class TrainSection(Section):
+    num_train_epochs: float = Field(1.0, gt=0, description="passes over the training data")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps; -1 uses num_train_epochs")
+    per_device_train_batch_size: int = Field(32, gt=0, description="batch size; in-batch negatives grow with it")
+    learning_rate: float = Field(2.0e-5, gt=0, description="peak learning rate")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps spent warming up")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    lr_scheduler_type: str = Field("linear", description="HF scheduler name: linear, cosine, constant, ...")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="steps to accumulate before an update")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory")
+    eval_steps: int = Field(100, gt=0, description="evaluate every N steps (and at the end)")
+    save_steps: int = Field(100, gt=0, description="checkpoint every N steps")
+    save_total_limit: int = Field(2, gt=0, description="keep at most N checkpoints (the best is always kept)")
+    logging_steps: int = Field(10, gt=0, description="log the loss every N steps")
+    seed: int = Field(42, description="seed for data order, splits and initialisation")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="stop after N evaluations without improvement; off by default"
+    )
+    batch_sampler: Literal["no_duplicates", "batch_sampler"] = Field(
+        "no_duplicates", description="no_duplicates keeps a text out of its own batch's negatives"
+    )
+    length_buckets: bool = Field(
+        True, description="run each batch in length-sorted chunks: same gradients, less padding (embed only)"
+    )
+    report_to: list[str] = Field(default_factory=list, description="loggers, e.g. [tensorboard]")
+    dataloader_num_workers: int = Field(0, ge=0, description="dataloader worker processes")
+    extra: dict[str, Any] = Field(default_factory=dict, description="any other TrainingArguments, passed through")
+
+    @model_validator(mode="after")
+    def _save_on_eval(self) -> TrainSection:
+        if self.save_steps % self.eval_steps:
+            raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}) "
+                             "so that every checkpoint has a score for best-checkpoint selection")
+        return self
+
+
+class EvalSection(Section):
+    primary_metric: str = Field("ndcg@10", description="metric that picks the best checkpoint and the verdict")
+    ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10, 100], description="cut-offs for the IR metrics")
+    metrics: list[Literal[IR_METRICS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(IR_METRICS), description="IR metrics to compute at every k"
+    )
+    batch_size: int = Field(128, gt=0, description="encoding batch size")
+    before: bool = Field(True, description="evaluate the base model before training")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k <= 0 for k in ks):
+            raise ValueError("give at least one k, each a positive integer")
+        return sorted(set(ks))
+
+    @model_validator(mode="after")
+    def _primary_is_computed(self) -> EvalSection:
+        match = re.fullmatch(r"([a-z_]+)@(\d+)", self.primary_metric)
+        if not match or match.group(1) not in self.metrics or int(match.group(2)) not in self.ks:
+            raise ValueError(
+                f"primary_metric '{self.primary_metric}' is not computed; use METRIC@K with METRIC in "
+                f"{self.metrics} and K in {self.ks}"
+            )
+        return self
+
+
+class OutputSection(Section):
+    dir: str = Field("runs/embed", description="the run directory")
+
+
+class PromptsSection(Section):
+    query: str | None = Field(None, description="prefix for queries, e.g. 'query: '")
+    document: str | None = Field(None, description="prefix for documents, e.g. 'passage: '")
+
+
+class TaskConfig(Section):
+    """Shared by every task: model, data, train, eval, output."""
+
+    task: ClassVar[str] = ""
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+
+class EmbedConfig(TaskConfig):
+    """Fine-tune a sentence-transformers bi-encoder."""
+
+    task: ClassVar[str] = "embed"
+    loss: str = Field("mnrl", description="loss short name: mnrl, cached_mnrl, contrastive, online_contrastive, "
+                      "cosine, cosent")
+    loss_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the loss")
+    matryoshka_dims: list[int] = Field(
+        default_factory=list, description="wrap the loss in MatryoshkaLoss over these dimensions, e.g. [384, 128, 64]"
+    )
+    prompts: PromptsSection = Field(default_factory=PromptsSection)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        from ragtune.train.losses import LOSSES
+
+        if name not in LOSSES:
+            from ragtune.config.load import did_you_mean
+
+            raise ValueError(f"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose one of {sorted(LOSSES)}")
+        return name
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _positive_dims(cls, dims: list[int]) -> list[int]:
+        if any(d <= 0 for d in dims):
+            raise ValueError("every Matryoshka dimension must be a positive integer")
+        return sorted(set(dims), reverse=True)
+
+
+TASKS: dict[str, type[TaskConfig]] = {"embed": EmbedConfig}

@@ -1,0 +1,1 @@
+"""Data formats, detection, validation and splits."""

@@ -1,0 +1,85 @@
+"""BEIR directories: corpus.jsonl, queries.jsonl and qrels/{split}.tsv."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragtune.data.readers import read_rows, read_text
+from ragtune.errors import DataError
+
+
+@dataclass
+class IRData:
+    """A retrieval test collection: documents, queries and graded relevance judgements."""
+
+    corpus: dict[str, str]  # doc id -> text
+    queries: dict[str, str]  # query id -> text
+    qrels: dict[str, dict[str, int]]  # query id -> {doc id: relevance}
+    name: str = ""
+
+
+def is_beir_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "corpus.jsonl").is_file() and (path / "queries.jsonl").is_file()
+
+
+def _field(row, name: str) -> str:
+    value = row.data.get(name)
+    if value is None:
+        raise DataError(f"{row.where}: missing field '{name}'; every BEIR record needs _id and text")
+    if not isinstance(value, (str, int)):
+        raise DataError(f"{row.where}: field '{name}' must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _documents(path: Path, with_title: bool) -> dict[str, str]:
+    out = {}
+    for row in read_rows(path):
+        text = _field(row, "text")
+        title = row.data.get("title") or "" if with_title else ""
+        if not isinstance(title, str):
+            raise DataError(f"{row.where}: field 'title' must be a string, got {type(title).__name__}")
+        out[_field(row, "_id")] = f"{title} {text}".strip() if title else text
+    return out
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Read a TREC/BEIR qrels TSV (`query-id  corpus-id  score`, optional header)."""
+    if not path.is_file():
+        splits = sorted(p.stem for p in path.parent.glob("*.tsv"))
+        raise DataError(f"{path}: no such qrels file; this collection has splits {splits}")
+    qrels: dict[str, dict[str, int]] = {}
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        parts = line.split("\t") if "\t" in line else line.split()
+        if not line.strip() or (number == 1 and parts[-1].strip() == "score"):
+            continue
+        if len(parts) == 4:  # TREC: qid, iteration, docid, rel
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise DataError(f"{path}:{number}: expected 3 tab-separated columns query-id, corpus-id, score; "
+                            f"got {len(parts)}")
+        try:
+            score = int(float(parts[2]))
+        except ValueError:
+            raise DataError(f"{path}:{number}: field 'score' must be an integer, got {parts[2]!r}") from None
+        qrels.setdefault(parts[0].strip(), {})[parts[1].strip()] = score
+    if not qrels:
+        raise DataError(f"{path}: no judgements; the qrels file is empty")
+    return qrels
+
+
+def load_beir(path: str | Path, split: str) -> IRData:
+    """Load a BEIR collection restricted to the queries judged in `split`."""
+    path = Path(path)
+    if not is_beir_dir(path):
+        raise DataError(f"{path}: not a BEIR directory; it needs corpus.jsonl, queries.jsonl and qrels/{split}.tsv")
+    qrels = read_qrels(path / "qrels" / f"{split}.tsv")
+    corpus = _documents(path / "corpus.jsonl", with_title=True)
+    queries = _documents(path / "queries.jsonl", with_title=False)
+    missing_q = [q for q in qrels if q not in queries]
+    if missing_q:
+        raise DataError(f"{path}/qrels/{split}.tsv: {len(missing_q)} query ids are not in queries.jsonl "
+                        f"(first: {missing_q[0]!r}); the files do not belong together")
+    qrels = {q: {d: s for d, s in docs.items() if d in corpus} for q, docs in qrels.items()}
+    return IRData(corpus, {q: queries[q] for q in qrels}, qrels, name=f"{path.name}/{split}")

@@ -1,0 +1,117 @@
+"""Everything `train embed` needs from data: training examples and a held-out IR collection."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragtune.config.schema import DataSection
+from ragtune.data.beir import IRData, is_beir_dir, load_beir
+from ragtune.data.formats import Examples, normalise
+from ragtune.data.readers import read_rows
+from ragtune.errors import ConfigError, DataError
+
+RELEVANT_SCORE = 0.5  # scored pairs at or above this count as relevant in the IR evaluation
+
+
+@dataclass
+class EmbedData:
+    train: Examples
+    eval: IRData
+
+
+def examples_from_ir(ir: IRData) -> Examples:
+    """Training pairs (query, relevant document) from a judged collection."""
+    rows, origins = [], []
+    for qid, docs in ir.qrels.items():
+        for did, score in docs.items():
+            if score > 0 and did in ir.corpus:
+                rows.append({"anchor": ir.queries[qid], "positive": ir.corpus[did]})
+                origins.append(f"{ir.name} query {qid}")
+    if not rows:
+        raise DataError(f"{ir.name}: no positive judgements to train on")
+    return Examples("pairs", ["anchor", "positive"], rows, origins)
+
+
+def _query_and_relevant(example: dict, fmt: str) -> tuple[str, str | None]:
+    if fmt == "scored_pairs":
+        relevant = example["sentence2"] if example["score"] >= RELEVANT_SCORE else None
+        return example["sentence1"], relevant
+    return example["anchor"], example["positive"]
+
+
+def _documents(example: dict, fmt: str) -> list[str]:
+    if fmt == "scored_pairs":
+        return [example["sentence2"]]
+    return [v for k, v in example.items() if k != "anchor"]
+
+
+def ir_from_examples(held_out: Examples, everything: list[Examples]) -> IRData:
+    """An IR collection: held-out queries against every document seen in train and eval."""
+    doc_ids: dict[str, str] = {}
+    for examples in everything:
+        for example in examples.rows:
+            for text in _documents(example, examples.format):
+                doc_ids.setdefault(text, f"d{len(doc_ids)}")
+    query_ids: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for example in held_out.rows:
+        query, relevant = _query_and_relevant(example, held_out.format)
+        if relevant is None:
+            continue
+        qid = query_ids.setdefault(query, f"q{len(query_ids)}")
+        qrels.setdefault(qid, {})[doc_ids[relevant]] = 1
+    if not qrels:
+        raise DataError(f"{held_out.origins[0].rsplit(':', 1)[0]}: no held-out pair is relevant "
+                        f"(score >= {RELEVANT_SCORE}); the evaluation needs at least one")
+    return IRData({i: t for t, i in doc_ids.items()}, {i: q for q, i in query_ids.items()}, qrels, "held-out")
+
+
+def split_by_query(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
+    """Split off a seeded fraction of queries; no query lands in both parts."""
+    key = "sentence1" if examples.format == "scored_pairs" else "anchor"
+    queries = sorted({row[key] for row in examples.rows})
+    if len(queries) < 2:
+        raise DataError(f"{examples.origins[0]}: only {len(queries)} distinct query; give data.eval or more data")
+    random.Random(seed).shuffle(queries)
+    held = set(queries[: max(1, round(len(queries) * fraction))])
+    parts: tuple[list, list] = ([], [])
+    for row, origin in zip(examples.rows, examples.origins):
+        parts[row[key] in held].append((row, origin))
+
+    def build(pairs: list) -> Examples:
+        return Examples(examples.format, examples.columns, [r for r, _ in pairs], [o for _, o in pairs])
+
+    return build(parts[0]), build(parts[1])
+
+
+def sample_queries(ir: IRData, n: int | None, seed: int) -> IRData:
+    if n is None or n >= len(ir.qrels):
+        return ir
+    keep = sorted(random.Random(seed).sample(sorted(ir.qrels), n))
+    return IRData(ir.corpus, {q: ir.queries[q] for q in keep}, {q: ir.qrels[q] for q in keep}, ir.name)
+
+
+def load_embed_data(data: DataSection, seed: int = 42) -> EmbedData:
+    """Read and check the training data and build the held-out evaluation, before any model is loaded."""
+    if not data.train:
+        raise ConfigError("data.train is not set; give a file, a folder or a BEIR directory (data.train=PATH)")
+    train_path = Path(data.train)
+    if data.format == "beir" or (data.format == "auto" and is_beir_dir(train_path)):
+        train = examples_from_ir(load_beir(train_path, data.train_split))
+        held_out = load_beir(data.eval or train_path, data.eval_split)
+        overlap = {q for q in held_out.queries.values()} & {r["anchor"] for r in train.rows}
+        if overlap:
+            raise DataError(f"{train_path}: {len(overlap)} queries are in both the {data.train_split} and "
+                            f"{data.eval_split} splits; held-out queries must not be trained on")
+    else:
+        train = normalise(read_rows(train_path), data.format, data.columns)
+        if data.eval:
+            evaluation = normalise(read_rows(data.eval), data.format, data.columns)
+        else:
+            train, evaluation = split_by_query(train, data.eval_fraction, seed)
+        held_out = ir_from_examples(evaluation, [train, evaluation])
+    if data.max_train_samples:
+        train.rows, train.origins = train.rows[: data.max_train_samples], train.origins[: data.max_train_samples]
+    return EmbedData(train, sample_queries(held_out, data.max_eval_queries, seed))

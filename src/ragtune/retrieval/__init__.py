@@ -1,0 +1,1 @@
+"""Retrievers: dense (sentence-transformers + FAISS)."""

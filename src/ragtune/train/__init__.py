@@ -1,0 +1,1 @@
+"""Training recipes: thin layers over the HF / sentence-transformers trainers."""

@@ -1,0 +1,129 @@
+"""Shared fixtures: no network, tiny models built from config, toy data, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+TOPICS = {
+    "heart": ["cardiac arrest", "blood pressure", "artery plaque", "heart rhythm", "cholesterol levels"],
+    "lung": ["asthma attack", "lung capacity", "smoking damage", "oxygen saturation", "chronic cough"],
+    "brain": ["memory loss", "stroke recovery", "migraine pain", "neuron growth", "sleep quality"],
+    "bone": ["bone density", "fracture healing", "joint pain", "calcium intake", "spine posture"],
+    "skin": ["skin rash", "sun exposure", "wound healing", "acne treatment", "skin cancer"],
+    "gut": ["gut bacteria", "stomach ulcer", "digestion speed", "liver enzymes", "food allergy"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    """The network is impossible: hub offline, a private HF home, no progress bars, no debug tracebacks."""
+    home = tmp_path_factory.getbasetemp() / "hf_home"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.delenv("RAGTUNE_DEBUG", raising=False)
+
+
+def toy_pairs(n_per_topic: int = 8, seed: int = 0) -> list[dict]:
+    """Query/document pairs where a query shares its topic's words with its document."""
+    rng = random.Random(seed)
+    rows = []
+    for topic, phrases in TOPICS.items():
+        for i in range(n_per_topic):
+            phrase = phrases[i % len(phrases)]
+            rows.append({"query": f"what about {phrase} number {i} in {topic}",
+                         "document": f"a study of {topic} {phrase} finds {rng.choice(phrases)} matters {i}"})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _build_tiny_embedder(path: Path) -> Path:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from sentence_transformers.base.modules import Transformer
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    texts = [r["query"] + " " + r["document"] for r in toy_pairs(20)] + ["hello world passage query"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(
+        vocab_size=400, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    hf_dir = path / "hf"
+    BertTokenizerFast(tokenizer_object=tok, model_max_length=64).save_pretrained(hf_dir)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(hf_dir)
+    transformer = Transformer(str(hf_dir), max_seq_length=64)
+    model = SentenceTransformer(modules=[transformer, Pooling(32, "mean")], device="cpu")
+    out = path / "tiny-embedder"
+    model.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def _tiny_embedder_master(tmp_path_factory) -> Path:
+    return _build_tiny_embedder(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def tiny_embedder(_tiny_embedder_master, tmp_path) -> str:
+    """A 2-layer BERT (hidden 32) sentence-transformer with its own trained tokenizer; each test gets a copy."""
+    dest = tmp_path / "tiny-embedder"
+    shutil.copytree(_tiny_embedder_master, dest)
+    return str(dest)
+
+
+@pytest.fixture
+def pairs_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "pairs.jsonl", toy_pairs())
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the real CLI in-process; return (exit code, stdout, stderr)."""
+    from ragtune.cli.main import run
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not beside the repo")
+    return SHARED_DATA
+
+
+def tiny_train_overrides(model: str, out: Path) -> list[str]:
+    """Overrides that make `train embed` take seconds on the tiny model."""
+    return [f"model.name={model}", f"output.dir={out}", "train.max_steps=4", "train.eval_steps=2",
+            "train.save_steps=2", "train.per_device_train_batch_size=8", "train.logging_steps=1",
+            "eval.batch_size=16", "train.learning_rate=1e-3"]

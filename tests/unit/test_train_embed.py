@@ -1,0 +1,140 @@
+"""`ragtune train embed` end to end on the tiny model: artifacts, finite losses, reload, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import tiny_train_overrides, write_jsonl
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_embed_writes_the_run_directory(cli, tiny_embedder, pairs_file, tmp_path):
+    run_dir = tmp_path / "run"
+    code, out, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run_dir),
+                         "--allow-regression")
+    assert code == 0, err
+    for name in ("config.yaml", "metrics.jsonl", "progress.json", "eval_before.json", "eval_after.json",
+                 "summary.md", "train.log", "final/README.md", "final/modules.json"):
+        assert (run_dir / name).exists(), name
+    losses = [m["loss"] for m in _metrics(run_dir) if "loss" in m]
+    assert losses and all(math.isfinite(v) for v in losses)
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["step"] == progress["total"] == 4 and progress["best"]["metric"] == "ndcg@10"
+    after = json.loads((run_dir / "eval_after.json").read_text())["metrics"]
+    assert set(after) >= {"ndcg@10", "mrr@10", "map@100", "recall@100", "precision@1", "accuracy@5"}
+    assert "Verdict" in (run_dir / "summary.md").read_text()
+    assert "ndcg@10" in out
+
+    from sentence_transformers import SentenceTransformer
+
+    emb = SentenceTransformer(str(run_dir / "final"), device="cpu").encode(["what about asthma"])
+    assert emb.shape == (1, 32)
+
+
+def test_existing_run_dir_is_refused_without_overwrite(cli, tiny_embedder, pairs_file, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir).mkdir()
+    (run_dir / "keep.txt").write_text("precious")
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run_dir))
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (run_dir / "keep.txt").read_text() == "precious"
+
+
+def test_regression_exits_nonzero_unless_allowed(cli, tiny_embedder, pairs_file, tmp_path):
+    # A huge learning rate wrecks the tiny model, so the tuned model scores below its base.
+    args = ["train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, tmp_path / "r1"),
+            "train.learning_rate=5.0", "train.warmup_ratio=0"]
+    code, out, err = cli(*args)
+    summary = json.loads((tmp_path / "r1" / "eval_after.json").read_text())["metrics"]["ndcg@10"]
+    before = json.loads((tmp_path / "r1" / "eval_before.json").read_text())["metrics"]["ndcg@10"]
+    if summary >= before:
+        pytest.skip("the wrecked model did not regress on this platform")
+    assert code == 1 and "REGRESSION" in err
+    code, _, _ = cli(*args, f"output.dir={tmp_path / 'r2'}", "--allow-regression")
+    assert code == 0
+
+
+@pytest.mark.parametrize(("loss", "rows"), [
+    ("cached_mnrl", [{"query": f"q {i}", "positive": f"doc {i}", "negatives": [f"neg {i}", f"other {i}"]}
+                     for i in range(24)]),
+    ("cosent", [{"sentence1": f"s {i}", "sentence2": f"t {i % 5}", "score": (i % 5) / 4} for i in range(24)]),
+    ("online_contrastive", [{"sentence1": f"s {i}", "sentence2": f"t {i % 3}", "score": float(i % 2)}
+                            for i in range(24)]),
+])
+def test_losses_train_on_their_formats(cli, tiny_embedder, tmp_path, loss, rows):
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    extra = ["loss_args.mini_batch_size=4"] if loss == "cached_mnrl" else []
+    code, _, err = cli("train", "embed", f"data.train={data}", f"loss={loss}", *extra,
+                       *tiny_train_overrides(tiny_embedder, tmp_path / "run"), "--allow-regression")
+    assert code == 0, err
+    assert (tmp_path / "run" / "final" / "modules.json").exists()
+
+
+def test_matryoshka_and_prompts(cli, tiny_embedder, pairs_file, tmp_path):
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", "matryoshka_dims=[32,16,8]",
+                       "prompts.query=query: ", "prompts.document=passage: ",
+                       *tiny_train_overrides(tiny_embedder, tmp_path / "run"), "--allow-regression")
+    assert code == 0, err
+    assert "MatryoshkaLoss" in (tmp_path / "run" / "final" / "README.md").read_text()
+
+
+def test_incompatible_loss_fails_before_training(cli, tiny_embedder, pairs_file, tmp_path):
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", "loss=cosent",
+                       *tiny_train_overrides(tiny_embedder, tmp_path / "run"))
+    assert code == 2 and "cosent" in err and "pairs" in err and "loss=mnrl" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_model_is_one_line(cli, pairs_file, tmp_path):
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", "model.name=nobody/no-such-model",
+                       f"output.dir={tmp_path / 'run'}")
+    assert code == 2 and "nobody/no-such-model" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+KILL_AT_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    from ragtune.train import callbacks
+    original = callbacks.RunLogCallback.on_save
+    def on_save(self, args, state, control, **kw):
+        original(self, args, state, control, **kw)
+        if state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    callbacks.RunLogCallback.on_save = on_save
+    from ragtune.cli.main import run
+    sys.exit(run(sys.argv[1:]))
+""")
+
+
+def test_resume_after_kill_reaches_the_same_end(cli, tiny_embedder, pairs_file, tmp_path):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    common = [f"data.train={pairs_file}", "train.length_buckets=false", "--allow-regression"]
+    code, _, err = cli("train", "embed", *common, *tiny_train_overrides(tiny_embedder, tmp_path / "straight"))
+    assert code == 0, err
+
+    killed = tmp_path / "killed"
+    args = ["train", "embed", *common, *tiny_train_overrides(tiny_embedder, killed)]
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_SAVE, *args], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (killed / "checkpoints" / "checkpoint-2" / ".complete").exists()
+    assert not (killed / "final").exists()
+
+    code, _, err = cli(*args, "--resume")
+    assert code == 0, err
+    texts = ["what about asthma attack", "bone density study"]
+    a = SentenceTransformer(str(tmp_path / "straight" / "final"), device="cpu").encode(texts)
+    b = SentenceTransformer(str(killed / "final"), device="cpu").encode(texts)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    steps = [m["step"] for m in _metrics(killed) if "loss" in m]
+    assert steps[-1] == 4
