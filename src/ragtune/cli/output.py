@@ -35,8 +35,7 @@ GLOBAL_FLAGS = {"--json": "json", "-q": "quiet", "--quiet": "quiet", "-v": "verb
 
 def take_global_flags(argv: list[str]) -> list[str]:
     """Remove --json/-q/-v from anywhere before `--` and record them, so they work on every command."""
-    global FLAGS
-    FLAGS = Flags()
+    FLAGS.json = FLAGS.quiet = FLAGS.verbose = False
     rest, passthrough = [], False
     for arg in argv:
         if not passthrough and arg in GLOBAL_FLAGS:

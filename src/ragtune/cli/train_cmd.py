@@ -19,6 +19,9 @@ OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing run dir
 ALLOW = typer.Option(False, "--allow-regression", help="exit 0 even if the tuned model scores below its base")
 
 
+HEADLINE = ("ndcg@10", "mrr@10", "map@100", "recall@10", "recall@100", "accuracy@1")
+
+
 def render_result(result, allow_regression: bool) -> int:
     """Print the before/after table and the verdict; return the exit code (1 on an unallowed regression)."""
     comparison = result.comparison
@@ -26,9 +29,10 @@ def render_result(result, allow_regression: bool) -> int:
         emit_json({"run_dir": str(result.run_dir), "primary_metric": comparison.primary_metric,
                    "before": comparison.before, "after": comparison.after, "regressed": comparison.regressed,
                    "train_seconds": result.train_seconds})
+    headline = {comparison.primary_metric, *HEADLINE}
     rows = [[m, b, a, f"{'[green]' if d > 0 else '[red]' if d < 0 else ''}{d:+.4f}"]
-            for m, b, a, d in comparison.rows()]
-    show(table("before / after (held-out)", ["metric", "before", "after", "delta"], rows))
+            for m, b, a, d in comparison.rows() if m in headline or FLAGS.verbose]
+    show(table("before / after on the held-out split (all metrics: eval_after.json, -v)", ["metric", "before", "after", "delta"], rows))
     if comparison.regressed:
         if not FLAGS.json:
             from ragtune.cli.output import errors

@@ -70,6 +70,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+            value = raw  # "query: " is a prefix string, not a one-key mapping
         target = data
         *parents, leaf = key.split(".")
         for part in parents:

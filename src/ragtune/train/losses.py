@@ -44,7 +44,7 @@ def check_loss_fits(loss: str, data_format: str, scores: list[float] | None = No
     """Fail before training when the loss cannot train on this data format."""
     spec = LOSSES[loss]
     if data_format not in spec.formats:
-        fits = sorted(name for name, s in LOSSES.items() if data_format in s.formats)
+        fits = [name for name, s in LOSSES.items() if data_format in s.formats]
         raise ConfigError(f"loss '{loss}' needs {' or '.join(spec.formats)} data but the data is {data_format}; "
                           f"use loss={fits[0]} (fits {data_format}: {fits}) or change the data")
     if spec.label_kind == "binary" and scores and any(s not in (0.0, 1.0) for s in scores):
