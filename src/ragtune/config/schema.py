@@ -93,7 +93,6 @@ class EvalSection(Section):
         default_factory=lambda: list(IR_METRICS), description="IR metrics to compute at every k"
     )
     batch_size: int = Field(128, gt=0, description="encoding batch size")
-    before: bool = Field(True, description="evaluate the base model before training")
 
     @field_validator("ks")
     @classmethod
