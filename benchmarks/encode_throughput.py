@@ -46,7 +46,7 @@ def main() -> None:
         runs["plain"].append(time.perf_counter() - start)
         scores["plain"] = ndcg(model.encode(queries, normalize_embeddings=True), d, ir)
         start = time.perf_counter()
-        d = encode(model, docs, placement, batch_size=128)
+        d = encode(model, docs, placement)
         runs["ragtune"].append(time.perf_counter() - start)
         scores["ragtune"] = ndcg(encode(model, queries, placement), d, ir)
     best = {k: min(v) for k, v in runs.items()}

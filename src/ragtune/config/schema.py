@@ -92,7 +92,7 @@ class EvalSection(Section):
     metrics: list[Literal[IR_METRICS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(IR_METRICS), description="IR metrics to compute at every k"
     )
-    batch_size: int = Field(128, gt=0, description="encoding batch size")
+    batch_size: int = Field(64, gt=0, description="encoding batch size")
 
     @field_validator("ks")
     @classmethod
