@@ -69,6 +69,7 @@ def ragtune(pairs: list[dict], steps: int, out: Path) -> float:
     from ragtune.config import load_config
     from ragtune.train.embed import train_embed
 
+    out.mkdir(parents=True, exist_ok=True)
     train_file, eval_file = out / "train.jsonl", out / "eval.jsonl"
     train_file.write_text("".join(json.dumps(p) + "\n" for p in pairs[:-60]))
     eval_file.write_text("".join(json.dumps(p) + "\n" for p in pairs[-60:]))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from ragtune.cli.output import FLAGS, emit_json, say, show, table
 
@@ -28,11 +29,11 @@ def validate(
     if FLAGS.json:
         emit_json(asdict(report))
         return 0
-    say(f"[bold]{report.path}[/]: format [cyan]{report.format}[/]")
+    say(f"[bold]{escape(report.path)}[/]: format [cyan]{report.format}[/]")
     show(table("counts", ["what", "count"], [[k, v] for k, v in report.counts.items()]))
     show(table("length in words", ["column", "min", "mean", "p95", "max"],
                [[c, s["min"], f"{s['mean']:.1f}", s["p95"], s["max"]] for c, s in report.lengths.items()]))
     for problem in report.problems:
-        say(f"[yellow]warning:[/] {problem}")
+        say(f"[yellow]warning:[/] {escape(problem)}")
     say("[green]ok[/]" if not report.problems else f"{len(report.problems)} warning(s)")
     return 0

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from ragtune.cli.output import FLAGS, emit_json, say, show, table
+from ragtune.cli.output import FLAGS, emit_json, errors, show, table
 
 
 def doctor(config: Optional[Path] = typer.Option(None, "--config", "-c", help="also validate this config and its data"),
@@ -22,7 +23,7 @@ def doctor(config: Optional[Path] = typer.Option(None, "--config", "-c", help="a
         emit_json({"ok": not failed, "checks": [asdict(c) for c in checks]})
     else:
         show(table("ragtune doctor", ["check", "status", "detail"],
-                   [[c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail] for c in checks]))
+                   [[c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", escape(c.detail)] for c in checks]))
         for c in failed:
-            say(f"[red]{c.name}[/]: {c.detail}\n  fix: {c.fix}")
+            errors.print(f"[bold red]error:[/] {c.name}: {escape(c.detail)} (fix: {escape(c.fix)})", soft_wrap=True)
     return 2 if failed else 0

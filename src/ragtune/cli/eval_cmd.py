@@ -20,7 +20,7 @@ def retrieval(
     split: str = typer.Option("test", "--split", help="qrels split to evaluate on"),
     pipeline: list[str] = typer.Option(..., "--pipeline", "-p", help="dense:MODEL; repeat to compare"),
     out: Optional[Path] = typer.Option(None, "--out", help="write results.json and results.md here"),
-    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="evaluate a seeded sample of N queries"),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="evaluate a seeded sample of N queries"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps"),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16"),
 ) -> int:

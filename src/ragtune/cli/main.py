@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
+from rich.markup import escape
+
+try:  # typer >= 0.20 bundles its own click; its exceptions are not click's
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exceptions
 
 from ragtune.cli import config_cmd, data_cmd, doctor_cmd, eval_cmd, quickstart_cmd, train_cmd
 from ragtune.cli.output import FLAGS, emit_json, errors, take_global_flags
@@ -26,7 +31,7 @@ def _fail(message: str, code: int = 2) -> int:
     if FLAGS.json:
         emit_json({"error": message, "exit_code": code})
     else:
-        errors.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return code
 
 
@@ -40,13 +45,12 @@ def run(argv: list[str] | None = None) -> int:
         if os.environ.get("RAGTUNE_DEBUG") == "1":
             raise
         return _fail(str(exc), exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.ClickException as exc:
-        if isinstance(exc, click.exceptions.UsageError) and exc.ctx is not None and not FLAGS.json:
-            errors.print(exc.ctx.get_usage(), highlight=False)
-        return _fail(exc.format_message(), 2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except click_exceptions.ClickException as exc:
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "ragtune"
+        return _fail(f"{exc.format_message()}; see `{command} --help`", 2)
+    except (typer.Abort, KeyboardInterrupt):
         return _fail("interrupted; a training run can continue with --resume", 130)
 
 

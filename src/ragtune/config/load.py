@@ -97,12 +97,14 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def _problems(exc: ValidationError, model: type[BaseModel], lines: dict[str, int]) -> list[str]:
+def _problems(exc: ValidationError, model: type[BaseModel], lines: dict[str, int],
+              overridden: set[str]) -> list[str]:
     problems = []
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
         dotted = ".".join(loc) or "(top level)"
-        at = f"line {lines[dotted]}: " if dotted in lines else ""
+        at = ("command-line override: " if any(dotted == k or dotted.startswith(k + ".") for k in overridden)
+              else f"line {lines[dotted]}: " if dotted in lines else "")
         if err["type"] == "extra_forbidden":
             hint = did_you_mean(loc[-1], _fields_at(model, loc))
             problems.append(f"{at}unknown key '{dotted}'{hint}")
@@ -115,7 +117,7 @@ def _problems(exc: ValidationError, model: type[BaseModel], lines: dict[str, int
 
 
 def validate_config(task: str, data: dict[str, Any], source: str | None = None,
-                    lines: dict[str, int] | None = None) -> TaskConfig:
+                    lines: dict[str, int] | None = None, overridden: Iterable[str] = ()) -> TaskConfig:
     """Validate a raw mapping against the task's schema; raise one ConfigError listing every problem."""
     schema = TASKS.get(task)
     if schema is None:
@@ -123,14 +125,16 @@ def validate_config(task: str, data: dict[str, Any], source: str | None = None,
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, schema, lines or {}), source=source) from None
+        raise ConfigError(_problems(exc, schema, lines or {}, set(overridden)), source=source) from None
 
 
 def load_config(task: str, path: str | Path | None = None, overrides: Iterable[str] = ()) -> TaskConfig:
     """Load the config for `task` from an optional file plus overrides."""
     data, lines = read_config_file(path) if path else ({}, {})
+    overrides = list(overrides)
     apply_overrides(data, overrides)
-    return validate_config(task, data, source=str(path) if path else None, lines=lines)
+    keys = [item.partition("=")[0] for item in overrides]
+    return validate_config(task, data, source=str(path) if path else None, lines=lines, overridden=keys)
 
 
 def dump_config(config: TaskConfig) -> str:

@@ -41,6 +41,17 @@ class DataSection(Section):
         default_factory=dict,
         description="map a role (anchor, positive, negative, negatives, sentence1, sentence2, score) to your column",
     )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, columns: dict[str, str]) -> dict[str, str]:
+        from ragtune.data.formats import unknown_role
+
+        problem = unknown_role(columns)
+        if problem:
+            raise ValueError(problem)
+        return columns
+
     eval_split: str = Field("test", description="BEIR qrels split to evaluate on (test or dev)")
     train_split: str = Field("train", description="BEIR qrels split to train on")
     eval_fraction: float = Field(

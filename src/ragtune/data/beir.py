@@ -17,6 +17,7 @@ class IRData:
     queries: dict[str, str]  # query id -> text
     qrels: dict[str, dict[str, int]]  # query id -> {doc id: relevance}
     name: str = ""
+    source: str = ""  # the judgements file, for error messages
 
 
 def is_beir_dir(path: str | Path) -> bool:
@@ -28,7 +29,7 @@ def _field(row, name: str) -> str:
     value = row.data.get(name)
     if value is None:
         raise DataError(f"{row.where}: missing field '{name}'; every BEIR record needs _id and text")
-    if not isinstance(value, (str, int)):
+    if not isinstance(value, str) and not (name == "_id" and isinstance(value, int) and not isinstance(value, bool)):
         raise DataError(f"{row.where}: field '{name}' must be a string, got {type(value).__name__}")
     return str(value)
 
@@ -51,6 +52,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
         raise DataError(f"{path}: no such qrels file; this collection has splits {splits}")
     qrels: dict[str, dict[str, int]] = {}
     for number, line in enumerate(read_text(path).splitlines(), start=1):
+        line = line.strip()
         parts = line.split("\t") if "\t" in line else line.split()
         if not line.strip() or (number == 1 and parts[-1].strip() == "score"):
             continue
@@ -82,4 +84,5 @@ def load_beir(path: str | Path, split: str) -> IRData:
         raise DataError(f"{path}/qrels/{split}.tsv: {len(missing_q)} query ids are not in queries.jsonl "
                         f"(first: {missing_q[0]!r}); the files do not belong together")
     qrels = {q: {d: s for d, s in docs.items() if d in corpus} for q, docs in qrels.items()}
-    return IRData(corpus, {q: queries[q] for q in qrels}, qrels, name=f"{path.name}/{split}")
+    return IRData(corpus, {q: queries[q] for q in qrels}, qrels, name=f"{path.name}/{split}",
+                  source=str(path / "qrels" / f"{split}.tsv"))

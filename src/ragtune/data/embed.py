@@ -30,7 +30,8 @@ def examples_from_ir(ir: IRData) -> Examples:
                 rows.append({"anchor": ir.queries[qid], "positive": ir.corpus[did]})
                 origins.append(f"{ir.name} query {qid}")
     if not rows:
-        raise DataError(f"{ir.name}: no positive judgements to train on")
+        raise DataError(f"{ir.source or ir.name}: no positive judgements (score > 0) for documents in the corpus; "
+                        "nothing to train on")
     return Examples("pairs", ["anchor", "positive"], rows, origins)
 
 

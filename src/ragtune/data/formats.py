@@ -45,11 +45,21 @@ class Examples:
     warnings: list[str] = field(default_factory=list)
 
 
+def unknown_role(columns: dict[str, str]) -> str | None:
+    """Describe the first mapped role that is not a role, with a suggestion; None when all are known."""
+    from ragtune.config.load import did_you_mean
+
+    for role in columns:
+        if role not in ROLES:
+            return f"unknown role '{role}'{did_you_mean(role, ROLES)}; roles are {', '.join(ROLES)}"
+    return None
+
+
 def detect_format(row: Row, columns: dict[str, str]) -> tuple[str, dict[str, str]]:
     """Pick the format whose fields the first row carries; a user column mapping wins over detection."""
-    unknown = sorted(set(columns) - set(ROLES))
-    if unknown:
-        raise DataError(f"data.columns: unknown role(s) {unknown}; roles are {list(ROLES)}")
+    problem = unknown_role(columns)
+    if problem:
+        raise DataError(f"data.columns: {problem}")
     for name, spellings in SPELLINGS.items():
         for spelling in spellings:
             mapped = {role: columns.get(role, field) for role, field in spelling.items()}
@@ -85,6 +95,8 @@ def _score(value: Any, row: Row, name: str) -> float:
 def normalise(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | None = None) -> Examples:
     """Turn raw rows into canonical examples of one format; every bad row names its file, line and field."""
     columns = columns or {}
+    if fmt not in ("auto", *SPELLINGS):
+        raise DataError(f"format '{fmt}' is unknown; use auto, {', '.join(SPELLINGS)} (or beir for a BEIR directory)")
     detected, mapping = detect_format(rows[0], columns)
     if fmt not in ("auto", detected) and not (fmt == "pairs" and detected == "triplets"):
         raise DataError(f"{rows[0].where}: data.format is '{fmt}' but the fields {sorted(rows[0].data)} are "

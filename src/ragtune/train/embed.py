@@ -18,7 +18,6 @@ from ragtune.eval.report import Comparison, summary_markdown
 from ragtune.eval.retrieval import evaluate_model, ir_evaluator
 from ragtune.models.device import choose_placement
 from ragtune.models.load import load_embedder
-from ragtune.models.resolve import resolve_model
 from ragtune.progress import Reporter
 from ragtune.train.bucketing import length_bucketing
 from ragtune.train.callbacks import EvaluateAtEndCallback, RunLogCallback
@@ -69,8 +68,10 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     data = load_embed_data(cfg.data, cfg.train.seed)
     scores = [r["score"] for r in data.train.rows] if data.train.format == "scored_pairs" else None
     check_loss_fits(cfg.loss, data.train.format, scores)
-    resolve_model(cfg.model.name)
     placement = choose_placement(cfg.model.device, cfg.model.precision)
+    model = load_embedder(cfg.model.name, placement, cfg.model.max_seq_length)
+    loss = build_loss(model, cfg.loss, cfg.loss_args, cfg.matryoshka_dims)
+    # Only now, with every input checked, is the run directory touched.
     run_dir = Path(cfg.output.dir)
     if is_main_process():
         prepare_run_dir(run_dir, resume, overwrite)
@@ -83,8 +84,6 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
                  len(data.eval.corpus))
         for warning in data.train.warnings[:20]:
             log.warning(warning)
-        model = load_embedder(cfg.model.name, placement, cfg.model.max_seq_length)
-        loss = build_loss(model, cfg.loss, cfg.loss_args, cfg.matryoshka_dims)
 
         before_path = run_dir / "eval_before.json"
         before = None

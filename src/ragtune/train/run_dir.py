@@ -15,6 +15,8 @@ COMPLETE = ".complete"  # written last into a checkpoint; a checkpoint without i
 def prepare_run_dir(path: str | Path, resume: bool, overwrite: bool) -> Path:
     """Create the run directory; refuse to clobber an existing one unless told to resume or overwrite."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: output.dir is an existing file, not a folder; set output.dir to a folder")
     exists = path.exists() and any(path.iterdir())
     if resume:
         if not exists:
