@@ -20,6 +20,10 @@ class Reporter:
         yield
         log.info("%s done in %.1f s", label, time.perf_counter() - start)
 
+    def note(self, text: str) -> None:
+        """A one-line fact worth showing at start (device, data sizes)."""
+        log.info(text)
+
     def trainer_callbacks(self) -> list:
         """Extra TrainerCallbacks that display training progress."""
         return []

@@ -615,11 +615,14 @@ def test_load_embed_data_beir(tmp_path):
     assert len(forced.train.rows) == 4 and len(forced.eval.queries) == 8
 
 
-def test_load_embed_data_beir_refuses_overlapping_splits(tmp_path):
+def test_load_embed_data_beir_drops_training_pairs_of_held_out_queries(tmp_path):
     root = make_beir(tmp_path / "b")
     (root / "qrels" / "train.tsv").write_text("q0\td0\t1\nq5\td5\t1\n")
-    with pytest.raises(DataError, match="1 queries are in both the train and test splits"):
-        load_embed_data(DataSection(train=str(root)))
+    data = load_embed_data(DataSection(train=str(root)))
+    held = set(data.eval.queries.values())
+    assert len(data.train.rows) == 1 and all(r["anchor"] not in held for r in data.train.rows)
+    assert any("1 training pairs whose query text is also a test query were dropped" in w
+               for w in data.train.warnings)
 
 
 def test_load_embed_data_caps(pairs_file):

@@ -138,3 +138,39 @@ def test_resume_after_kill_reaches_the_same_end(cli, tiny_embedder, pairs_file, 
     np.testing.assert_allclose(a, b, atol=1e-4)
     steps = [m["step"] for m in _metrics(killed) if "loss" in m]
     assert steps[-1] == 4
+
+
+def test_tensorboard_early_stopping_checkpointing_and_accumulation(cli, tiny_embedder, pairs_file, tmp_path):
+    run_dir = tmp_path / "run"
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run_dir),
+                       "train.report_to=[tensorboard]", "train.early_stopping_patience=1",
+                       "train.gradient_checkpointing=true", "train.gradient_accumulation_steps=2",
+                       "train.extra={max_grad_norm: 0.5}", "--allow-regression")
+    assert code == 0, err
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert "max_grad_norm: 0.5" in (run_dir / "config.yaml").read_text()
+
+
+def test_length_buckets_give_the_padded_batch_gradients(tiny_embedder):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.train.bucketing import length_bucketing
+
+    model = SentenceTransformer(tiny_embedder, device="cpu")
+    texts = ["short", "a much longer text about bone density and calcium intake in adults"] * 4 + ["mid length one"]
+    features = model.tokenize(texts)
+
+    def grads(bucketed: bool):
+        model.zero_grad()
+        with length_bucketing(model, bucketed, tokens_per_chunk=32):
+            embeddings = model(dict(features))["sentence_embedding"]
+        embeddings.pow(2).sum().backward()
+        return embeddings.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain_emb, plain_grads = grads(False)
+    bucket_emb, bucket_grads = grads(True)
+    torch.testing.assert_close(bucket_emb, plain_emb, atol=1e-5, rtol=1e-4)
+    for a, b in zip(bucket_grads, plain_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert "forward" not in model.__dict__  # the wrapper is gone after training

@@ -48,8 +48,11 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except click_exceptions.ClickException as exc:
+        message = exc.format_message().strip().rstrip(".")
+        if not message:  # no_args_is_help: the help text has been printed
+            return 0
         command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "ragtune"
-        return _fail(f"{exc.format_message()}; see `{command} --help`", 2)
+        return _fail(f"{message}; see `{command} --help`", 2)
     except (typer.Abort, KeyboardInterrupt):
         return _fail("interrupted; a training run can continue with --resume", 130)
 

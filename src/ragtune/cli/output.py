@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 from transformers import TrainerCallback
 
@@ -140,6 +141,10 @@ class RichReporter(Reporter):
         else:
             yield
         say(f"{label}: done in {time.perf_counter() - start:.1f} s")
+
+    def note(self, text: str) -> None:
+        super().note(text)
+        say(escape(text))
 
     def trainer_callbacks(self) -> list:
         return [_TrainBar(self.progress)] if self.enabled else []

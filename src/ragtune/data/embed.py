@@ -102,10 +102,13 @@ def load_embed_data(data: DataSection, seed: int = 42) -> EmbedData:
     if data.format == "beir" or (data.format == "auto" and is_beir_dir(train_path)):
         train = examples_from_ir(load_beir(train_path, data.train_split))
         held_out = load_beir(data.eval or train_path, data.eval_split)
-        overlap = {q for q in held_out.queries.values()} & {r["anchor"] for r in train.rows}
-        if overlap:
-            raise DataError(f"{train_path}: {len(overlap)} queries are in both the {data.train_split} and "
-                            f"{data.eval_split} splits; held-out queries must not be trained on")
+        held_texts = set(held_out.queries.values())
+        keep = [i for i, r in enumerate(train.rows) if r["anchor"] not in held_texts]
+        if len(keep) < len(train.rows):  # e.g. SciFact repeats 2 claim texts across train and test
+            train.warnings.append(f"{train_path}: {len(train.rows) - len(keep)} training pairs whose query text is "
+                                  f"also a {data.eval_split} query were dropped, so no held-out query is trained on")
+            train.rows = [train.rows[i] for i in keep]
+            train.origins = [train.origins[i] for i in keep]
     else:
         train = normalise(read_rows(train_path), data.format, data.columns)
         if data.eval:

@@ -78,10 +78,9 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         write_atomic(run_dir / "config.yaml", dump_config(cfg))
 
     with run_logging(run_dir / "train.log"):
-        log.info("device %s, precision %s (%s)", placement.device, placement.precision, placement.reason)
-        log.info("data: %d %s training examples; eval %s with %d queries over %d documents",
-                 len(data.train.rows), data.train.format, data.eval.name, len(data.eval.queries),
-                 len(data.eval.corpus))
+        reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason})")
+        reporter.note(f"data: {len(data.train.rows)} {data.train.format} training examples; eval {data.eval.name}: "
+                      f"{len(data.eval.queries)} queries over {len(data.eval.corpus)} documents")
         for warning in data.train.warnings[:20]:
             log.warning(warning)
 
