@@ -253,7 +253,13 @@ def test_beir_train_split_without_usable_judgements(cli, tiny_embedder, tmp_path
     root = make_beir(tmp_path / "beir")
     train = _write(root / "qrels" / "train.tsv", "q5\td404\t1\nq6\td6\t0\n")
     one_line_error(cli("train", "embed", f"data.train={root}", f"model.name={tiny_embedder}",
-                       f"output.dir={tmp_path / 'run'}"), train, "no positive judgements")
+                       f"output.dir={tmp_path / 'run'}"), train, "1 judgements of unknown document ids", "'d404'",
+                   "data.unknown_ids=skip")
+    code, _, err = cli("train", "embed", f"data.train={root}", f"model.name={tiny_embedder}", "data.unknown_ids=skip",
+                       f"output.dir={tmp_path / 'run'}")
+    assert code == 2 and "Traceback" not in err
+    assert "1 judgements of unknown document ids" in err and "skipped" in err  # reported with its count
+    assert "no positive judgements" in err.strip().splitlines()[-1]
 
 
 # ------------------------------------------------------------------------------------------- eval retrieval flags
@@ -263,7 +269,7 @@ def test_beir_train_split_without_usable_judgements(cli, tiny_embedder, tmp_path
 def test_unknown_pipeline_spec(cli, spec, tmp_path):
     root = make_beir(tmp_path / "beir")
     one_line_error(cli("eval", "retrieval", "--data", root, "--pipeline", spec), f"--pipeline '{spec}'",
-                   "unknown pipeline", "dense:MODEL")
+                   "at column", "dense:MODEL")
 
 
 def test_bad_pipeline_fails_before_loading_the_good_one(cli, tiny_embedder, tmp_path, monkeypatch):

@@ -475,15 +475,20 @@ def test_qrels_query_missing_from_queries(tmp_path):
     root = make_beir(tmp_path / "b")
     with (root / "qrels" / "test.tsv").open("a") as handle:
         handle.write("q99\td0\t1\n")
-    with pytest.raises(DataError, match=r"qrels/test\.tsv: 1 query ids are not in queries\.jsonl \(first: 'q99'\)"):
+    with pytest.raises(DataError, match=r"qrels/test\.tsv: 1 unknown query ids \(first: 'q99', not in queries\.jsonl\)"
+                                        r".*--unknown-ids skip"):
         load_beir(root, "test")
+    assert "q99" not in load_beir(root, "test", unknown_ids="skip").qrels
 
 
-def test_judgements_of_unknown_documents_are_dropped(tmp_path):
+def test_judgements_of_unknown_documents_are_counted_then_rejected_or_skipped(tmp_path, caplog):
     root = make_beir(tmp_path / "b")
     with (root / "qrels" / "test.tsv").open("a") as handle:
-        handle.write("q0\td99\t1\n")
-    assert load_beir(root, "test").qrels["q0"] == {"d0": 1}
+        handle.write("q0\td99\t1\nq1\td98\t1\n")
+    with pytest.raises(DataError, match=r"2 judgements of unknown document ids \(first: 'd99'"):
+        load_beir(root, "test")
+    assert load_beir(root, "test", unknown_ids="skip").qrels["q0"] == {"d0": 1}
+    assert "2 judgements of unknown document ids" in caplog.text and "skipped" in caplog.text
 
 
 def test_not_a_beir_dir(tmp_path):
@@ -708,14 +713,15 @@ def test_validate_with_columns(tmp_path):
 
 def test_validate_beir(tmp_path):
     root = make_beir(tmp_path / "b")
+    report = validate_path(root)
+    assert report.format == "beir" and report.problems == []
+    assert report.counts == {"documents": 12, "test queries": 4, "test judgements": 4, "train queries": 8,
+                             "train judgements": 8}
+    assert set(report.lengths) == {"documents"} and report.lengths["documents"]["min"] >= 1
     with (root / "qrels" / "test.tsv").open("a") as handle:
         handle.write("q0\td404\t1\n")
-    report = validate_path(root)
-    assert report.format == "beir"
-    assert report.counts == {"documents": 12, "test queries": 4, "test judgements": 5, "train queries": 8,
-                             "train judgements": 8}
-    assert report.problems == [f"{root}/qrels/test.tsv: 1 judgements name documents missing from corpus.jsonl"]
-    assert set(report.lengths) == {"documents"} and report.lengths["documents"]["min"] >= 1
+    with pytest.raises(DataError, match=r"qrels/test\.tsv: 1 judgements of unknown document ids \(first: 'd404'"):
+        validate_path(root)
 
 
 def test_validate_beir_without_qrels_is_a_warning(tmp_path):

@@ -7,43 +7,98 @@ from typing import Optional
 
 import typer
 
-from ragtune.cli.output import FLAGS, emit_json, say, show, table
+from ragtune.cli.output import FLAGS, RichReporter, emit_json, say, show, table
 
 app = typer.Typer(no_args_is_help=True, help="Evaluate models and pipelines on held-out data.")
 
-HEADLINE = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100"]
+
+def load_ir(data: Optional[Path], split: str, corpus: Optional[Path], queries: Optional[Path],
+            qrels: Optional[Path], unknown_ids: str):
+    """A judged collection from a BEIR directory, or from corpus + queries + qrels files."""
+    from ragtune.data.beir import load_beir, load_collection
+    from ragtune.errors import ConfigError
+
+    files = [corpus, queries, qrels]
+    if data is not None and any(files):
+        raise ConfigError("give either --data BEIR_DIR or --corpus/--queries/--qrels, not both")
+    if data is not None:
+        return load_beir(data, split, unknown_ids)
+    if not all(files):
+        raise ConfigError("give --data BEIR_DIR, or all three of --corpus FILE --queries FILE --qrels FILE")
+    return load_collection(corpus, queries, qrels, unknown_ids)
 
 
 @app.command("retrieval")
 def retrieval(
-    data: Path = typer.Option(..., "--data", help="BEIR directory (corpus.jsonl, queries.jsonl, qrels/)"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="retrieval settings, e.g. bm25.k1=1.2 fusion.method=wsum"),
+    data: Optional[Path] = typer.Option(None, "--data", help="BEIR directory (corpus.jsonl, queries.jsonl, qrels/)"),
     split: str = typer.Option("test", "--split", help="qrels split to evaluate on"),
-    pipeline: list[str] = typer.Option(..., "--pipeline", "-p", help="dense:MODEL; repeat to compare"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write results.json and results.md here"),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="corpus file (_id, title, text), instead of --data"),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="queries file (_id, text), instead of --data"),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="qrels TSV (query-id, corpus-id, score)"),
+    pipeline: list[str] = typer.Option(..., "--pipeline", "-p",
+                                       help="bm25 | dense:MODEL | hybrid(SPEC,SPEC) | SPEC+rerank:MODEL@K; repeat"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write results.json, results.md and results.png here"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="retrieval settings file (YAML/JSON)"),
+    tune_fusion: bool = typer.Option(False, "--tune-fusion", help="fit the fusion weights (or RRF k) on --tune-split"),
+    tune_split: str = typer.Option("dev", "--tune-split", help="qrels split for --tune-fusion (dev, or train)"),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="evaluate a seeded sample of N queries"),
+    stat_test: str = typer.Option("student", "--stat-test", help="paired test against the first pipeline: "
+                                  "student (t-test) or fisher (randomisation)"),
+    unknown_ids: str = typer.Option("error", "--unknown-ids", help="qrels naming unknown ids: error or skip"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps"),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16"),
 ) -> int:
     """Score retrieval pipelines side by side on one collection."""
-    from ragtune.config.schema import EvalSection
-    from ragtune.data.beir import load_beir
+    from ragtune.config import load_config
     from ragtune.data.embed import sample_queries
-    from ragtune.eval.retrieval import evaluate_pipelines, parse_pipeline, write_results
+    from ragtune.errors import ConfigError
+    from ragtune.eval.results import write_results
+    from ragtune.eval.retrieval import HEADLINE, evaluate_pipelines
+    from ragtune.retrieval.spec import parse_spec
 
-    for spec in pipeline:
-        parse_pipeline(spec)
-    ir = sample_queries(load_beir(data, split), max_queries, seed=42)
-    cfg = EvalSection()
-    results = evaluate_pipelines(ir, pipeline, cfg, device=device, precision=precision)
+    if unknown_ids not in ("error", "skip"):
+        raise ConfigError(f"--unknown-ids '{unknown_ids}': use error or skip")
+    if stat_test not in ("student", "fisher", "tukey"):
+        raise ConfigError(f"--stat-test '{stat_test}': use student, fisher or tukey")
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise ConfigError(f"--device '{device}' is unknown; use auto, cpu, cuda or mps")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"--precision '{precision}' is unknown; use auto, fp32, bf16 or fp16")
+    extra = [f"device={device}"] if device != "auto" else []
+    extra += [f"precision={precision}"] if precision != "auto" else []
+    settings = load_config("retrieval", config, [*(overrides or []), *extra])
+    for spec in pipeline:  # a bad spec fails before any data or model loads
+        parse_spec(spec)
+    ir = sample_queries(load_ir(data, split, corpus, queries, qrels, unknown_ids), max_queries, seed=42)
+    tune = None
+    if tune_fusion:
+        if data is None:
+            raise ConfigError("--tune-fusion needs --data BEIR_DIR with a --tune-split (dev or train) to fit on")
+        from ragtune.data.beir import load_beir
+
+        tune = load_beir(data, tune_split, unknown_ids)
+    results = evaluate_pipelines(ir, pipeline, settings, tune=tune, stat_test=stat_test, reporter=RichReporter())
     if out:
         write_results(out, results, ir.name, HEADLINE)
     if FLAGS.json:
-        emit_json({"dataset": ir.name, "pipelines": [r.__dict__ for r in results]})
+        from dataclasses import asdict
+
+        emit_json({"dataset": ir.name, "pipelines": [asdict(r) for r in results]})
         return 0
-    rows = [[r.name, *[r.metrics[m] for m in HEADLINE], f"{r.timings['index_build_s']:.1f}",
-             f"{r.timings['query_ms_per_query']:.2f}"] for r in results]
-    show(table(f"{ir.name}: {len(ir.queries)} queries, {len(ir.corpus)} documents",
-               ["pipeline", *HEADLINE, "index s", "ms/query"], rows))
+    rows = []
+    for r in results:
+        marks = r.significance or {"better": {}, "worse": {}}
+        cells = [f"{r.metrics[m]:.4f}{'[green]↑[/]' if marks['better'].get(m) else '[red]↓[/]' if marks['worse'].get(m) else ''}"
+                 for m in HEADLINE]
+        t = r.timings
+        rows.append([r.name, *cells, f"{t['index_build_s']:.1f}",
+                     f"{t['first_stage_p50_ms']:.0f}/{t['first_stage_p95_ms']:.0f}",
+                     f"{t['rerank_p50_ms']:.0f}/{t['rerank_p95_ms']:.0f}"])
+    show(table(f"{ir.name}: {len(ir.queries)} queries, {len(ir.corpus)} documents", 
+               ["pipeline", *HEADLINE, "index s", "first ms p50/p95", "rerank ms p50/p95"], rows))
+    if len(results) > 1:
+        say(f"↑/↓: significantly better/worse than the first row ({stat_test} paired test, p < 0.05)")
     if out:
-        say(f"wrote {out / 'results.json'}")
+        say(f"wrote {out / 'results.json'}, results.md and results.png")
     return 0

@@ -10,7 +10,8 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ragtune.config.schema import TASKS, TaskConfig
+from ragtune.config.base import Section
+from ragtune.config.schema import TASKS
 from ragtune.errors import ConfigError
 
 
@@ -117,7 +118,7 @@ def _problems(exc: ValidationError, model: type[BaseModel], lines: dict[str, int
 
 
 def validate_config(task: str, data: dict[str, Any], source: str | None = None,
-                    lines: dict[str, int] | None = None, overridden: Iterable[str] = ()) -> TaskConfig:
+                    lines: dict[str, int] | None = None, overridden: Iterable[str] = ()) -> Section:
     """Validate a raw mapping against the task's schema; raise one ConfigError listing every problem."""
     schema = TASKS.get(task)
     if schema is None:
@@ -128,7 +129,7 @@ def validate_config(task: str, data: dict[str, Any], source: str | None = None,
         raise ConfigError(_problems(exc, schema, lines or {}, set(overridden)), source=source) from None
 
 
-def load_config(task: str, path: str | Path | None = None, overrides: Iterable[str] = ()) -> TaskConfig:
+def load_config(task: str, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Section:
     """Load the config for `task` from an optional file plus overrides."""
     data, lines = read_config_file(path) if path else ({}, {})
     overrides = list(overrides)
@@ -137,6 +138,6 @@ def load_config(task: str, path: str | Path | None = None, overrides: Iterable[s
     return validate_config(task, data, source=str(path) if path else None, lines=lines, overridden=keys)
 
 
-def dump_config(config: TaskConfig) -> str:
+def dump_config(config: Section) -> str:
     """The resolved config as YAML, every default written out."""
     return yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False, allow_unicode=True)

@@ -8,16 +8,13 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from ragtune.config.base import PromptsSection, Section
+from ragtune.config.retrieval import RetrievalConfig
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 IR_METRICS = ("ndcg", "mrr", "map", "recall", "precision", "accuracy")
-
-
-class Section(BaseModel):
-    """A config section: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
 class ModelSection(Section):
@@ -52,6 +49,8 @@ class DataSection(Section):
             raise ValueError(problem)
         return columns
 
+    unknown_ids: Literal["error", "skip"] = Field(
+        "error", description="qrels naming unknown query/document ids: error, or skip them with a count")
     eval_split: str = Field("test", description="BEIR qrels split to evaluate on (test or dev)")
     train_split: str = Field("train", description="BEIR qrels split to train on")
     eval_fraction: float = Field(
@@ -127,11 +126,6 @@ class OutputSection(Section):
     dir: str = Field("runs/embed", description="the run directory")
 
 
-class PromptsSection(Section):
-    query: str | None = Field(None, description="prefix for queries, e.g. 'query: '")
-    document: str | None = Field(None, description="prefix for documents, e.g. 'passage: '")
-
-
 class TaskConfig(Section):
     """Shared by every task: model, data, train, eval, output."""
 
@@ -174,4 +168,4 @@ class EmbedConfig(TaskConfig):
         return sorted(set(dims), reverse=True)
 
 
-TASKS: dict[str, type[TaskConfig]] = {"embed": EmbedConfig}
+TASKS: dict[str, type[Section]] = {"embed": EmbedConfig, "retrieval": RetrievalConfig}

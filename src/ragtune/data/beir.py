@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ragtune.data.readers import read_rows, read_text
 from ragtune.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,18 +74,49 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_beir(path: str | Path, split: str) -> IRData:
+def _check_ids(qrels: dict[str, dict[str, int]], queries: dict[str, str], corpus: dict[str, str], source: str,
+               unknown_ids: str) -> dict[str, dict[str, int]]:
+    """Count judgements naming unknown queries or documents; reject them, or skip them with a warning."""
+    bad_queries = [q for q in qrels if q not in queries]
+    bad_docs = [(q, d) for q, docs in qrels.items() if q in queries for d in docs if d not in corpus]
+    if not bad_queries and not bad_docs:
+        return qrels
+    parts = []
+    if bad_queries:
+        parts.append(f"{len(bad_queries)} unknown query ids (first: {bad_queries[0]!r}, not in queries.jsonl)")
+    if bad_docs:
+        parts.append(f"{len(bad_docs)} judgements of unknown document ids (first: {bad_docs[0][1]!r}, "
+                     "not in corpus.jsonl)")
+    found = "; ".join(parts)
+    if unknown_ids == "error":
+        raise DataError(f"{source}: {found}; the files do not belong together, or pass --unknown-ids skip "
+                        "(data.unknown_ids=skip) to drop those judgements")
+    log.warning("%s: %s; skipped", source, found)
+    kept = {q: {d: s for d, s in docs.items() if d in corpus} for q, docs in qrels.items() if q in queries}
+    kept = {q: docs for q, docs in kept.items() if docs}
+    if not kept:
+        raise DataError(f"{source}: no judgement is left after skipping unknown ids; check the ids")
+    return kept
+
+
+def load_beir(path: str | Path, split: str, unknown_ids: str = "error") -> IRData:
     """Load a BEIR collection restricted to the queries judged in `split`."""
     path = Path(path)
     if not is_beir_dir(path):
         raise DataError(f"{path}: not a BEIR directory; it needs corpus.jsonl, queries.jsonl and qrels/{split}.tsv")
-    qrels = read_qrels(path / "qrels" / f"{split}.tsv")
-    corpus = _documents(path / "corpus.jsonl", with_title=True)
-    queries = _documents(path / "queries.jsonl", with_title=False)
-    missing_q = [q for q in qrels if q not in queries]
-    if missing_q:
-        raise DataError(f"{path}/qrels/{split}.tsv: {len(missing_q)} query ids are not in queries.jsonl "
-                        f"(first: {missing_q[0]!r}); the files do not belong together")
-    qrels = {q: {d: s for d, s in docs.items() if d in corpus} for q, docs in qrels.items()}
-    return IRData(corpus, {q: queries[q] for q in qrels}, qrels, name=f"{path.name}/{split}",
-                  source=str(path / "qrels" / f"{split}.tsv"))
+    qrels_path = path / "qrels" / f"{split}.tsv"
+    return load_collection(path / "corpus.jsonl", path / "queries.jsonl", qrels_path, unknown_ids,
+                           name=f"{path.name}/{split}")
+
+
+def load_collection(corpus_path: str | Path, queries_path: str | Path, qrels_path: str | Path,
+                    unknown_ids: str = "error", name: str | None = None) -> IRData:
+    """Load a judged collection from a corpus file, a queries file and a qrels TSV."""
+    qrels = read_qrels(Path(qrels_path))
+    corpus = _documents(Path(corpus_path), with_title=True)
+    if not corpus:
+        raise DataError(f"{corpus_path}: the corpus is empty; give at least one document")
+    queries = _documents(Path(queries_path), with_title=False)
+    qrels = _check_ids(qrels, queries, corpus, str(qrels_path), unknown_ids)
+    return IRData(corpus, {q: queries[q] for q in qrels}, qrels, name=name or Path(qrels_path).stem,
+                  source=str(qrels_path))

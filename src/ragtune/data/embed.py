@@ -100,8 +100,8 @@ def load_embed_data(data: DataSection, seed: int = 42) -> EmbedData:
         raise ConfigError("data.train is not set; give a file, a folder or a BEIR directory (data.train=PATH)")
     train_path = Path(data.train)
     if data.format == "beir" or (data.format == "auto" and is_beir_dir(train_path)):
-        train = examples_from_ir(load_beir(train_path, data.train_split))
-        held_out = load_beir(data.eval or train_path, data.eval_split)
+        train = examples_from_ir(load_beir(train_path, data.train_split, data.unknown_ids))
+        held_out = load_beir(data.eval or train_path, data.eval_split, data.unknown_ids)
         held_texts = set(held_out.queries.values())
         keep = [i for i, r in enumerate(train.rows) if r["anchor"] not in held_texts]
         if len(keep) < len(train.rows):  # e.g. SciFact repeats 2 claim texts across train and test

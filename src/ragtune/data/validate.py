@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.data.beir import is_beir_dir, load_beir, read_qrels
+from ragtune.data.beir import is_beir_dir, load_beir
 from ragtune.data.formats import normalise
 from ragtune.data.readers import read_rows
 
@@ -28,23 +28,20 @@ def _length_stats(texts: list[str]) -> dict[str, float]:
 
 
 def _validate_beir(path: Path) -> Report:
+    """Every split must load: unknown query or document ids are errors here, as in training."""
     splits = sorted(p.stem for p in (path / "qrels").glob("*.tsv"))
-    first = load_beir(path, splits[0]) if splits else None
-    counts = {"documents": len(first.corpus) if first else 0}
-    problems = []
-    for split in splits:
-        qrels = read_qrels(path / "qrels" / f"{split}.tsv")
-        counts[f"{split} queries"] = len(qrels)
-        counts[f"{split} judgements"] = sum(len(d) for d in qrels.values())
-        missing = sum(1 for docs in qrels.values() for d in docs if first and d not in first.corpus)
-        if missing:
-            problems.append(f"{path}/qrels/{split}.tsv: {missing} judgements name documents missing from corpus.jsonl")
     if not splits:
-        problems.append(f"{path}/qrels: no split files; add qrels/train.tsv and qrels/test.tsv")
-    lengths = {"documents": _length_stats(list(first.corpus.values()))} if first else {}
-    empty = [d for d, t in (first.corpus.items() if first else []) if not t.strip()]
-    problems += [f"{path}/corpus.jsonl: document {d!r} has empty text" for d in empty[:20]]
-    return Report(str(path), "beir", counts, lengths, problems)
+        return Report(str(path), "beir", {}, {}, [f"{path}/qrels: no split files; add qrels/train.tsv and "
+                                                  "qrels/test.tsv"])
+    loaded = {split: load_beir(path, split) for split in splits}
+    corpus = loaded[splits[0]].corpus
+    counts = {"documents": len(corpus)}
+    for split, ir in loaded.items():
+        counts[f"{split} queries"] = len(ir.qrels)
+        counts[f"{split} judgements"] = sum(len(d) for d in ir.qrels.values())
+    empty = [d for d, t in corpus.items() if not t.strip()]
+    problems = [f"{path}/corpus.jsonl: document {d!r} has empty text" for d in empty[:20]]
+    return Report(str(path), "beir", counts, {"documents": _length_stats(list(corpus.values()))}, problems)
 
 
 def validate_path(path: str | Path, fmt: str = "auto", columns: dict[str, str] | None = None) -> Report:

@@ -1,24 +1,25 @@
-"""Retrieval evaluation: score pipelines on a held-out IR collection, side by side.
-
-A pipeline spec names what retrieves: `dense:MODEL` today; the retrieval stack adds bm25, hybrid and rerank.
-"""
+"""Retrieval evaluation: pipelines side by side on one judged collection, with latency and significance."""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from ragtune.config.schema import EvalSection, PromptsSection
+import numpy as np
+
+from ragtune.config.base import PromptsSection
+from ragtune.config.retrieval import DenseSection, RetrievalConfig
+from ragtune.config.schema import EvalSection
 from ragtune.data.beir import IRData
 from ragtune.eval.metrics import ir_metrics
 from ragtune.models.device import Placement
-from ragtune.retrieval.dense import dense_run
-from ragtune.errors import ConfigError
-from ragtune.utils import write_atomic
+from ragtune.retrieval.base import to_run
+from ragtune.retrieval.pipeline import HybridRetriever, Pipeline, PipelineBuilder
+from ragtune.retrieval.spec import parse_spec
 
 log = logging.getLogger(__name__)
+
+HEADLINE = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100"]
 
 
 @dataclass
@@ -28,65 +29,107 @@ class PipelineResult:
     timings: dict[str, float] = field(default_factory=dict)
     queries: int = 0
     documents: int = 0
+    significance: dict | None = None  # paired test against the first pipeline
+    fusion: dict | None = None  # the fusion settings used (tuned ones with --tune-fusion)
 
 
 def evaluate_model(model, ir: IRData, cfg: EvalSection, placement: Placement,
                    prompts: PromptsSection | None = None, show_progress: bool = False) -> PipelineResult:
-    """Dense retrieval with `model` over the whole corpus, scored with every configured IR metric."""
-    prompts = prompts or PromptsSection()
-    run, timings = dense_run(model, ir.corpus, ir.queries, placement, k=max(cfg.ks), batch_size=cfg.batch_size,
-                             query_prompt=prompts.query, document_prompt=prompts.document,
-                             show_progress=show_progress)
-    return PipelineResult("dense", ir_metrics(ir.qrels, run, cfg.metrics, cfg.ks), timings, len(ir.queries),
-                          len(ir.corpus))
+    """Exact dense retrieval with an in-memory `model` over the whole corpus (used while training: no cache)."""
+    from ragtune.retrieval.dense import DenseRetriever
+
+    settings = DenseSection(batch_size=cfg.batch_size, cache=False, prompts=prompts or PromptsSection())
+    retriever = DenseRetriever.build(ir.corpus, model, placement, settings, show_progress=show_progress)
+    query_ids = list(ir.queries)
+    hits = retriever.search([ir.queries[q] for q in query_ids], max(cfg.ks))
+    return PipelineResult("dense", ir_metrics(ir.qrels, to_run(query_ids, hits), cfg.metrics, cfg.ks),
+                          queries=len(ir.queries), documents=len(ir.corpus))
 
 
-def parse_pipeline(spec: str) -> tuple[str, str]:
-    """Split `kind:arg`; only the kinds implemented so far are accepted."""
-    kind, _, arg = spec.partition(":")
-    if kind != "dense" or not arg:
-        raise ConfigError(f"--pipeline '{spec}': unknown pipeline; use dense:MODEL "
-                          "(e.g. dense:sentence-transformers/all-MiniLM-L6-v2 or dense:runs/my-run/final)")
-    return kind, arg
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return 0.0, 0.0
+    p50, p95 = np.percentile(np.array(values), [50, 95])
+    return round(float(p50), 2), round(float(p95), 2)
 
 
-def evaluate_pipelines(ir: IRData, specs: list[str], cfg: EvalSection, device: str = "auto",
-                       precision: str = "auto", prompts: PromptsSection | None = None,
-                       show_progress: bool = False) -> list[PipelineResult]:
-    """Evaluate every pipeline spec on the same collection, in order."""
-    from ragtune.models.device import choose_placement
-    from ragtune.models.load import load_embedder
+def run_pipeline(pipeline: Pipeline, ir: IRData, k: int) -> tuple[dict, dict[str, float]]:
+    """Answer every query one at a time (as a service would) and time each stage."""
+    first_ms, rerank_ms, total_ms, hits = [], [], [], []
+    query_ids = list(ir.queries)
+    for qid in query_ids:
+        ranked, first, rerank = pipeline.search_timed(ir.queries[qid], k)
+        hits.append(ranked)
+        first_ms.append(first)
+        rerank_ms.append(rerank)
+        total_ms.append(first + rerank)
+    timings = {"index_build_s": round(pipeline.build_seconds, 2)}
+    for label, values in (("first_stage", first_ms), ("rerank", rerank_ms), ("query", total_ms)):
+        timings[f"{label}_p50_ms"], timings[f"{label}_p95_ms"] = _percentiles(values)
+    return to_run(query_ids, hits), timings
 
-    parsed = [parse_pipeline(spec) for spec in specs]  # fail on a bad spec before loading anything
-    placement = choose_placement(device, precision)
-    results = []
-    for spec, (_, model_name) in zip(specs, parsed):
-        model = load_embedder(model_name, placement)
-        result = evaluate_model(model, ir, cfg, placement, prompts, show_progress)
-        result.name = spec
-        results.append(result)
+
+def _tune(pipeline: Pipeline, tune: IRData, metric: str) -> None:
+    """Fit the hybrid first stage's fusion parameters on the tuning split's queries."""
+    from ragtune.retrieval.fusion import tune_fusion
+
+    stage = pipeline.first
+    if not isinstance(stage, HybridRetriever):
+        return
+    query_ids = list(tune.queries)
+    per_part = stage.part_rankings([tune.queries[q] for q in query_ids], stage.settings.depth)
+    stage.settings = tune_fusion(tune.qrels, [to_run(query_ids, hits) for hits in per_part], stage.settings, metric)
+    log.info("fusion for %s tuned on %s: %s", pipeline.name, tune.name, stage.settings.model_dump())
+
+
+def significance(qrels: dict, runs: list[dict], metrics: list[str], test: str = "student",
+                 max_p: float = 0.05) -> list[dict | None]:
+    """A paired test of every run against the first (ranx `compare`); None for the first itself."""
+    from ranx import Qrels, Run, compare
+
+    judged = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
+    named = [Run({q: run.get(q) or {"__none__": 0.0} for q in judged}, name=f"p{i}") for i, run in enumerate(runs)]
+    report = compare(Qrels(judged), named, metrics=metrics, stat_test=test, max_p=max_p).to_dict()
+    out: list[dict | None] = [None]
+    for i in range(1, len(runs)):
+        p_values = {m: float(p) for m, p in report[f"p{i}"]["comparisons"]["p0"].items()}
+        scores, base = report[f"p{i}"]["scores"], report["p0"]["scores"]
+        out.append({"against": 0, "test": test, "max_p": max_p, "p_values": p_values,
+                    "better": {m: bool(p_values[m] < max_p and scores[m] > base[m]) for m in metrics},
+                    "worse": {m: bool(p_values[m] < max_p and scores[m] < base[m]) for m in metrics}})
+    return out
+
+
+def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | None = None,
+                       eval_cfg: EvalSection | None = None, tune: IRData | None = None, stat_test: str = "student",
+                       show_progress: bool = False, reporter=None) -> list[PipelineResult]:
+    """Evaluate every pipeline spec on the same collection, in order; the first row is the baseline."""
+    from ragtune.models.resolve import resolve_model
+    from ragtune.progress import Reporter
+
+    config, eval_cfg, reporter = config or RetrievalConfig(), eval_cfg or EvalSection(), reporter or Reporter()
+    parsed = [parse_spec(spec) for spec in specs]
+    for spec in parsed:  # every model must resolve before the first one loads
+        for _, model in spec.models():
+            resolve_model(model)
+    builder = PipelineBuilder(ir.corpus, config, show_progress=show_progress)
+    k = max(eval_cfg.ks)
+    results, runs = [], []
+    for spec in parsed:
+        with reporter.phase(f"Evaluating {spec.text}"):
+            pipeline = builder.build(spec)
+            if tune is not None:
+                _tune(pipeline, tune, eval_cfg.primary_metric)
+            run, timings = run_pipeline(pipeline, ir, k)
+        fusion = pipeline.first.settings.model_dump() if isinstance(pipeline.first, HybridRetriever) else None
+        results.append(PipelineResult(spec.text, ir_metrics(ir.qrels, run, eval_cfg.metrics, eval_cfg.ks), timings,
+                                      len(ir.queries), len(ir.corpus), fusion=fusion))
+        runs.append(run)
+    if len(runs) > 1:
+        tested = [m for m in HEADLINE if m in results[0].metrics]
+        for result, test in zip(results, significance(ir.qrels, runs, tested, stat_test)):
+            result.significance = test
     return results
-
-
-def results_markdown(results: list[PipelineResult], metric_names: list[str]) -> str:
-    header = "| pipeline | " + " | ".join(metric_names) + " | index s | ms/query |"
-    lines = [header, "|" + "---|" * (len(metric_names) + 3)]
-    for r in results:
-        cells = [f"{r.metrics.get(m, float('nan')):.4f}" for m in metric_names]
-        lines.append(f"| {r.name} | " + " | ".join(cells) +
-                     f" | {r.timings.get('index_build_s', 0):.1f} | {r.timings.get('query_ms_per_query', 0):.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_results(out_dir: str | Path, results: list[PipelineResult], dataset: str,
-                  headline: list[str]) -> Path:
-    """Write results.json (the shape scripts rely on) and results.md."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {"dataset": dataset, "pipelines": [asdict(r) for r in results]}
-    write_atomic(out / "results.json", json.dumps(payload, indent=2))
-    write_atomic(out / "results.md", results_markdown(results, headline))
-    return out / "results.json"
 
 
 def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: PromptsSection | None = None):

@@ -1,0 +1,124 @@
+"""Retrieval settings shared by evaluation, hard-negative mining, reranker training and the RAG index."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ragtune.config.base import PromptsSection, Section
+
+# Fusion methods: rrf and wsum run in ragtune (per query, fast enough for serving); the rest go to ranx.fuse.
+FUSION_METHODS = ("rrf", "wsum", "combsum", "combmnz", "combmax", "combmin", "combmed", "combanz", "combgmnz",
+                  "isr", "log_isr", "logn_isr", "bordafuse", "w_bordafuse", "condorcet", "w_condorcet", "anz",
+                  "mnz", "gmnz", "max", "min", "med", "sum", "mixed", "rbc", "wmnz", "bayesfuse", "posfuse",
+                  "probfuse", "segfuse", "slidefuse")
+NORMS = ("min-max", "max", "sum", "zmuv", "rank", "borda", "none")
+
+
+class BM25Section(Section):
+    k1: float = Field(1.5, gt=0, description="BM25 term-frequency saturation")
+    b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation")
+    language: str = Field("english", description="stemmer and stopword language (PyStemmer names: english, german, ...)")
+    stemming: bool = Field(True, description="stem terms with PyStemmer")
+    stopwords: bool = Field(True, description="drop the language's stopwords")
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, language: str) -> str:
+        from ragtune.retrieval.bm25 import check_language
+
+        check_language(language)
+        return language
+
+
+class DenseSection(Section):
+    index: Literal["flat", "hnsw", "ivf"] = Field(
+        "flat", description="FAISS index: flat (exact inner product), hnsw or ivf (approximate, large corpora)")
+    hnsw_m: int = Field(32, gt=1, description="HNSW neighbours per node")
+    hnsw_ef_search: int = Field(128, gt=0, description="HNSW search breadth (higher: better recall, slower)")
+    ivf_nlist: int | None = Field(None, gt=0, description="IVF cells; default 4*sqrt(corpus size)")
+    ivf_nprobe: int = Field(16, gt=0, description="IVF cells visited per query")
+    batch_size: int = Field(64, gt=0, description="encoding batch size")
+    cache: bool = Field(True, description="cache document embeddings on disk, keyed by model and corpus hash")
+    prompts: PromptsSection = Field(default_factory=PromptsSection,
+                                    description="query/document prefixes; default: the model's own prompts")
+
+
+class FusionSection(Section):
+    method: str = Field("rrf", description="rrf | wsum | any ranx fusion method (combmnz, isr, bordafuse, ...)")
+    rrf_k: int = Field(60, gt=0, description="RRF constant k")
+    norm: str = Field("min-max", description="score normalisation for wsum and the comb* methods")
+    weights: list[float] | None = Field(None, description="one weight per fused retriever; default equal")
+    depth: int = Field(100, gt=0, description="candidates each fused retriever contributes")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        if method not in FUSION_METHODS:
+            from ragtune.config.load import did_you_mean
+
+            raise ValueError(f"unknown fusion method '{method}'{did_you_mean(method, FUSION_METHODS)}; "
+                             f"choose one of {', '.join(FUSION_METHODS[:8])}, ...")
+        return method
+
+    @field_validator("norm")
+    @classmethod
+    def _known_norm(cls, norm: str) -> str:
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm '{norm}'; choose one of {', '.join(NORMS)}")
+        return norm
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, weights: list[float] | None) -> list[float] | None:
+        if weights is not None and (not weights or any(w < 0 for w in weights)):
+            raise ValueError("give one non-negative weight per fused retriever")
+        return weights
+
+
+class RerankSection(Section):
+    top_k: int = Field(100, gt=0, description="first-stage candidates the cross-encoder rescores")
+    batch_size: int = Field(32, gt=0, description="pairs per forward pass")
+    max_length: int | None = Field(None, gt=0, description="truncate query+document to N tokens; default: the model's")
+
+
+class RetrievalConfig(Section):
+    """How retrievers are built: `ragtune eval retrieval -c FILE`, `data mine`, and the RAG index."""
+
+    task: ClassVar[str] = "retrieval"
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where models run")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="model precision; see model.precision")
+    bm25: BM25Section = Field(default_factory=BM25Section)
+    dense: DenseSection = Field(default_factory=DenseSection)
+    fusion: FusionSection = Field(default_factory=FusionSection)
+    rerank: RerankSection = Field(default_factory=RerankSection)
+
+
+class HardNegativesSection(Section):
+    """Mine hard negatives for each (query, positive) pair before training."""
+
+    retriever: str = Field("bm25", description="pipeline spec that proposes candidates: bm25, dense:MODEL, "
+                           "hybrid(bm25,dense:MODEL); dense:base means the model being trained")
+    num_negatives: int = Field(3, gt=0, description="negatives kept per pair")
+    range_min: int = Field(0, ge=0, description="skip the top N candidates (likely unlabelled positives)")
+    range_max: int = Field(50, gt=0, description="sample from the top N candidates")
+    absolute_margin: float | None = Field(None, description="keep a candidate only if score <= positive - margin")
+    relative_margin: float | None = Field(None, ge=0, lt=1,
+                                          description="keep only if score <= positive * (1 - margin)")
+    max_score: float | None = Field(None, description="keep only candidates scoring at most this")
+    sampling: Literal["top", "random"] = Field("top", description="take the best-ranked survivors, or a random sample")
+    cross_encoder: str | None = Field(None, description="cross-encoder that rescores candidates to drop false "
+                                      "negatives (scoring at least the positive minus cross_encoder_margin)")
+    cross_encoder_margin: float = Field(0.0, description="a candidate within this margin of the positive's "
+                                        "cross-encoder score counts as a false negative")
+    output: Literal["triplets", "ntuples", "labeled_pairs"] = Field(
+        "ntuples", description="triplets: one row per negative; ntuples: negatives list; labeled_pairs: 0/1 pairs")
+    batch_size: int = Field(256, gt=0, description="queries searched at once (bounds memory)")
+    seed: int = Field(42, description="seed for random sampling")
+
+    @model_validator(mode="after")
+    def _range(self) -> HardNegativesSection:
+        if self.range_max <= self.range_min:
+            raise ValueError(f"range_max ({self.range_max}) must be greater than range_min ({self.range_min})")
+        return self

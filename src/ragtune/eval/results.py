@@ -1,0 +1,75 @@
+"""Write a side-by-side evaluation: results.json (the shape scripts rely on), results.md and a bar chart."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from ragtune.utils import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _mark(result, metric: str) -> str:
+    test = result.significance
+    if not test:
+        return ""
+    return "↑" if test["better"].get(metric) else "↓" if test["worse"].get(metric) else ""
+
+
+def results_markdown(results: list, metric_names: list[str]) -> str:
+    """One row per pipeline; ↑/↓ marks a significant win/loss against the first row (paired test)."""
+    header = "| pipeline | " + " | ".join(metric_names) + " | index s | first p50/p95 ms | rerank p50/p95 ms |"
+    lines = [header, "|---|" + "---:|" * (len(metric_names) + 3)]
+    for r in results:
+        cells = [f"{r.metrics.get(m, float('nan')):.4f}{_mark(r, m)}" for m in metric_names]
+        t = r.timings
+        lines.append(f"| `{r.name}` | " + " | ".join(cells) + f" | {t.get('index_build_s', 0):.1f} | "
+                     f"{t.get('first_stage_p50_ms', 0):.1f} / {t.get('first_stage_p95_ms', 0):.1f} | "
+                     f"{t.get('rerank_p50_ms', 0):.1f} / {t.get('rerank_p95_ms', 0):.1f} |")
+    if len(results) > 1 and results[1].significance:
+        test = results[1].significance
+        lines += ["", f"↑/↓: significantly better/worse than `{results[0].name}` ({test['test']} paired test, "
+                      f"p < {test['max_p']})."]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(results: list, metric: str, path: Path, title: str) -> Path | None:
+    """A PNG with one bar per pipeline for `metric`; skipped (with a log line) where matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed; no bar chart written (pip install matplotlib)")
+        return None
+    names = [r.name if len(r.name) <= 40 else r.name[:37] + "..." for r in results]
+    values = [r.metrics.get(metric, 0.0) for r in results]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(results)), 4.5))
+    bars = ax.bar(range(len(values)), values, color="#4C72B0")
+    ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2)
+    ax.set_xticks(range(len(values)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, min(1.0, max(values + [0.01]) * 1.15))
+    ax.set_title(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_results(out_dir: str | Path, results: list, dataset: str, headline: list[str],
+                  primary: str = "ndcg@10") -> Path:
+    """Write results.json, results.md and results.png into `out_dir`; return the JSON path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"dataset": dataset, "pipelines": [asdict(r) for r in results]}
+    write_atomic(out / "results.json", json.dumps(payload, indent=2))
+    write_atomic(out / "results.md", f"# {dataset}\n\n" + results_markdown(results, headline))
+    bar_chart(results, primary, out / "results.png", f"{dataset}: {primary}")
+    return out / "results.json"

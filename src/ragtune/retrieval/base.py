@@ -1,0 +1,46 @@
+"""What every retriever shares: ranked hits, runs, and the checks on a corpus and a cut-off."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+from ragtune.errors import DataError
+
+Hits = list[tuple[str, float]]  # (doc id, score), best first
+Run = dict[str, dict[str, float]]  # query id -> {doc id: score}, the ranx/trec_eval shape
+
+
+class Retriever(Protocol):
+    """A first stage: built over a corpus, returns the best k documents per query."""
+
+    name: str
+
+    def search(self, queries: list[str], k: int) -> list[Hits]: ...
+
+
+def check_corpus(corpus: dict[str, str], source: str = "corpus") -> None:
+    """An empty corpus cannot be searched; say so before any index is built."""
+    if not corpus:
+        raise DataError(f"{source}: the corpus is empty; give at least one document")
+
+
+def clamp_k(k: int, n_docs: int) -> int:
+    """k larger than the corpus returns the whole corpus, ranked."""
+    if k <= 0:
+        raise DataError(f"k must be a positive number of documents, got {k}")
+    return min(k, n_docs)
+
+
+def texts_fingerprint(texts: list[str], *parts: object) -> str:
+    """A stable hash of an ordered list of texts plus settings, for cache keys and index manifests."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(repr(part).encode("utf-8") + b"\x00")
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    return digest.hexdigest()
+
+
+def to_run(query_ids: list[str], hits: list[Hits]) -> Run:
+    return {qid: dict(h) for qid, h in zip(query_ids, hits)}

@@ -1,0 +1,118 @@
+"""BM25 with bm25s: stemmed, stopword-filtered, saved to and loaded from disk without pickle."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ragtune.config.retrieval import BM25Section
+from ragtune.errors import DataError
+from ragtune.retrieval.base import Hits, check_corpus, clamp_k
+
+log = logging.getLogger(__name__)
+
+# PyStemmer language -> bm25s stopword list name (bm25s ships lists for these).
+STOPWORDS = {"english": "en", "porter": "en", "german": "de", "french": "fr", "spanish": "es", "italian": "it",
+             "portuguese": "pt", "dutch": "nl", "swedish": "sv", "norwegian": "no", "danish": "da",
+             "russian": "ru", "turkish": "tr"}
+
+
+def check_language(language: str) -> None:
+    """Fail on a language PyStemmer does not know, with a suggestion."""
+    import Stemmer
+
+    known = Stemmer.algorithms()
+    if language not in known:
+        from ragtune.config.load import did_you_mean
+
+        raise ValueError(f"unknown language '{language}'{did_you_mean(language, known)}; "
+                         f"choose one of {', '.join(sorted(known))}")
+
+
+class BM25Retriever:
+    """Lexical first stage over a fixed corpus."""
+
+    name = "bm25"
+
+    def __init__(self, settings: BM25Section | None = None):
+        self.settings = settings or BM25Section()
+        self.doc_ids: list[str] = []
+        self._model = None
+        self._stemmer = None
+
+    def _tokenize(self, texts: list[str]) -> list[list[str]]:
+        import bm25s
+
+        if self._stemmer is None and self.settings.stemming:
+            import Stemmer
+
+            self._stemmer = Stemmer.Stemmer(self.settings.language)
+        stopwords = STOPWORDS.get(self.settings.language) if self.settings.stopwords else None
+        if self.settings.stopwords and stopwords is None:
+            log.warning("bm25s has no stopword list for %s; keeping every word", self.settings.language)
+        return bm25s.tokenize(texts, stopwords=stopwords, stemmer=self._stemmer, return_ids=False,
+                              show_progress=False)
+
+    @classmethod
+    def build(cls, corpus: dict[str, str], settings: BM25Section | None = None) -> BM25Retriever:
+        import bm25s
+
+        check_corpus(corpus)
+        retriever = cls(settings)
+        retriever.doc_ids = list(corpus)
+        tokens = retriever._tokenize([corpus[d] for d in retriever.doc_ids])
+        # bm25s needs at least one term in the vocabulary; a corpus of stopwords only has none.
+        if not any(tokens):
+            raise DataError("the corpus has no indexable words (every document is empty or stopwords only)")
+        retriever._model = bm25s.BM25(k1=retriever.settings.k1, b=retriever.settings.b)
+        retriever._model.index(tokens, show_progress=False)
+        return retriever
+
+    def search(self, queries: list[str], k: int) -> list[Hits]:
+        k = clamp_k(k, len(self.doc_ids))
+        tokens = self._tokenize(queries)
+        out: list[Hits] = [[] for _ in queries]
+        # bm25s rejects queries with no known term; those get no hits rather than an error.
+        vocab = self._model.vocab_dict
+        known = [i for i, t in enumerate(tokens) if any(w in vocab for w in t)]
+        if not known:
+            return out
+        docs, scores = self._model.retrieve([[w for w in tokens[i] if w in vocab] for i in known], k=k,
+                                            show_progress=False, n_threads=1)
+        for row, i in enumerate(known):
+            out[i] = [(self.doc_ids[d], float(s)) for d, s in zip(docs[row], scores[row]) if s > 0]
+        return out
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._model.save(str(folder), show_progress=False)
+        (folder / "ragtune_bm25.json").write_text(json.dumps({"settings": self.settings.model_dump(),
+                                                             "doc_ids": self.doc_ids}), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, mmap: bool = False) -> BM25Retriever:
+        import bm25s
+
+        folder = Path(folder)
+        meta_path = folder / "ragtune_bm25.json"
+        if not meta_path.is_file():
+            raise DataError(f"{folder}: not a saved ragtune BM25 index (no ragtune_bm25.json)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        retriever = cls(BM25Section(**meta["settings"]))
+        retriever.doc_ids = meta["doc_ids"]
+        retriever._model = bm25s.BM25.load(str(folder), mmap=mmap, show_progress=False)
+        return retriever
+
+    def scores_for(self, query: str, doc_ids: list[str]) -> np.ndarray:
+        """BM25 scores of given documents for one query (used to score a known positive when mining)."""
+        position = {d: i for i, d in enumerate(self.doc_ids)}
+        vocab = self._model.vocab_dict
+        terms = [w for w in self._tokenize([query])[0] if w in vocab]
+        if not terms:
+            return np.zeros(len(doc_ids), dtype=np.float32)
+        all_scores = self._model.get_scores(terms)
+        return np.array([all_scores[position[d]] if d in position else 0.0 for d in doc_ids], dtype=np.float32)

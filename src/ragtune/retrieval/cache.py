@@ -1,0 +1,74 @@
+"""On-disk embedding cache: document embeddings keyed by model content, corpus content and encoding settings.
+
+A second evaluation of the same model on the same corpus loads the matrix instead of encoding again. Files are
+plain `.npy` written atomically and read with `allow_pickle=False`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL_FILES = (".safetensors", ".json", ".txt", ".model")  # weights, configs, vocabularies
+
+
+def cache_root() -> Path:
+    """RAGTUNE_CACHE, else $XDG_CACHE_HOME/ragtune, else ~/.cache/ragtune."""
+    if os.environ.get("RAGTUNE_CACHE"):
+        return Path(os.environ["RAGTUNE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ragtune"
+
+
+def model_fingerprint(path: str | Path) -> str | None:
+    """A hash of a saved model's weights, configs and vocabulary; None when `path` is not a local folder."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in MODEL_FILES
+                       and p.name != "README.md" and "checkpoint" not in p.parts[-2]):
+        digest.update(str(file.relative_to(path)).encode() + b"\x00")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Get and put embedding matrices by key."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else cache_root() / "embeddings"
+        self.hits = self.misses = 0
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get(self, key: str, rows: int) -> np.ndarray | None:
+        path = self._path(key)
+        if path.is_file():
+            try:
+                matrix = np.load(path, allow_pickle=False)
+                if matrix.shape[0] == rows:
+                    self.hits += 1
+                    return matrix
+            except (OSError, ValueError):  # a damaged file is recomputed, not trusted
+                log.warning("ignoring unreadable embedding cache file %s", path)
+        self.misses += 1
+        return None
+
+    def put(self, key: str, matrix: np.ndarray) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
+            np.save(tmp, matrix, allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only or full disk only costs the cache
+            log.warning("could not write the embedding cache at %s (%s); continuing without it", path, exc)

@@ -1,0 +1,69 @@
+"""Cross-encoder reranking of a first stage's top k: batched, length-sorted, in reduced precision where it pays."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ragtune.config.retrieval import RerankSection
+from ragtune.models.device import Placement
+from ragtune.retrieval.base import Hits
+from ragtune.retrieval.dense import reduced_precision_copy
+
+log = logging.getLogger(__name__)
+
+
+class Reranker:
+    """Scores (query, document) pairs with a sentence-transformers CrossEncoder and reorders candidates."""
+
+    def __init__(self, model, placement: Placement, settings: RerankSection | None = None, name: str = "rerank"):
+        self.model, self.placement = model, placement
+        self.settings = settings or RerankSection()
+        self.name = name
+        self._runner = None
+
+    @property
+    def max_length(self) -> int:
+        own = getattr(self.model, "max_seq_length", None) or 512
+        return min(self.settings.max_length or own, own)
+
+    def _module(self):
+        if self._runner is None:
+            self._runner = reduced_precision_copy(self.model, self.placement)
+        return self._runner
+
+    @torch.inference_mode()
+    def score(self, query: str, documents: list[str]) -> np.ndarray:
+        """One relevance score per document (the model's activation applied), (n,)."""
+        if not documents:
+            return np.zeros(0, dtype=np.float32)
+        model, context = self._module()
+        tokenizer = model.tokenizer
+        # Tokenize once, truncating the document only, then batch by token length so padding is minimal.
+        encoded = tokenizer([query] * len(documents), documents, truncation="only_second",
+                            max_length=self.max_length)
+        features = [{k: encoded[k][i] for k in encoded.keys()} for i in range(len(documents))]
+        order = np.argsort([-len(f["input_ids"]) for f in features], kind="stable")
+        transformer = model[0].auto_model
+        scores = np.empty(len(documents), dtype=np.float32)
+        with context:
+            for start in range(0, len(order), self.settings.batch_size):
+                index = order[start:start + self.settings.batch_size]
+                batch = tokenizer.pad([features[i] for i in index], return_tensors="pt").to(model.device)
+                logits = transformer(**batch).logits
+                logits = logits[:, 0] if logits.shape[-1] == 1 else logits[:, -1]
+                activation = getattr(model, "activation_fn", None)
+                out = activation(logits.float()) if activation is not None else logits.float()
+                scores[index] = out.cpu().numpy()
+        return scores
+
+    def rerank(self, query: str, hits: Hits, corpus: dict[str, str], top_k: int | None = None) -> Hits:
+        """Rescore the first `top_k` hits; the rest follow below them in their first-stage order."""
+        top_k = top_k or self.settings.top_k
+        head, tail = hits[:top_k], hits[top_k:]
+        scores = self.score(query, [corpus[d] for d, _ in head])
+        reranked = sorted(zip((d for d, _ in head), scores.tolist()), key=lambda item: (-item[1], item[0]))
+        floor = min((s for _, s in reranked), default=0.0)
+        return reranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]

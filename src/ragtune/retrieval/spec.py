@@ -1,0 +1,108 @@
+"""Pipeline specs: `bm25 | dense:MODEL | hybrid(SPEC,SPEC[,...]) | SPEC+rerank:MODEL[@K]`, parsed with positions.
+
+A bad spec fails with the column where parsing stopped and what was expected there, before any model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ragtune.errors import ConfigError
+
+RERANK = "+rerank:"
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: str  # bm25 | dense | hybrid
+    model: str | None = None  # dense model
+    parts: tuple[Spec, ...] = ()  # hybrid members
+    reranker: str | None = None
+    rerank_k: int | None = None
+    text: str = field(default="", compare=False)
+
+    def models(self) -> list[tuple[str, str]]:
+        """Every (role, model) the spec needs, for checking before anything loads."""
+        found = [("dense", self.model)] if self.model else []
+        for part in self.parts:
+            found += part.models()
+        return found + ([("rerank", self.reranker)] if self.reranker else [])
+
+
+class _Parser:
+    def __init__(self, text: str, where: str):
+        self.text, self.pos, self.where = text, 0, where
+
+    def fail(self, expected: str) -> ConfigError:
+        got = self.text[self.pos:self.pos + 20] or "the end"
+        pointer = f"{self.text[:self.pos]}>>>{self.text[self.pos:]}"
+        return ConfigError(f"{self.where} '{self.text}': at column {self.pos + 1} ({pointer}): expected {expected}, got "
+                           f"'{got}'; write bm25, dense:MODEL, hybrid(SPEC,SPEC) or SPEC+rerank:MODEL@K")
+
+    def take(self, literal: str) -> bool:
+        if self.text.startswith(literal, self.pos):
+            self.pos += len(literal)
+            return True
+        return False
+
+    def name(self, what: str) -> str:
+        """A model name or path: runs to the next ',', ')', '+rerank:' or '@K' at the end."""
+        start, depth = self.pos, 0
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char in ",)" and depth == 0 or self.text.startswith(RERANK, self.pos):
+                break
+            rest = self.text[self.pos + 1:].split(")")[0].split(",")[0]
+            if char == "@" and (rest.isdigit() or not rest):
+                break
+            depth += (char == "(") - (char == ")")
+            self.pos += 1
+        if self.pos == start:
+            raise self.fail(f"a {what} model name or path")
+        return self.text[start:self.pos]
+
+    def stage(self) -> Spec:
+        start = self.pos
+        if self.take("hybrid("):
+            parts = [self.spec()]
+            while self.take(","):
+                parts.append(self.spec())
+            if not self.take(")"):
+                raise self.fail("',' or ')'")
+            if len(parts) < 2:
+                self.pos = start
+                raise self.fail("hybrid of at least two pipelines")
+            return Spec("hybrid", parts=tuple(parts))
+        if self.take("dense:"):
+            return Spec("dense", model=self.name("dense"))
+        if self.take("bm25"):
+            return Spec("bm25")
+        raise self.fail("bm25, dense:MODEL or hybrid(...)")
+
+    def spec(self) -> Spec:
+        start = self.pos
+        stage = self.stage()
+        if self.take(RERANK):
+            model = self.name("rerank")
+            k = None
+            if self.take("@"):
+                digits = ""
+                while self.pos < len(self.text) and self.text[self.pos].isdigit():
+                    digits += self.text[self.pos]
+                    self.pos += 1
+                if not digits or int(digits) == 0:
+                    raise self.fail("a positive number of candidates after '@'")
+                k = int(digits)
+            stage = Spec(stage.kind, stage.model, stage.parts, model, k)
+        return Spec(stage.kind, stage.model, stage.parts, stage.reranker, stage.rerank_k,
+                    self.text[start:self.pos])
+
+
+def parse_spec(text: str, where: str = "--pipeline") -> Spec:
+    """Parse a pipeline spec; raise ConfigError naming where it came from and the column of the mistake."""
+    text = text.strip()
+    parser = _Parser(text, where)
+    spec = parser.spec()
+    if parser.pos != len(text):
+        raise parser.fail("the end of the spec (or +rerank:MODEL)")
+    return spec
