@@ -30,6 +30,7 @@ def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "ragtune_cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.delenv("RAGTUNE_DEBUG", raising=False)
@@ -84,6 +85,23 @@ def _build_tiny_embedder(path: Path) -> Path:
     return out
 
 
+def _build_tiny_cross_encoder(embedder: Path, path: Path) -> Path:
+    """A CrossEncoder (2-layer BERT + a new scoring head) started from the tiny embedder's encoder."""
+    from sentence_transformers import CrossEncoder
+
+    torch_seed()
+    model = CrossEncoder(str(embedder), num_labels=1, device="cpu")
+    out = path / "tiny-cross-encoder"
+    model.save_pretrained(str(out))
+    return out
+
+
+def torch_seed(seed: int = 0) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
 @pytest.fixture(scope="session")
 def _tiny_embedder_master(tmp_path_factory) -> Path:
     return _build_tiny_embedder(tmp_path_factory.mktemp("models"))
@@ -94,6 +112,19 @@ def tiny_embedder(_tiny_embedder_master, tmp_path) -> str:
     """A 2-layer BERT (hidden 32) sentence-transformer with its own trained tokenizer; each test gets a copy."""
     dest = tmp_path / "tiny-embedder"
     shutil.copytree(_tiny_embedder_master, dest)
+    return str(dest)
+
+
+@pytest.fixture(scope="session")
+def _tiny_cross_encoder_master(_tiny_embedder_master, tmp_path_factory) -> Path:
+    return _build_tiny_cross_encoder(_tiny_embedder_master, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def tiny_cross_encoder(_tiny_cross_encoder_master, tmp_path) -> str:
+    """A 2-layer BERT cross-encoder with a randomly initialised scoring head; each test gets a copy."""
+    dest = tmp_path / "tiny-cross-encoder"
+    shutil.copytree(_tiny_cross_encoder_master, dest)
     return str(dest)
 
 

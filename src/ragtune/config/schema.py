@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ragtune.config.base import PromptsSection, Section
-from ragtune.config.retrieval import RetrievalConfig
+from ragtune.config.retrieval import HardNegativesSection, RetrievalConfig
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 IR_METRICS = ("ndcg", "mrr", "map", "recall", "precision", "accuracy")
@@ -58,6 +58,11 @@ class DataSection(Section):
     )
     max_train_samples: int | None = Field(None, gt=0, description="use only the first N training rows")
     max_eval_queries: int | None = Field(None, gt=0, description="evaluate on a seeded sample of N queries")
+
+
+class RetrievalDataSection(DataSection):
+    hard_negatives: HardNegativesSection | None = Field(
+        None, description="mine hard negatives before training, e.g. {retriever: bm25, num_negatives: 3}")
 
 
 class TrainSection(Section):
@@ -141,6 +146,7 @@ class EmbedConfig(TaskConfig):
     """Fine-tune a sentence-transformers bi-encoder."""
 
     task: ClassVar[str] = "embed"
+    data: RetrievalDataSection = Field(default_factory=RetrievalDataSection)
     loss: str = Field("mnrl", description="loss short name: mnrl, cached_mnrl, contrastive, online_contrastive, "
                       "cosine, cosent")
     loss_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the loss")
@@ -168,4 +174,4 @@ class EmbedConfig(TaskConfig):
         return sorted(set(dims), reverse=True)
 
 
-TASKS: dict[str, type[Section]] = {"embed": EmbedConfig, "retrieval": RetrievalConfig}
+TASKS: dict[str, type[Section]] = {"embed": EmbedConfig, "retrieval": RetrievalConfig, "mine": HardNegativesSection}

@@ -71,6 +71,14 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     placement = choose_placement(cfg.model.device, cfg.model.precision)
     model = load_embedder(cfg.model.name, placement, cfg.model.max_seq_length)
     loss = build_loss(model, cfg.loss, cfg.loss_args, cfg.matryoshka_dims)
+    if cfg.data.hard_negatives:
+        from ragtune.data.mine import mine_for_training, mining_tools
+
+        with reporter.phase("Mining hard negatives"):
+            tools = mining_tools(cfg.data.hard_negatives, data.eval.corpus, cfg.model.name, placement)
+            data.train, mining = mine_for_training(data.train, data.eval.corpus, cfg.data.hard_negatives, *tools)
+        for line in mining.lines():
+            reporter.note(f"hard negatives: {line}")
     # Only now, with every input checked, is the run directory touched.
     run_dir = Path(cfg.output.dir)
     if is_main_process():
