@@ -96,6 +96,42 @@ def _build_tiny_cross_encoder(embedder: Path, path: Path) -> Path:
     return out
 
 
+def train_bpe_tokenizer(texts: list[str], vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained on `texts`, wrapped for transformers, with <s> </s> <pad> <unk>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", model_max_length=512)
+
+
+LLM_TEXTS = [f"{q['query']} {q['document']}" for q in toy_pairs(20)] + [
+    "### Instruction: ### Response: answer the question yes no maybe user assistant system",
+    "Human: hello Assistant: hi there, how can I help you today?"]
+
+
+def _build_tiny_llm(path: Path) -> Path:
+    """A 2-layer Llama-style causal LM (hidden 32) with its own BPE tokenizer and no chat template."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_bpe_tokenizer(LLM_TEXTS)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    torch_seed()
+    out = path / "tiny-llm"
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def torch_seed(seed: int = 0) -> None:
     import torch
 
@@ -125,6 +161,19 @@ def tiny_cross_encoder(_tiny_cross_encoder_master, tmp_path) -> str:
     """A 2-layer BERT cross-encoder with a randomly initialised scoring head; each test gets a copy."""
     dest = tmp_path / "tiny-cross-encoder"
     shutil.copytree(_tiny_cross_encoder_master, dest)
+    return str(dest)
+
+
+@pytest.fixture(scope="session")
+def _tiny_llm_master(tmp_path_factory) -> Path:
+    return _build_tiny_llm(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def tiny_llm(_tiny_llm_master, tmp_path) -> str:
+    """A 2-layer Llama-style causal LM with a BPE tokenizer trained in the fixture; each test gets a copy."""
+    dest = tmp_path / "tiny-llm"
+    shutil.copytree(_tiny_llm_master, dest)
     return str(dest)
 
 

@@ -81,9 +81,13 @@ def test_resolved_config_round_trips():
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_validate_and_carry_their_command(path):
     first = path.read_text(encoding="utf-8").splitlines()[0]
-    task = path.parent.name
-    assert first.startswith(f"# ragtune train {task} -c configs/{task}/{path.name}")
-    load_config(task, path)
+    folder = path.parent.name
+    if folder == "eval":  # side-by-side evaluation settings
+        assert first.startswith("# ragtune eval retrieval ") and f"-c configs/eval/{path.name}" in first
+        load_config("retrieval", path)
+        return
+    assert first.startswith(f"# ragtune train {folder} -c configs/{folder}/{path.name}")
+    load_config(folder, path)
 
 
 def test_packaged_quickstart_config_validates():

@@ -13,7 +13,7 @@ app = typer.Typer(no_args_is_help=True, help="Inspect config schemas.")
 def show_config(task: str = typer.Argument(..., help="embed")) -> int:
     """Print every option of TASK with its default and a one-line help."""
     from ragtune.config.load import did_you_mean
-    from ragtune.config.schema import TASKS
+    from ragtune.config.tasks import TASKS
     from ragtune.config.show import option_rows
     from ragtune.errors import ConfigError
 

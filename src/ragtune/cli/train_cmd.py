@@ -19,7 +19,8 @@ OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing run dir
 ALLOW = typer.Option(False, "--allow-regression", help="exit 0 even if the tuned model scores below its base")
 
 
-HEADLINE = ("ndcg@10", "mrr@10", "map@100", "recall@10", "recall@100", "accuracy@1")
+HEADLINE = ("ndcg@10", "mrr@10", "map@100", "recall@10", "recall@100", "accuracy@1", "perplexity", "rouge_l",
+            "bleu", "chrf", "exact_match", "f1", "accuracy", "embedding_similarity")
 
 
 def render_result(result, allow_regression: bool) -> int:
@@ -30,8 +31,14 @@ def render_result(result, allow_regression: bool) -> int:
                    "before": comparison.before, "after": comparison.after, "regressed": comparison.regressed,
                    "train_seconds": result.train_seconds})
     headline = {comparison.primary_metric, *HEADLINE}
-    rows = [[m, b, a, f"{'[green]' if d > 0 else '[red]' if d < 0 else ''}{d:+.4f}"]
-            for m, b, a, d in comparison.rows() if m in headline or FLAGS.verbose]
+    from ragtune.eval.report import greater_is_better
+
+    def colour(metric: str, delta: float) -> str:
+        better = delta > 0 if greater_is_better(metric) else delta < 0
+        return "[green]" if better else "[red]" if delta else ""
+
+    rows = [[m, b, a, f"{colour(m, d)}{d:+.4f}"] for m, b, a, d in comparison.rows()
+            if m in headline or FLAGS.verbose]
     show(table("before / after on the held-out split (all metrics: eval_after.json, -v)", ["metric", "before", "after", "delta"], rows))
     if comparison.regressed:
         if not FLAGS.json:
@@ -45,14 +52,34 @@ def render_result(result, allow_regression: bool) -> int:
     return 0
 
 
+def _train(task: str, config: Optional[Path], overrides: Optional[list[str]], resume: bool, overwrite: bool,
+           allow_regression: bool) -> int:
+    from importlib import import_module
+
+    cfg = load_config(task, config, overrides or [])
+    recipe = getattr(import_module(f"ragtune.train.{task}"), f"train_{task}")
+    result = recipe(cfg, resume=resume, overwrite=overwrite, reporter=RichReporter())
+    if result.comparison is None:  # a non-main rank under torchrun
+        return 0
+    return render_result(result, allow_regression)
+
+
 @app.command("embed")
 def embed(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
           overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
     """Fine-tune a sentence-transformers embedding model."""
-    from ragtune.train.embed import train_embed
+    return _train("embed", config, overrides, resume, overwrite, allow_regression)
 
-    cfg = load_config("embed", config, overrides or [])
-    result = train_embed(cfg, resume=resume, overwrite=overwrite, reporter=RichReporter())
-    if result.comparison is None:  # a non-main rank under torchrun
-        return 0
-    return render_result(result, allow_regression)
+
+@app.command("rerank")
+def rerank(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
+           overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
+    """Fine-tune a cross-encoder reranker; before = the first stage alone, after = first stage + reranker."""
+    return _train("rerank", config, overrides, resume, overwrite, allow_regression)
+
+
+@app.command("llm")
+def llm(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
+        overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
+    """Supervised fine-tuning of a causal LM (full, LoRA or QLoRA) with TRL's SFTTrainer."""
+    return _train("llm", config, overrides, resume, overwrite, allow_regression)

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ragtune.config.base import Section
-from ragtune.config.schema import TASKS
+from ragtune.config.tasks import TASKS
 from ragtune.errors import ConfigError
 
 

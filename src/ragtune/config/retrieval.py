@@ -93,6 +93,8 @@ class RetrievalConfig(Section):
     dense: DenseSection = Field(default_factory=DenseSection)
     fusion: FusionSection = Field(default_factory=FusionSection)
     rerank: RerankSection = Field(default_factory=RerankSection)
+    pipelines: list[str] = Field(default_factory=list,
+                                 description="pipeline specs to evaluate when no --pipeline is given")
 
 
 class HardNegativesSection(Section):

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ragtune.config.base import PromptsSection, Section
-from ragtune.config.retrieval import HardNegativesSection, RetrievalConfig
+from ragtune.config.retrieval import HardNegativesSection
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 IR_METRICS = ("ndcg", "mrr", "map", "recall", "precision", "accuracy")
@@ -83,12 +83,6 @@ class TrainSection(Section):
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after N evaluations without improvement; off by default"
     )
-    batch_sampler: Literal["no_duplicates", "batch_sampler"] = Field(
-        "no_duplicates", description="no_duplicates keeps a text out of its own batch's negatives"
-    )
-    length_buckets: bool = Field(
-        True, description="run each batch in length-sorted chunks: same gradients, less padding (embed only)"
-    )
     report_to: list[str] = Field(default_factory=list, description="loggers, e.g. [tensorboard]")
     dataloader_num_workers: int = Field(0, ge=0, description="dataloader worker processes")
     extra: dict[str, Any] = Field(default_factory=dict, description="any other TrainingArguments, passed through")
@@ -99,6 +93,15 @@ class TrainSection(Section):
             raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}) "
                              "so that every checkpoint has a score for best-checkpoint selection")
         return self
+
+
+class EmbedTrainSection(TrainSection):
+    batch_sampler: Literal["no_duplicates", "batch_sampler"] = Field(
+        "no_duplicates", description="no_duplicates keeps a text out of its own batch's negatives"
+    )
+    length_buckets: bool = Field(
+        True, description="run each batch in length-sorted chunks: same gradients, less padding"
+    )
 
 
 class EvalSection(Section):
@@ -147,6 +150,7 @@ class EmbedConfig(TaskConfig):
 
     task: ClassVar[str] = "embed"
     data: RetrievalDataSection = Field(default_factory=RetrievalDataSection)
+    train: EmbedTrainSection = Field(default_factory=EmbedTrainSection)
     loss: str = Field("mnrl", description="loss short name: mnrl, cached_mnrl, contrastive, online_contrastive, "
                       "cosine, cosent")
     loss_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the loss")
@@ -173,5 +177,3 @@ class EmbedConfig(TaskConfig):
             raise ValueError("every Matryoshka dimension must be a positive integer")
         return sorted(set(dims), reverse=True)
 
-
-TASKS: dict[str, type[Section]] = {"embed": EmbedConfig, "retrieval": RetrievalConfig, "mine": HardNegativesSection}

@@ -106,14 +106,17 @@ def mine(pairs: list[tuple[str, str]], corpus: dict[str, str], retriever, settin
     `known_positives` maps a query text to every document id judged relevant to it; none becomes a negative.
     Returns rows in `settings.output` format and a report of what each filter removed.
     """
-    doc_of = {text: doc for doc, text in corpus.items()}
+    ids_of: dict[str, list[str]] = {}  # a text may be stored under several ids (duplicated documents)
+    for doc, text in corpus.items():
+        ids_of.setdefault(text, []).append(doc)
+    doc_of = {text: ids[0] for text, ids in ids_of.items()}
     missing = [p for _, p in pairs if p not in doc_of]
     if missing:
         raise DataError(f"{len(missing)} positives are not in the mining corpus (first: {missing[0][:60]!r}); "
                         "give the corpus they come from")
     known = {q: set(ids) for q, ids in (known_positives or {}).items()}
-    for query, positive in pairs:
-        known.setdefault(query, set()).add(doc_of[positive])
+    for query, positive in pairs:  # every copy of a positive's text is a positive, never a negative
+        known.setdefault(query, set()).update(ids_of[positive])
     rng = random.Random(settings.seed)
     report = MiningReport(pairs=len(pairs))
     rows: list[dict] = []
@@ -225,9 +228,15 @@ def load_mining_input(data: str, corpus: str | None = None, split: str = "train"
         documents = {}
     if examples.format not in ("pairs", "triplets"):
         raise DataError(f"{data}: mining needs (query, positive) pairs, but the data is {examples.format}")
+    pairs = list(dict.fromkeys((r["anchor"], r["positive"]) for r in examples.rows))
     if corpus:
         documents = load_beir(corpus, split).corpus if is_beir_dir(corpus) else _documents(Path(corpus), True)
-    pairs = list(dict.fromkeys((r["anchor"], r["positive"]) for r in examples.rows))
+        known = set(documents.values())
+        missing = [p for _, p in pairs if p not in known]
+        if missing:  # a corpus that lacks the positives was chunked or cleaned differently: mining it would mislead
+            raise DataError(f"{corpus}: {len(missing)} of {len(pairs)} positives in {data} are not documents of this "
+                            f"corpus (first: {missing[0][:60]!r}); give the corpus they come from")
+        return pairs, documents
     known = set(documents.values())
     for _, positive in pairs:
         if positive not in known:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+LOWER_IS_BETTER = ("perplexity", "loss")
+
+
+def greater_is_better(metric: str) -> bool:
+    """IR and text-overlap metrics rise as a model improves; perplexity and losses fall."""
+    return not metric.startswith(LOWER_IS_BETTER)
+
 
 @dataclass
 class Comparison:
@@ -16,9 +23,14 @@ class Comparison:
         return self.after[self.primary_metric] - self.before[self.primary_metric]
 
     @property
+    def improvement(self) -> float:
+        """The change in the primary metric, positive when the tuned model is better."""
+        return self.delta if greater_is_better(self.primary_metric) else -self.delta
+
+    @property
     def regressed(self) -> bool:
-        """The tuned model scores below its base on the primary metric."""
-        return self.delta < 0
+        """The tuned model is worse than its base on the primary metric."""
+        return self.improvement < 0
 
     def rows(self) -> list[tuple[str, float, float, float]]:
         return [(m, self.before[m], self.after[m], self.after[m] - self.before[m]) for m in self.after
@@ -27,9 +39,8 @@ class Comparison:
     @property
     def verdict(self) -> str:
         p, d = self.primary_metric, self.delta
-        if self.regressed:
-            return f"REGRESSION: {p} fell by {-d:.4f} ({self.before[p]:.4f} -> {self.after[p]:.4f})"
-        return f"improved: {p} rose by {d:+.4f} ({self.before[p]:.4f} -> {self.after[p]:.4f})"
+        moved = f"{'rose' if d > 0 else 'fell'} by {abs(d):.4f} ({self.before[p]:.4f} -> {self.after[p]:.4f})"
+        return f"REGRESSION: {p} {moved}" if self.regressed else f"improved: {p} {moved}"
 
 
 def summary_markdown(comparison: Comparison, title: str, details: dict[str, str]) -> str:

@@ -92,11 +92,13 @@ def significance(qrels: dict, runs: list[dict], metrics: list[str], test: str = 
     report = compare(Qrels(judged), named, metrics=metrics, stat_test=test, max_p=max_p).to_dict()
     out: list[dict | None] = [None]
     for i in range(1, len(runs)):
-        p_values = {m: float(p) for m, p in report[f"p{i}"]["comparisons"]["p0"].items()}
+        # A test over identical per-query scores has no p-value (ranx gives NaN, which is not valid JSON): None.
+        p_values = {m: None if np.isnan(p) else float(p) for m, p in report[f"p{i}"]["comparisons"]["p0"].items()}
         scores, base = report[f"p{i}"]["scores"], report["p0"]["scores"]
+        significant = {m: p_values[m] is not None and p_values[m] < max_p for m in metrics}
         out.append({"against": 0, "test": test, "max_p": max_p, "p_values": p_values,
-                    "better": {m: bool(p_values[m] < max_p and scores[m] > base[m]) for m in metrics},
-                    "worse": {m: bool(p_values[m] < max_p and scores[m] < base[m]) for m in metrics}})
+                    "better": {m: bool(significant[m] and scores[m] > base[m]) for m in metrics},
+                    "worse": {m: bool(significant[m] and scores[m] < base[m]) for m in metrics}})
     return out
 
 

@@ -6,12 +6,20 @@ against `ranx.fuse`. The remaining ranx methods (combmnz, isr, bordafuse, ...) c
 
 from __future__ import annotations
 
+import logging
+
 from ragtune.config.retrieval import FusionSection
 from ragtune.retrieval.base import Hits
 
+log = logging.getLogger(__name__)
+
 OWN = {"rrf", "wsum"}
-RANX_NAMES = {"combsum": "combsum", "combmnz": "combmnz", "combmax": "combmax", "combmin": "combmin",
-              "combmed": "combmed", "combanz": "combanz", "combgmnz": "combgmnz"}
+WEIGHTED = ("wsum", "wmnz", "w_bordafuse", "w_condorcet", "mixed")  # ranx methods that take one weight per run
+# ragtune's comb* names -> ranx's own (ranx calls CombMNZ "mnz", CombSUM "sum", ...).
+RANX_NAMES = {"combsum": "sum", "combmnz": "mnz", "combmax": "max", "combmin": "min", "combmed": "med",
+              "combanz": "anz", "combgmnz": "gmnz"}
+# ranx methods whose parameters (gamma, phi, trained probabilities) ragtune does not pass.
+NEEDS_PARAMS = {"gmnz", "rbc", "bayesfuse", "mapfuse", "posfuse", "probfuse", "segfuse", "slidefuse"}
 
 
 def _weights(settings: FusionSection, n: int) -> list[float]:
@@ -72,7 +80,7 @@ def fuse(per_retriever: list[list[Hits]], settings: FusionSection, k: int) -> li
 def _ranx_params(settings: FusionSection, n: int) -> dict:
     if settings.method == "rrf":
         return {"k": settings.rrf_k}
-    if settings.method in ("wsum", "wmnz", "w_bordafuse", "w_condorcet", "mixed"):
+    if settings.method in WEIGHTED:
         return {"weights": _weights(settings, n)}
     return {}
 
@@ -81,13 +89,20 @@ def fuse_with_ranx(per_retriever: list[list[Hits]], settings: FusionSection, k: 
     """Any ranx fusion method over a batch of rankings."""
     from ranx import Run, fuse as ranx_fuse
 
+    method = RANX_NAMES.get(settings.method, settings.method)
+    if method in NEEDS_PARAMS:
+        from ragtune.errors import ConfigError
+
+        raise ConfigError(f"fusion.method '{settings.method}' needs parameters fitted on judged queries, which "
+                          "ragtune does not pass; use rrf, wsum, combsum, combmnz, isr or bordafuse")
     n_queries = len(per_retriever[0])
     runs = [Run({f"q{i}": dict(h) or {"__none__": 0.0} for i, h in enumerate(hits)}) for hits in per_retriever]
     fused = ranx_fuse(runs, norm=None if settings.norm == "none" else settings.norm,
-                      method=settings.method, params=_ranx_params(settings, len(runs)))
+                      method=method, params=_ranx_params(settings, len(runs)))
+    fused_run = fused.to_dict()  # plain dicts: ranx keeps numba typed dicts, whose get() takes no {} default
     out = []
     for i in range(n_queries):
-        scores = {d: float(s) for d, s in fused.run.get(f"q{i}", {}).items() if d != "__none__"}
+        scores = {d: float(s) for d, s in fused_run.get(f"q{i}", {}).items() if d != "__none__"}
         out.append(_ranked(scores, k))
     return out
 
@@ -97,9 +112,12 @@ def tune_fusion(qrels: dict[str, dict[str, int]], per_retriever: list[dict[str, 
     """Pick the fusion parameters (RRF k, or the weights) that maximise `metric` on judged queries, with ranx."""
     from ranx import Qrels, Run, optimize_fusion
 
+    if settings.method != "rrf" and settings.method not in WEIGHTED:
+        log.warning("fusion.method %s has no k or weights to tune; keeping it as it is", settings.method)
+        return settings
     judged = {q: docs for q, docs in qrels.items() if any(v > 0 for v in docs.values())}
     runs = [Run({q: run.get(q) or {"__none__": 0.0} for q in judged}) for run in per_retriever]
-    method = settings.method if settings.method != "rrf" else "rrf"
+    method = settings.method
     best = optimize_fusion(Qrels(judged), runs, norm=None if settings.norm == "none" else settings.norm,
                            method=method, metric=metric, show_progress=False)
     update = {"rrf_k": int(best["k"])} if "k" in best else {}

@@ -86,11 +86,12 @@ class _Parser:
             model = self.name("rerank")
             k = None
             if self.take("@"):
-                digits = ""
+                digits, at = "", self.pos
                 while self.pos < len(self.text) and self.text[self.pos].isdigit():
                     digits += self.text[self.pos]
                     self.pos += 1
                 if not digits or int(digits) == 0:
+                    self.pos = at  # point at the bad count, not past it
                     raise self.fail("a positive number of candidates after '@'")
                 k = int(digits)
             stage = Spec(stage.kind, stage.model, stage.parts, model, k)

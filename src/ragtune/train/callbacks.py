@@ -48,7 +48,9 @@ class RunLogCallback(TrainerCallback):
         values = [(h[self.primary_key], h["step"]) for h in state.log_history if self.primary_key in h]
         if not values:
             return None
-        value, step = max(values)
+        from ragtune.eval.report import greater_is_better
+
+        value, step = (max if greater_is_better(self.primary_metric) else min)(values)
         return {"metric": self.primary_metric, "value": value, "step": step}
 
     def _progress(self, state, status: str) -> None:

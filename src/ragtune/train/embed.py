@@ -7,35 +7,22 @@ before/after evaluation and the regression verdict.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
 
-from ragtune.config import EmbedConfig, dump_config
+from ragtune.config import EmbedConfig
 from ragtune.data.embed import load_embed_data
-from ragtune.eval.report import Comparison, summary_markdown
 from ragtune.eval.retrieval import evaluate_model, ir_evaluator
 from ragtune.models.device import choose_placement
 from ragtune.models.load import load_embedder
 from ragtune.progress import Reporter
+from ragtune.train import recipe
 from ragtune.train.bucketing import length_bucketing
-from ragtune.train.callbacks import EvaluateAtEndCallback, RunLogCallback
 from ragtune.train.losses import build_loss, check_loss_fits
-from ragtune.train.run_dir import newest_checkpoint, prepare_run_dir
+from ragtune.train.recipe import TrainResult
 from ragtune.train.run_log import run_logging
 from ragtune.train.trainer_args import build_training_args, training_kwargs
-from ragtune.utils import is_main_process, write_atomic, write_json
+from ragtune.utils import is_main_process
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    comparison: Comparison | None  # None on non-main ranks
-    train_seconds: float = 0.0
-    train_examples: int = 0
 
 
 def _prompt_map(cfg: EmbedConfig, columns: list[str]) -> dict[str, str] | None:
@@ -48,20 +35,11 @@ def _prompt_map(cfg: EmbedConfig, columns: list[str]) -> dict[str, str] | None:
     return prompts or None
 
 
-def _metrics_at(log_history: list[dict], step: int | None) -> dict[str, float] | None:
-    """The evaluator's metrics logged at `step`, without the eval_ prefix."""
-    for entry in log_history:
-        if entry.get("step") == step and any(k.startswith("eval_") and "@" in k for k in entry):
-            return {k[5:]: v for k, v in entry.items() if k.startswith("eval_") and "@" in k}
-    return None
-
-
 def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
                 reporter: Reporter | None = None) -> TrainResult:
     """Fine-tune an embedder as `cfg` says and evaluate it before and after on the same held-out split."""
     import datasets
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from transformers.trainer_callback import PrinterCallback
 
     reporter = reporter or Reporter()
     # Everything that can be checked without weights is checked first.
@@ -80,10 +58,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         for line in mining.lines():
             reporter.note(f"hard negatives: {line}")
     # Only now, with every input checked, is the run directory touched.
-    run_dir = Path(cfg.output.dir)
-    if is_main_process():
-        prepare_run_dir(run_dir, resume, overwrite)
-        write_atomic(run_dir / "config.yaml", dump_config(cfg))
+    run_dir = recipe.open_run(cfg, resume, overwrite)
 
     with run_logging(run_dir / "train.log"):
         reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason})")
@@ -91,62 +66,30 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
                       f"{len(data.eval.queries)} queries over {len(data.eval.corpus)} documents")
         for warning in data.train.warnings[:20]:
             log.warning(warning)
-
-        before_path = run_dir / "eval_before.json"
-        before = None
-        if is_main_process():
-            if resume and before_path.is_file():
-                import json
-
-                before = json.loads(before_path.read_text(encoding="utf-8"))["metrics"]
-            else:
-                with reporter.phase("Evaluating the base model"):
-                    before = evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts).metrics
-                write_json(before_path, {"model": cfg.model.name, "split": data.eval.name, "metrics": before})
+        before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, data.eval.name, lambda: (
+            evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts).metrics))
 
         train_dataset = datasets.Dataset.from_list(data.train.rows)
         kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
         kwargs.update(batch_sampler=cfg.train.batch_sampler, prompts=_prompt_map(cfg, data.train.columns))
         args = build_training_args(SentenceTransformerTrainingArguments, kwargs)
-        callbacks = [RunLogCallback(run_dir, cfg.eval.primary_metric), EvaluateAtEndCallback(),
-                     *reporter.trainer_callbacks()]
-        if cfg.train.early_stopping_patience:
-            from transformers import EarlyStoppingCallback
-
-            callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping_patience))
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
                                              evaluator=ir_evaluator(data.eval, cfg.eval, placement, cfg.prompts),
-                                             callbacks=callbacks)
-        trainer.remove_callback(PrinterCallback)  # metrics.jsonl and the CLI display the logs instead
-        checkpoint = newest_checkpoint(run_dir) if resume else None
-        if checkpoint:
-            log.info("resuming from %s", checkpoint)
+                                             callbacks=recipe.callbacks(run_dir, cfg, reporter))
         with length_bucketing(model, cfg.train.length_buckets):
-            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        train_seconds = float(output.metrics.get("train_runtime", 0.0))
+            train_seconds = recipe.train(trainer, run_dir, resume)
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(train_dataset))
 
-        final, staging = run_dir / "final", run_dir / ".final.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(str(staging))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-
-        best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[1]) \
-            if trainer.state.best_model_checkpoint else None
-        after = _metrics_at(trainer.state.log_history, best_step)
+        final = recipe.save_final(model.save_pretrained, run_dir)
+        best = recipe.best_step(trainer)
+        after = recipe.logged_metrics(trainer.state.log_history, best, cfg.eval.primary_metric)
         if after is None:
             with reporter.phase("Evaluating the tuned model"):
                 after = evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts).metrics
-        write_json(run_dir / "eval_after.json", {"model": str(final), "split": data.eval.name, "metrics": after,
-                                                 "best_step": best_step})
-        comparison = Comparison(cfg.eval.primary_metric, before, after)
         details = {"model": cfg.model.name, "data": str(cfg.data.train), "eval split": data.eval.name,
                    "train examples": str(len(train_dataset)), "loss": cfg.loss,
-                   "device": f"{placement.device} / {placement.precision}",
-                   "train time": f"{train_seconds:.1f} s", "final model": str(final)}
-        write_atomic(run_dir / "summary.md", summary_markdown(comparison, f"ragtune train embed: {run_dir.name}",
-                                                              details))
-        log.info(comparison.verdict)
+                   "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}
+        comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
+                                   f"ragtune train embed: {run_dir.name}", best)
         return TrainResult(run_dir, comparison, train_seconds, len(train_dataset))

@@ -11,6 +11,7 @@ from packaging.version import Version
 
 from ragtune.config.schema import TrainSection
 from ragtune.errors import ConfigError
+from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
 
 TRANSFORMERS_5 = Version(transformers.__version__) >= Version("5.0.0")
@@ -37,7 +38,7 @@ def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, pr
         "seed": train.seed,
         "load_best_model_at_end": True,
         "metric_for_best_model": f"eval_{primary_metric}",
-        "greater_is_better": True,
+        "greater_is_better": greater_is_better(primary_metric),
         "report_to": train.report_to or "none",
         "dataloader_num_workers": train.dataloader_num_workers,
         "disable_tqdm": not show_progress,

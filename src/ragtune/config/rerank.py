@@ -1,0 +1,46 @@
+"""The reranker (cross-encoder) training config."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from ragtune.config.retrieval import HardNegativesSection
+from ragtune.config.schema import EvalSection, OutputSection, RetrievalDataSection, TaskConfig
+
+
+class RerankEvalSection(EvalSection):
+    first_stage: str = Field("bm25", description="pipeline spec proposing the candidates: bm25, dense:MODEL, "
+                             "hybrid(bm25,dense:MODEL); 'before' is this stage alone")
+    rerank_top_k: int = Field(100, gt=0, description="first-stage candidates the reranker rescores")
+
+
+class RerankDataSection(RetrievalDataSection):
+    hard_negatives: HardNegativesSection | None = Field(
+        default_factory=HardNegativesSection,
+        description="negatives mined for pairs before training (default: BM25, 3 per pair); null turns it off")
+
+
+class RerankConfig(TaskConfig):
+    """Fine-tune a sentence-transformers CrossEncoder as a reranker."""
+
+    task: ClassVar[str] = "rerank"
+    data: RerankDataSection = Field(default_factory=RerankDataSection)
+    eval: RerankEvalSection = Field(default_factory=RerankEvalSection)
+    output: OutputSection = Field(default_factory=lambda: OutputSection(dir="runs/rerank"))
+    loss: str = Field("bce", description="loss short name: bce, mnrl, listnet, lambdaloss, margin_mse")
+    loss_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the loss")
+    teacher: str | None = Field(None, description="cross-encoder whose score margins margin_mse distils")
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        from ragtune.train.rerank_losses import RERANK_LOSSES
+
+        if name not in RERANK_LOSSES:
+            from ragtune.config.load import did_you_mean
+
+            raise ValueError(f"unknown loss '{name}'{did_you_mean(name, RERANK_LOSSES)}; choose one of "
+                             f"{sorted(RERANK_LOSSES)}")
+        return name

@@ -1,0 +1,75 @@
+"""Reranker evaluation: a fixed first stage proposes candidates once; each evaluation reranks them.
+
+'Before' is the first stage alone, 'after' the first stage plus the reranker, on the same queries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ragtune.config.rerank import RerankEvalSection
+from ragtune.config.retrieval import RerankSection, RetrievalConfig
+from ragtune.data.beir import IRData
+from ragtune.eval.metrics import ir_metrics
+from ragtune.models.device import Placement
+from ragtune.retrieval.base import Hits, to_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidates:
+    """First-stage hits for every eval query."""
+
+    ir: IRData
+    query_ids: list[str]
+    hits: list[Hits]
+    spec: str
+
+    @classmethod
+    def build(cls, ir: IRData, cfg: RerankEvalSection, placement: Placement) -> Candidates:
+        from ragtune.retrieval.pipeline import PipelineBuilder
+        from ragtune.retrieval.spec import parse_spec
+
+        spec = parse_spec(cfg.first_stage, where="eval.first_stage")
+        config = RetrievalConfig(device=placement.device, precision=placement.precision)
+        first = PipelineBuilder(ir.corpus, config, placement).build(spec)
+        query_ids = list(ir.queries)
+        depth = max(max(cfg.ks), cfg.rerank_top_k)
+        return cls(ir, query_ids, first.search([ir.queries[q] for q in query_ids], depth), spec.text)
+
+    def first_stage_metrics(self, cfg: RerankEvalSection) -> dict[str, float]:
+        return ir_metrics(self.ir.qrels, to_run(self.query_ids, self.hits), cfg.metrics, cfg.ks)
+
+    def reranked_metrics(self, model, cfg: RerankEvalSection, placement: Placement) -> dict[str, float]:
+        """Rerank the top `rerank_top_k` of every query with `model` (its weights as they are now)."""
+        from ragtune.retrieval.rerank import Reranker
+
+        settings = RerankSection(top_k=cfg.rerank_top_k, batch_size=cfg.batch_size)
+        reranker = Reranker(model, placement, settings)
+        reranked = [reranker.rerank(self.ir.queries[q], hits, self.ir.corpus)
+                    for q, hits in zip(self.query_ids, self.hits)]
+        return ir_metrics(self.ir.qrels, to_run(self.query_ids, reranked), cfg.metrics, cfg.ks)
+
+
+def rerank_evaluator(candidates: Candidates, cfg: RerankEvalSection, placement: Placement):
+    """A sentence-transformers evaluator that reranks the fixed candidates, for best-checkpoint selection."""
+    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+    class RerankEvaluator(BaseEvaluator):
+        def __init__(self):
+            super().__init__()
+            self.primary_metric = cfg.primary_metric
+            self.greater_is_better = True
+
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1):
+            metrics = candidates.reranked_metrics(model, cfg, placement)
+            log.info("evaluation at step %s: %s=%.4f", steps, cfg.primary_metric, metrics[cfg.primary_metric])
+            return metrics
+
+        def get_config_dict(self):
+            return {"collection": candidates.ir.name, "first_stage": candidates.spec,
+                    "rerank_top_k": cfg.rerank_top_k, "queries": len(candidates.query_ids)}
+
+    return RerankEvaluator()

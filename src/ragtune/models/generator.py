@@ -1,0 +1,147 @@
+"""Load generator models (causal LM or seq2seq) for full, LoRA or QLoRA training, and check LoRA targets.
+
+Weights load from safetensors only and remote code is never trusted. QLoRA is refused before anything loads
+where there is no CUDA or no bitsandbytes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ragtune.config.generate import LoraSection
+from ragtune.errors import ConfigError, ModelError
+from ragtune.models.device import Placement
+from ragtune.models.resolve import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def check_method(method: str) -> None:
+    """QLoRA needs CUDA and bitsandbytes; say so before any weights load."""
+    if method != "qlora":
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError("method=qlora needs a CUDA GPU (4-bit NF4 weights through bitsandbytes) and none is "
+                          "available here; use method=lora (same adapters, 16/32-bit base weights)")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError("method=qlora needs bitsandbytes; run `pip install bitsandbytes` or use method=lora") from None
+
+
+def weight_dtype(dtype: str, placement: Placement) -> torch.dtype:
+    """auto: bf16/fp16 on CUDA (as the placement chose), fp32 elsewhere (CPU bf16 runs as autocast)."""
+    if dtype != "auto":
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    return placement.dtype if placement.device == "cuda" else torch.float32
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as exc:  # transformers raises many types for a broken folder
+        raise ModelError(f"tokenizer of '{name}' could not be loaded from {path} ({_first_line(exc)}); check the "
+                         "model folder (tokenizer.json or tokenizer_config.json)") from None
+    return tokenizer
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_generator(name: str, placement: Placement, method: str = "full", dtype: str = "auto",
+                   seq2seq: bool = False, attn_implementation: str | None = None):
+    """The model to fine-tune, on its device; 4-bit NF4 with double quantization for QLoRA."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    check_method(method)
+    path = resolve_model(name)
+    kwargs = {"dtype": weight_dtype(dtype, placement), "use_safetensors": True, "trust_remote_code": False}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=placement.dtype if placement.precision != "fp32" else torch.bfloat16)
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    try:
+        model = loader.from_pretrained(path, **kwargs)
+    except Exception as exc:  # transformers raises many types for a broken or mismatched folder
+        kind = "seq2seq (encoder-decoder)" if seq2seq else "causal LM"
+        raise ModelError(f"model '{name}' could not be loaded as a {kind} from {path} ({_first_line(exc)}); check "
+                         "that it is a transformers model directory with safetensors weights") from None
+    if method != "qlora":
+        model.to(placement.device)
+    return model
+
+
+def linear_module_names(model) -> list[str]:
+    """The distinct leaf names of the model's linear layers (what LoRA can target), without the output head."""
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")}
+    return sorted(names - {"lm_head"})
+
+
+def apply_lora(model, lora: LoraSection, method: str, new_token_ids: list[int] | None = None,
+               gradient_checkpointing: bool = False, seq2seq: bool = False):
+    """Wrap `model` in PEFT LoRA adapters (DoRA/rsLoRA optional); new tokens' embeddings are trained too."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    available = linear_module_names(model)
+    if lora.target_modules != "all-linear":
+        missing = [m for m in lora.target_modules if m not in available]
+        if missing:
+            raise ConfigError(f"lora.target_modules: {missing} not found in the model; its linear modules are "
+                              f"{available} (or use all-linear)")
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora.target_modules, use_dora=lora.use_dora, use_rslora=lora.use_rslora,
+                        task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM",
+                        trainable_token_indices=new_token_ids or None)
+    model = get_peft_model(model, config)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA r=%d on %s: %s of %s parameters trainable (%.2f%%)", lora.r, lora.target_modules,
+             f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+    return model
+
+
+def chat_prompt(tokenizer, context) -> str:
+    """The text a causal LM continues: a chat rendered with the generation prompt, or a raw prompt as is."""
+    if isinstance(context, list):
+        return tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True)
+    return context
+
+
+@torch.inference_mode()
+def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_ids: list[int] | None = None,
+                  batch_size: int = 8, **generate_kwargs) -> list[str]:
+    """Greedy continuations of `prompts` (left-padded batches), without the prompt and special tokens."""
+    model.eval()
+    device = next(model.parameters()).device
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    bos = tokenizer.bos_token
+    answers = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            add_special = not (bos and batch[0].startswith(bos))
+            encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
+            encoded.pop("token_type_ids", None)
+            output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
+                                    eos_token_id=stop_ids or tokenizer.eos_token_id,
+                                    pad_token_id=tokenizer.pad_token_id, **generate_kwargs)
+            new = output[:, encoded["input_ids"].shape[1]:]
+            answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return answers

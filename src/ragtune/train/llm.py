@@ -1,0 +1,119 @@
+"""Causal-LM SFT recipe: config -> data -> template + loss mask -> model (+LoRA) -> before -> train -> after.
+
+Built on TRL's SFTTrainer and PEFT. ragtune renders and masks the data itself (so it can show what is trained
+and refuse examples that train on nothing), then hands TRL pre-tokenized input_ids/labels; TRL packs them
+(best-fit decreasing, padding-free) and trains.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ragtune.config.generate import LLMConfig
+from ragtune.data.sft import load_sft_data
+from ragtune.data.sft_tokens import encode_all, marked
+from ragtune.eval.generation import EvalItem, GenerationEvaluator
+from ragtune.models.device import choose_placement
+from ragtune.models.generator import (apply_lora, chat_prompt, check_method, generate_text, load_generator,
+                                      load_tokenizer)
+from ragtune.models.templates import setup_template, stop_token_ids
+from ragtune.progress import Reporter
+from ragtune.train import recipe
+from ragtune.train.evaluating import EvaluatorMixin
+from ragtune.train.recipe import TrainResult
+from ragtune.train.run_log import run_logging
+from ragtune.train.trainer_args import build_training_args, training_kwargs
+from ragtune.utils import is_main_process
+
+log = logging.getLogger(__name__)
+
+
+def sft_trainer_class():
+    from trl import SFTTrainer
+
+    class RagtuneSFTTrainer(EvaluatorMixin, SFTTrainer):
+        pass
+
+    return RagtuneSFTTrainer
+
+
+def build_evaluator(cfg: LLMConfig, tokenizer, items: list[EvalItem], stops: list[int], samples_path=None):
+    def generate(model, contexts):
+        prompts = [chat_prompt(tokenizer, c) for c in contexts]
+        return generate_text(model, tokenizer, prompts, cfg.eval.max_new_tokens, stops, cfg.eval.batch_size)
+
+    return GenerationEvaluator(items, cfg.eval, tokenizer.pad_token_id, generate, samples_path)
+
+
+def eval_items(examples, encoded) -> list[EvalItem]:
+    return [EvalItem(e.input_ids, e.labels, x.context, x.reference) for x, e in zip(examples, encoded)]
+
+
+def sft_kwargs(cfg: LLMConfig) -> dict:
+    """TRL's own switches: sequence length, packing (BFD, padding-free) or padding-free batches."""
+    return {"max_length": cfg.max_length, "packing": cfg.packing, "packing_strategy": "bfd",
+            "padding_free": cfg.padding_free or cfg.packing, "optim": cfg.train.optim,
+            "dataset_kwargs": {"skip_prepare_dataset": False}, "eval_packing": False}
+
+
+def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
+              reporter: Reporter | None = None) -> TrainResult:
+    """Supervised fine-tuning of a causal LM, measured before and after on the same held-out examples."""
+    import datasets
+    from trl import SFTConfig
+
+    reporter = reporter or Reporter()
+    check_method(cfg.method)
+    fmt, train_examples, eval_examples = load_sft_data(cfg.data, cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.model.name)
+    template, added = setup_template(tokenizer, cfg.template, cfg.special_tokens)
+    train_encoded = encode_all(train_examples, tokenizer, cfg.max_length, cfg.train_on_prompt)
+    eval_encoded = encode_all(eval_examples, tokenizer, cfg.max_length, cfg.train_on_prompt, what="eval")
+    placement = choose_placement(cfg.model.device, cfg.model.precision)
+    model = load_generator(cfg.model.name, placement, cfg.method, cfg.model.dtype,
+                           attn_implementation=cfg.model.attn_implementation)
+    stops = stop_token_ids(tokenizer, template)
+    if added:
+        model.resize_token_embeddings(len(tokenizer))
+    model.generation_config.eos_token_id = stops
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.method in ("lora", "qlora"):
+        new_ids = tokenizer.convert_tokens_to_ids(added) if added else None
+        model = apply_lora(model, cfg.lora, cfg.method, new_ids, cfg.train.gradient_checkpointing)
+    run_dir = recipe.open_run(cfg, resume, overwrite)
+
+    with run_logging(run_dir / "train.log"):
+        reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason}); "
+                      f"method {cfg.method}; template {template}")
+        reporter.note(f"data: {len(train_encoded)} {fmt} examples, {sum(e.trained for e in train_encoded):,} trained "
+                      f"tokens; eval: {len(eval_encoded)} examples")
+        reporter.note(f"example (trained tokens in ⟦ ⟧): {marked(train_encoded[0], tokenizer)}")
+        items = eval_items(eval_examples, eval_encoded)
+        evaluator = build_evaluator(cfg, tokenizer, items, stops, run_dir / "samples.jsonl")
+        before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, "held-out",
+                                        lambda: evaluator(model, step=0))
+        kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
+        args = build_training_args(SFTConfig, {**kwargs, **sft_kwargs(cfg)})
+        rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in train_encoded]
+        eval_rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in eval_encoded[:8]]
+        trainer = sft_trainer_class()(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                                      eval_dataset=datasets.Dataset.from_list(eval_rows), processing_class=tokenizer,
+                                      callbacks=recipe.callbacks(run_dir, cfg, reporter))
+        trainer.ragtune_evaluator = evaluator
+        train_seconds = recipe.train(trainer, run_dir, resume)
+        if not is_main_process():
+            return TrainResult(run_dir, None, train_seconds, len(rows))
+
+        def save(path: str) -> None:
+            trainer.model.save_pretrained(path)
+            tokenizer.save_pretrained(path)
+
+        final = recipe.save_final(save, run_dir)
+        best = recipe.best_step(trainer)
+        after = recipe.logged_metrics(trainer.state.log_history, best, cfg.eval.primary_metric) or evaluator(trainer.model, step=None)
+        details = {"model": cfg.model.name, "method": cfg.method, "data": f"{cfg.data.train} ({fmt})",
+                   "template": template, "train examples": str(len(rows)), "packing": str(cfg.packing),
+                   "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}
+        comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details,
+                                   f"ragtune train llm: {run_dir.name}", best)
+        return TrainResult(run_dir, comparison, train_seconds, len(rows))

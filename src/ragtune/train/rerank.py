@@ -1,0 +1,103 @@
+"""Reranker fine-tuning recipe: config -> data (+ mined negatives) -> model -> before -> train -> after -> report.
+
+Built on sentence-transformers' CrossEncoderTrainer. 'Before' is the first stage alone (eval.first_stage);
+'after' is that first stage plus the tuned cross-encoder over its top eval.rerank_top_k, on the same queries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ragtune.config import RerankConfig
+from ragtune.data.embed import load_embed_data
+from ragtune.data.rerank import add_teacher_margins, groups_from_examples, rerank_rows
+from ragtune.eval.rerank import Candidates, rerank_evaluator
+from ragtune.models.device import choose_placement
+from ragtune.models.load import load_cross_encoder
+from ragtune.progress import Reporter
+from ragtune.train import recipe
+from ragtune.train.recipe import TrainResult
+from ragtune.train.rerank_losses import RERANK_LOSSES, build_rerank_loss
+from ragtune.train.run_log import run_logging
+from ragtune.train.trainer_args import build_training_args, training_kwargs
+from ragtune.utils import is_main_process
+
+log = logging.getLogger(__name__)
+
+
+def _training_rows(cfg: RerankConfig, data, placement, reporter: Reporter) -> list[dict]:
+    """Mine negatives for pairs when asked, then lay the groups out as the loss reads them."""
+    from ragtune.errors import ConfigError
+
+    examples = data.train
+    if examples.format == "pairs" and cfg.data.hard_negatives:
+        from ragtune.data.mine import mine_for_training, mining_tools
+
+        with reporter.phase("Mining hard negatives"):
+            tools = mining_tools(cfg.data.hard_negatives, data.eval.corpus, cfg.model.name, placement)
+            examples, mining = mine_for_training(examples, data.eval.corpus, cfg.data.hard_negatives, *tools)
+        for line in mining.lines():
+            reporter.note(f"hard negatives: {line}")
+    rows = rerank_rows(groups_from_examples(examples), RERANK_LOSSES[cfg.loss].layout)
+    if cfg.loss == "margin_mse":
+        if not cfg.teacher:
+            raise ConfigError("loss=margin_mse distils a stronger scorer: set teacher=MODEL (a cross-encoder)")
+        from ragtune.retrieval.rerank import Reranker
+
+        with reporter.phase("Scoring the training tuples with the teacher"):
+            rows = add_teacher_margins(rows, Reranker(load_cross_encoder(cfg.teacher, placement), placement))
+    return rows
+
+
+def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = False,
+                 reporter: Reporter | None = None) -> TrainResult:
+    """Fine-tune a cross-encoder reranker and compare first stage vs first stage + reranker on held-out queries."""
+    import datasets
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+
+    reporter = reporter or Reporter()
+    data = load_embed_data(cfg.data, cfg.train.seed)
+    if cfg.teacher:
+        from ragtune.models.resolve import resolve_model
+
+        resolve_model(cfg.teacher)
+    placement = choose_placement(cfg.model.device, cfg.model.precision)
+    rows = _training_rows(cfg, data, placement, reporter)
+    model = load_cross_encoder(cfg.model.name, placement, new_head=True)
+    if cfg.model.max_seq_length:
+        model.max_seq_length = cfg.model.max_seq_length
+    loss = build_rerank_loss(model, cfg.loss, cfg.loss_args)
+    with reporter.phase(f"First stage ({cfg.eval.first_stage}) for the eval queries"):
+        candidates = Candidates.build(data.eval, cfg.eval, placement)
+    run_dir = recipe.open_run(cfg, resume, overwrite)
+
+    with run_logging(run_dir / "train.log"):
+        reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason})")
+        reporter.note(f"data: {len(rows)} {RERANK_LOSSES[cfg.loss].layout} training rows; eval {data.eval.name}: "
+                      f"{len(data.eval.queries)} queries, {cfg.eval.first_stage} top {cfg.eval.rerank_top_k} reranked")
+        before = recipe.evaluate_before(run_dir, resume, reporter, cfg.eval.first_stage, data.eval.name,
+                                        lambda: candidates.first_stage_metrics(cfg.eval),
+                                        label="Evaluating the first stage alone")
+        kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
+        args = build_training_args(CrossEncoderTrainingArguments, kwargs)
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                                      loss=loss, evaluator=rerank_evaluator(candidates, cfg.eval, placement),
+                                      callbacks=recipe.callbacks(run_dir, cfg, reporter))
+        train_seconds = recipe.train(trainer, run_dir, resume)
+        if not is_main_process():
+            return TrainResult(run_dir, None, train_seconds, len(rows))
+
+        final = recipe.save_final(model.save_pretrained, run_dir)
+        best = recipe.best_step(trainer)
+        after = recipe.logged_metrics(trainer.state.log_history, best, cfg.eval.primary_metric)
+        if after is None:
+            with reporter.phase("Evaluating the tuned reranker"):
+                after = candidates.reranked_metrics(model, cfg.eval, placement)
+        details = {"model": cfg.model.name, "data": str(cfg.data.train), "eval split": data.eval.name,
+                   "before": f"{cfg.eval.first_stage} alone",
+                   "after": f"{cfg.eval.first_stage} + reranker over the top {cfg.eval.rerank_top_k}",
+                   "train rows": str(len(rows)), "loss": cfg.loss,
+                   "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}
+        comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
+                                   f"ragtune train rerank: {run_dir.name}", best)
+        return TrainResult(run_dir, comparison, train_seconds, len(rows))
