@@ -132,6 +132,23 @@ def _build_tiny_llm(path: Path) -> Path:
     return out
 
 
+def _build_tiny_seq2seq(path: Path) -> Path:
+    """A 2-layer T5-style encoder-decoder (d_model 32) with its own BPE tokenizer."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    texts = LLM_TEXTS + ["a man rides a bike", "ein Mann fährt Fahrrad", "un homme fait du vélo",
+                         "two dogs play in the snow", "zwei Hunde spielen im Schnee"]
+    tokenizer = train_bpe_tokenizer(texts)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      num_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    torch_seed()
+    out = path / "tiny-seq2seq"
+    T5ForConditionalGeneration(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def torch_seed(seed: int = 0) -> None:
     import torch
 
@@ -174,6 +191,19 @@ def tiny_llm(_tiny_llm_master, tmp_path) -> str:
     """A 2-layer Llama-style causal LM with a BPE tokenizer trained in the fixture; each test gets a copy."""
     dest = tmp_path / "tiny-llm"
     shutil.copytree(_tiny_llm_master, dest)
+    return str(dest)
+
+
+@pytest.fixture(scope="session")
+def _tiny_seq2seq_master(tmp_path_factory) -> Path:
+    return _build_tiny_seq2seq(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def tiny_seq2seq(_tiny_seq2seq_master, tmp_path) -> str:
+    """A 2-layer T5-style seq2seq model with a BPE tokenizer trained in the fixture; each test gets a copy."""
+    dest = tmp_path / "tiny-seq2seq"
+    shutil.copytree(_tiny_seq2seq_master, dest)
     return str(dest)
 
 

@@ -13,7 +13,7 @@ try:  # typer >= 0.20 bundles its own click; its exceptions are not click's
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
-from ragtune.cli import config_cmd, data_cmd, doctor_cmd, eval_cmd, quickstart_cmd, train_cmd
+from ragtune.cli import config_cmd, data_cmd, doctor_cmd, eval_cmd, export_cmd, quickstart_cmd, train_cmd
 from ragtune.cli.output import FLAGS, emit_json, errors, take_global_flags
 from ragtune.errors import RagtuneError
 
@@ -23,6 +23,7 @@ app.add_typer(train_cmd.app, name="train")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(export_cmd.app, name="export")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("quickstart")(quickstart_cmd.quickstart)
 

@@ -83,3 +83,10 @@ def llm(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRI
         overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
     """Supervised fine-tuning of a causal LM (full, LoRA or QLoRA) with TRL's SFTTrainer."""
     return _train("llm", config, overrides, resume, overwrite, allow_regression)
+
+
+@app.command("seq2seq")
+def seq2seq(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
+            overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
+    """Fine-tune an encoder-decoder model (translation, rewriting) with transformers' Seq2SeqTrainer."""
+    return _train("seq2seq", config, overrides, resume, overwrite, allow_regression)

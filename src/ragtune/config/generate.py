@@ -85,6 +85,13 @@ class GenerationEvalSection(Section):
         return self
 
 
+class Seq2SeqEvalSection(GenerationEvalSection):
+    primary_metric: str = Field("bleu", description="metric for best checkpoint and verdict: "
+                                + ", ".join(GENERATION_METRICS))
+    metrics: list[str] = Field(default_factory=lambda: ["perplexity", "bleu", "chrf"],
+                               description="metrics computed before and after training")
+
+
 class GenerationTrainSection(TrainSection):
     per_device_train_batch_size: int = Field(8, gt=0, description="sequences (or packed blocks) per device step")
     learning_rate: float = Field(2.0e-4, gt=0, description="peak learning rate (LoRA default; use ~2e-5 for full)")
@@ -138,6 +145,7 @@ class Seq2SeqConfig(GeneratorConfig):
     """Text-to-text fine-tuning (translation, rewriting) with transformers' Seq2SeqTrainer."""
 
     task: ClassVar[str] = "seq2seq"
+    eval: Seq2SeqEvalSection = Field(default_factory=Seq2SeqEvalSection)
     output: OutputSection = Field(default_factory=lambda: OutputSection(dir="runs/seq2seq"))
     method: Literal["full", "lora", "qlora"] = Field("full", description="full fine-tuning or LoRA")
     source_lang: str | None = Field(None, description="default source language code (NLLB style: eng_Latn)")

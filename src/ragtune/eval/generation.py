@@ -32,6 +32,7 @@ class EvalItem:
     context: object  # chat messages or a prompt (causal LM), source text (seq2seq)
     reference: str
     decoder_labels: list[int] | None = None  # seq2seq: target ids (input_ids are the source)
+    shown: str = ""  # the prompt as samples.jsonl shows it
 
 
 @torch.inference_mode()
@@ -104,6 +105,5 @@ class GenerationEvaluator:
     def _write_samples(self, step: int | None, items: list[EvalItem], answers: list[str]) -> None:
         with open(self.samples_path, "a", encoding="utf-8") as out:
             for i, (item, answer) in enumerate(zip(items, answers)):
-                context = item.context if isinstance(item.context, str) else item.context[-1]["content"]
-                out.write(json.dumps({"step": step, "sample": i, "prompt": context, "reference": item.reference,
+                out.write(json.dumps({"step": step, "sample": i, "prompt": item.shown, "reference": item.reference,
                                       "generated": answer}, ensure_ascii=False) + "\n")

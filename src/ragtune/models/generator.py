@@ -140,7 +140,8 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, sto
             output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
                                     eos_token_id=stop_ids or tokenizer.eos_token_id,
                                     pad_token_id=tokenizer.pad_token_id, **generate_kwargs)
-            new = output[:, encoded["input_ids"].shape[1]:]
+            # A decoder-only model returns prompt + continuation; an encoder-decoder only the decoder's tokens.
+            new = output if model.config.is_encoder_decoder else output[:, encoded["input_ids"].shape[1]:]
             answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side

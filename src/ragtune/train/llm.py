@@ -46,7 +46,11 @@ def build_evaluator(cfg: LLMConfig, tokenizer, items: list[EvalItem], stops: lis
 
 
 def eval_items(examples, encoded) -> list[EvalItem]:
-    return [EvalItem(e.input_ids, e.labels, x.context, x.reference) for x, e in zip(examples, encoded)]
+    def shown(context) -> str:
+        return context if isinstance(context, str) else context[-1]["content"]
+
+    return [EvalItem(e.input_ids, e.labels, x.context, x.reference, shown=shown(x.context))
+            for x, e in zip(examples, encoded)]
 
 
 def sft_kwargs(cfg: LLMConfig) -> dict:

@@ -1,0 +1,1 @@
+"""Artifacts for serving stacks: merged models (transformers, vLLM) and LangChain-loadable indexes."""
