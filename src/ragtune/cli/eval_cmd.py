@@ -102,3 +102,23 @@ def retrieval(
     if out:
         say(f"wrote {out / 'results.json'}, results.md and results.png")
     return 0
+
+
+@app.command("generation")
+def generation(
+    model: str = typer.Argument(..., help="a run directory (llm or seq2seq), a model folder or a hub id"),
+    data: Path = typer.Option(..., "--data", help="eval records, in any format train llm/seq2seq reads"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="settings, e.g. eval.metrics=[perplexity,rouge_l]"),
+    task: Optional[str] = typer.Option(None, "--task", help="llm or seq2seq (a run directory knows its own)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="llm/seq2seq config for templates and metrics"),
+) -> int:
+    """Perplexity, ROUGE-L, BLEU/chrF, EM/F1, accuracy and embedding similarity of a generator on an eval file."""
+    from ragtune.eval.generation_run import evaluate_generation
+
+    with RichReporter().phase("Evaluating generation"):
+        metrics = evaluate_generation(model, str(data), task, str(config) if config else None, overrides or [])
+    if FLAGS.json:
+        emit_json({"model": model, "data": str(data), "metrics": metrics})
+        return 0
+    show(table(f"{model} on {data}", ["metric", "value"], [[k, v] for k, v in metrics.items()]))
+    return 0

@@ -91,7 +91,8 @@ class GenerationEvaluator:
         if "perplexity" in self.cfg.metrics:
             metrics["perplexity"] = round(perplexity(model, self.items, self.cfg.batch_size, self.pad_id), 6)
         text = [m for m in self.cfg.metrics if m != "perplexity"]
-        generated_for = self.items[: max(self.cfg.generation_samples, self.cfg.samples_per_eval)]
+        with_context = [item for item in self.items if item.context]  # raw text has nothing to answer
+        generated_for = with_context[: max(self.cfg.generation_samples, self.cfg.samples_per_eval)]
         answers = self.generate(model, [item.context for item in generated_for]) if generated_for and (
             text or self.samples_path) else []
         scored = answers[: self.cfg.generation_samples]

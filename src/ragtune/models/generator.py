@@ -146,3 +146,20 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, sto
     finally:
         tokenizer.padding_side = side
     return answers
+
+
+def load_for_inference(name: str, placement: Placement, seq2seq: bool = False):
+    """A model ready to generate: a plain model folder or hub id, or a PEFT adapter on top of its base."""
+    from pathlib import Path
+
+    path = Path(name)
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftConfig, PeftModel
+
+        base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        base = load_generator(base_name, placement, "full", seq2seq=seq2seq)
+        tokenizer = load_tokenizer(str(path))
+        if len(tokenizer) != base.get_input_embeddings().weight.shape[0]:
+            base.resize_token_embeddings(len(tokenizer))
+        return PeftModel.from_pretrained(base, str(path)).eval(), tokenizer
+    return load_generator(name, placement, "full", seq2seq=seq2seq).eval(), load_tokenizer(name)

@@ -44,8 +44,9 @@ def resolve_model(name: str) -> str:
     """Return a path or hub id that loads here; raise ModelError saying what was tried and how to fix it."""
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
-            raise ModelError(f"model '{name}': the folder exists but holds no config.json or modules.json; "
+        if not any((path / f).is_file() for f in ("config.json", "modules.json", "adapter_config.json")):
+            raise ModelError(f"model '{name}': the folder exists but holds no config.json, modules.json or "
+                             "adapter_config.json; "
                              "point model.name at a saved model directory (e.g. RUN_DIR/final)")
         return str(path)
     packaged = _packaged_path(name)

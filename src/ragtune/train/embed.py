@@ -47,6 +47,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     scores = [r["score"] for r in data.train.rows] if data.train.format == "scored_pairs" else None
     check_loss_fits(cfg.loss, data.train.format, scores)
     placement = choose_placement(cfg.model.device, cfg.model.precision)
+    recipe.seed_everything(cfg.train.seed)
     model = load_embedder(cfg.model.name, placement, cfg.model.max_seq_length)
     loss = build_loss(model, cfg.loss, cfg.loss_args, cfg.matryoshka_dims)
     if cfg.data.hard_negatives:

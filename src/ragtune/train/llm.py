@@ -55,7 +55,8 @@ def eval_items(examples, encoded) -> list[EvalItem]:
 
 def sft_kwargs(cfg: LLMConfig) -> dict:
     """TRL's own switches: sequence length, packing (BFD, padding-free) or padding-free batches."""
-    return {"max_length": cfg.max_length, "packing": cfg.packing, "packing_strategy": "bfd",
+    # ragtune truncates while masking; TRL re-applies max_length only when it packs.
+    return {"max_length": cfg.max_length if cfg.packing else None, "packing": cfg.packing, "packing_strategy": "bfd",
             "padding_free": cfg.padding_free or cfg.packing, "optim": cfg.train.optim,
             "dataset_kwargs": {"skip_prepare_dataset": False}, "eval_packing": False}
 
@@ -69,11 +70,19 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
     reporter = reporter or Reporter()
     check_method(cfg.method)
     fmt, train_examples, eval_examples = load_sft_data(cfg.data, cfg.train.seed)
+    if fmt == "text":  # raw text has no answers to generate: only perplexity measures it
+        if cfg.eval.primary_metric != "perplexity":
+            from ragtune.errors import ConfigError
+
+            raise ConfigError(f"raw text data has no reference answers; use eval.primary_metric=perplexity "
+                              f"(not {cfg.eval.primary_metric})")
+        cfg.eval.metrics = ["perplexity"]
     tokenizer = load_tokenizer(cfg.model.name)
     template, added = setup_template(tokenizer, cfg.template, cfg.special_tokens)
     train_encoded = encode_all(train_examples, tokenizer, cfg.max_length, cfg.train_on_prompt)
     eval_encoded = encode_all(eval_examples, tokenizer, cfg.max_length, cfg.train_on_prompt, what="eval")
     placement = choose_placement(cfg.model.device, cfg.model.precision)
+    recipe.seed_everything(cfg.train.seed)  # new heads, LoRA matrices and resized embeddings start the same
     model = load_generator(cfg.model.name, placement, cfg.method, cfg.model.dtype,
                            attn_implementation=cfg.model.attn_implementation)
     stops = stop_token_ids(tokenizer, template)

@@ -32,6 +32,13 @@ class TrainResult:
     train_examples: int = 0
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch before any weights are created, so a run (and its resume) is repeatable."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
 def open_run(cfg: TaskConfig, resume: bool, overwrite: bool) -> Path:
     """Create (or reopen) the run directory and write the resolved config; call only after every input is checked."""
     run_dir = Path(cfg.output.dir)

@@ -63,6 +63,7 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
         resolve_model(cfg.teacher)
     placement = choose_placement(cfg.model.device, cfg.model.precision)
     rows = _training_rows(cfg, data, placement, reporter)
+    recipe.seed_everything(cfg.train.seed)  # the new scoring head starts the same on every run
     model = load_cross_encoder(cfg.model.name, placement, new_head=True)
     if cfg.model.max_seq_length:
         model.max_seq_length = cfg.model.max_seq_length

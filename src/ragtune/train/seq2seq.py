@@ -57,6 +57,7 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
     train_pairs, eval_pairs = load_seq2seq_data(cfg.data, cfg.source_lang, cfg.target_lang, cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.name)
     placement = choose_placement(cfg.model.device, cfg.model.precision)
+    recipe.seed_everything(cfg.train.seed)
     model = load_generator(cfg.model.name, placement, cfg.method, cfg.model.dtype, seq2seq=True,
                            attn_implementation=cfg.model.attn_implementation)
     encoder = Encoder(tokenizer, model.config.model_type, cfg.source_prefix, cfg.max_source_length,

@@ -1,0 +1,59 @@
+"""`ragtune eval generation`: a model (or a run directory) on an eval file, with the task's metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragtune.config import load_config
+from ragtune.errors import ConfigError
+
+
+def _task_and_model(source: str, task: str | None) -> tuple[str, str, Path | None]:
+    """A run directory gives its task, config and final/ model; anything else is a model for `task`."""
+    path = Path(source)
+    if (path / "config.yaml").is_file() and (path / "final").is_dir():
+        import yaml
+
+        saved = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+        found = "seq2seq" if "source_lang" in saved else "llm" if "template" in saved else None
+        if found is None:
+            raise ConfigError(f"{path}: a run directory of another task; eval generation takes llm and seq2seq runs")
+        return task or found, str(path / "final"), path / "config.yaml"
+    return task or "llm", source, None
+
+
+def evaluate_generation(source: str, data: str, task: str | None = None, config: str | None = None,
+                        overrides: list[str] | None = None) -> dict[str, float]:
+    """Every configured generation metric of `source` on the records of `data`."""
+    from ragtune.models.device import choose_placement
+    from ragtune.models.generator import load_for_inference
+
+    task, model_path, run_config = _task_and_model(source, task)
+    if task not in ("llm", "seq2seq"):
+        raise ConfigError(f"--task '{task}': use llm or seq2seq")
+    settings = [f"model.name={model_path}", f"data.train={data}", f"data.eval={data}", *(overrides or [])]
+    cfg = load_config(task, config or run_config, settings)
+    placement = choose_placement(cfg.model.device, cfg.model.precision)
+    if task == "llm":
+        from ragtune.data.sft import load_sft_data
+        from ragtune.data.sft_tokens import encode_all
+        from ragtune.models.templates import setup_template, stop_token_ids
+        from ragtune.train.llm import build_evaluator, eval_items
+
+        _, _, examples = load_sft_data(cfg.data, cfg.train.seed)
+        model, tokenizer = load_for_inference(model_path, placement)
+        template, _ = setup_template(tokenizer, cfg.template)
+        encoded = encode_all(examples, tokenizer, cfg.max_length, cfg.train_on_prompt, what="eval")
+        return build_evaluator(cfg, tokenizer, eval_items(examples, encoded), stop_token_ids(tokenizer, template))(model)
+    from ragtune.data.seq2seq import Encoder, load_seq2seq_data
+    from ragtune.eval.generation import EvalItem, GenerationEvaluator
+    from ragtune.train.seq2seq import seq2seq_generate
+
+    _, pairs = load_seq2seq_data(cfg.data, cfg.source_lang, cfg.target_lang, cfg.train.seed)
+    model, tokenizer = load_for_inference(model_path, placement, seq2seq=True)
+    encoder = Encoder(tokenizer, model.config.model_type, cfg.source_prefix, cfg.max_source_length,
+                      cfg.max_target_length)
+    encoder.check_languages(pairs)
+    items = [EvalItem(r["input_ids"], [], p, p.target, r["labels"], shown=p.source)
+             for p, r in ((p, encoder.encode(p)) for p in pairs)]
+    return GenerationEvaluator(items, cfg.eval, tokenizer.pad_token_id, seq2seq_generate(encoder, cfg))(model)
