@@ -9,10 +9,9 @@ from pydantic import Field, field_validator, model_validator
 from ragtune.config.base import PromptsSection, Section
 
 # Fusion methods: rrf and wsum run in ragtune (per query, fast enough for serving); the rest go to ranx.fuse.
-FUSION_METHODS = ("rrf", "wsum", "combsum", "combmnz", "combmax", "combmin", "combmed", "combanz", "combgmnz",
-                  "isr", "log_isr", "logn_isr", "bordafuse", "w_bordafuse", "condorcet", "w_condorcet", "anz",
-                  "mnz", "gmnz", "max", "min", "med", "sum", "mixed", "rbc", "wmnz", "bayesfuse", "posfuse",
-                  "probfuse", "segfuse", "slidefuse")
+# ranx's trained or tuned-parameter methods (probfuse, segfuse, rbc, ...) are left out: they need fitting data.
+FUSION_METHODS = ("rrf", "wsum", "combsum", "combmnz", "combmax", "combmin", "combmed", "combanz", "isr",
+                  "log_isr", "logn_isr", "bordafuse", "w_bordafuse", "condorcet", "w_condorcet", "wmnz", "mixed")
 NORMS = ("min-max", "max", "sum", "zmuv", "rank", "borda", "none")
 
 

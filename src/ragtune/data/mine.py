@@ -194,7 +194,7 @@ def mine_for_training(examples, corpus: dict[str, str], settings: HardNegativesS
         rows.append({"anchor": row["query"], "positive": row["positive"],
                      **{f"negative_{i}": n for i, n in enumerate(negatives, start=1)}})
     return Examples("triplets", list(rows[0]), rows, [f"mined from {examples.origins[0]}"] * len(rows),
-                    examples.warnings + report.lines()), report
+                    examples.warnings), report
 
 
 def mining_tools(settings: HardNegativesSection, corpus: dict[str, str], base_model: str | None, placement):

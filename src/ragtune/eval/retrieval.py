@@ -14,7 +14,7 @@ from ragtune.data.beir import IRData
 from ragtune.eval.metrics import ir_metrics
 from ragtune.models.device import Placement
 from ragtune.retrieval.base import to_run
-from ragtune.retrieval.pipeline import HybridRetriever, Pipeline, PipelineBuilder
+from ragtune.retrieval.pipeline import HybridRetriever, Pipeline, PipelineBuilder, check_weights
 from ragtune.retrieval.spec import parse_spec
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,11 @@ def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | N
 
     config, eval_cfg, reporter = config or RetrievalConfig(), eval_cfg or EvalSection(), reporter or Reporter()
     parsed = [parse_spec(spec) for spec in specs]
-    for spec in parsed:  # every model must resolve before the first one loads
+    for spec in parsed:  # every model must resolve, and every hybrid fit its weights, before anything loads
         for _, model in spec.models():
             resolve_model(model)
+        if spec.kind == "hybrid":
+            check_weights(config.fusion, len(spec.parts), spec.text)
     builder = PipelineBuilder(ir.corpus, config, show_progress=show_progress)
     k = max(eval_cfg.ks)
     results, runs = [], []

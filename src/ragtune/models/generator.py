@@ -73,6 +73,7 @@ def load_generator(name: str, placement: Placement, method: str = "full", dtype:
             bnb_4bit_compute_dtype=placement.dtype if placement.precision != "fp32" else torch.bfloat16)
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    _check_architecture(name, path, seq2seq)
     try:
         model = loader.from_pretrained(path, **kwargs)
     except Exception as exc:  # transformers raises many types for a broken or mismatched folder
@@ -82,6 +83,30 @@ def load_generator(name: str, placement: Placement, method: str = "full", dtype:
     if method != "qlora":
         model.to(placement.device)
     return model
+
+
+def _check_architecture(name: str, path: str, seq2seq: bool) -> None:
+    """Refuse an encoder-only checkpoint (BERT, a sentence-transformers model) before it loads as a generator."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return
+    architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    markers = ("ForConditionalGeneration", "Seq2Seq", "MTModel") if seq2seq else ("CausalLM", "LMHead",
+                                                                                  "ForConditionalGeneration")
+    if architectures and not any(m in a for a in architectures for m in markers):
+        kind = "seq2seq (encoder-decoder)" if seq2seq else "causal LM"
+        raise ModelError(f"model '{name}' is a {', '.join(architectures)}, not a {kind}; give a generator "
+                         f"checkpoint (e.g. {'t5-small' if seq2seq else 'Qwen/Qwen2.5-0.5B-Instruct'})")
+
+
+def check_max_length(model, max_length: int) -> None:
+    """A sequence longer than the model's position table fails mid-training; say so before it starts."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and max_length > limit:
+        raise ConfigError(f"max_length={max_length} exceeds the model's {limit} positions; set max_length<={limit}")
 
 
 def linear_module_names(model) -> list[str]:

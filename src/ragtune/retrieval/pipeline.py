@@ -16,10 +16,20 @@ from ragtune.retrieval.spec import Spec, parse_spec
 log = logging.getLogger(__name__)
 
 
+def check_weights(settings: FusionSection, parts: int, name: str) -> None:
+    """One fusion weight per fused retriever, checked before anything is built or evaluated."""
+    if settings.weights is not None and len(settings.weights) != parts:
+        from ragtune.errors import ConfigError
+
+        raise ConfigError(f"fusion.weights has {len(settings.weights)} values but '{name}' fuses {parts} "
+                          "retrievers; give one weight each")
+
+
 class HybridRetriever:
     """Fuses the rankings of several retrievers (each asked for `fusion.depth` candidates)."""
 
     def __init__(self, parts: list[Retriever], settings: FusionSection, name: str = "hybrid"):
+        check_weights(settings, len(parts), name)
         self.parts, self.settings, self.name = parts, settings, name
 
     def part_rankings(self, queries: list[str], k: int) -> list[list[Hits]]:

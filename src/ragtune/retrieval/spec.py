@@ -40,8 +40,16 @@ class _Parser:
                            f"'{got}'; write bm25, dense:MODEL, hybrid(SPEC,SPEC) or SPEC+rerank:MODEL@K")
 
     def take(self, literal: str) -> bool:
-        if self.text.startswith(literal, self.pos):
-            self.pos += len(literal)
+        """Consume `literal` (and the spaces around it, for ',', '(' and ')')."""
+        pos = self.pos
+        if literal in (",", ")"):
+            while pos < len(self.text) and self.text[pos] == " ":
+                pos += 1
+        if self.text.startswith(literal, pos):
+            self.pos = pos + len(literal)
+            if literal.endswith(("(", ",")):
+                while self.pos < len(self.text) and self.text[self.pos] == " ":
+                    self.pos += 1
             return True
         return False
 
@@ -57,9 +65,9 @@ class _Parser:
                 break
             depth += (char == "(") - (char == ")")
             self.pos += 1
-        if self.pos == start:
+        if not self.text[start:self.pos].strip():
             raise self.fail(f"a {what} model name or path")
-        return self.text[start:self.pos]
+        return self.text[start:self.pos].strip()
 
     def stage(self) -> Spec:
         start = self.pos

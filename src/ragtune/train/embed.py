@@ -50,14 +50,13 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     recipe.seed_everything(cfg.train.seed)
     model = load_embedder(cfg.model.name, placement, cfg.model.max_seq_length)
     loss = build_loss(model, cfg.loss, cfg.loss_args, cfg.matryoshka_dims)
+    mining = None
     if cfg.data.hard_negatives:
         from ragtune.data.mine import mine_for_training, mining_tools
 
         with reporter.phase("Mining hard negatives"):
             tools = mining_tools(cfg.data.hard_negatives, data.eval.corpus, cfg.model.name, placement)
             data.train, mining = mine_for_training(data.train, data.eval.corpus, cfg.data.hard_negatives, *tools)
-        for line in mining.lines():
-            reporter.note(f"hard negatives: {line}")
     # Only now, with every input checked, is the run directory touched.
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
@@ -67,6 +66,8 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
                       f"{len(data.eval.queries)} queries over {len(data.eval.corpus)} documents")
         for warning in data.train.warnings[:20]:
             log.warning(warning)
+        for line in mining.lines() if mining else []:
+            reporter.note(f"hard negatives: {line}")
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, data.eval.name, lambda: (
             evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts).metrics))
 

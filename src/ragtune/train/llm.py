@@ -14,8 +14,8 @@ from ragtune.data.sft import load_sft_data
 from ragtune.data.sft_tokens import encode_all, marked
 from ragtune.eval.generation import EvalItem, GenerationEvaluator
 from ragtune.models.device import choose_placement
-from ragtune.models.generator import (apply_lora, chat_prompt, check_method, generate_text, load_generator,
-                                      load_tokenizer)
+from ragtune.models.generator import (apply_lora, chat_prompt, check_max_length, check_method, generate_text,
+                                      load_generator, load_tokenizer)
 from ragtune.models.templates import setup_template, stop_token_ids
 from ragtune.progress import Reporter
 from ragtune.train import recipe
@@ -85,6 +85,7 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
     recipe.seed_everything(cfg.train.seed)  # new heads, LoRA matrices and resized embeddings start the same
     model = load_generator(cfg.model.name, placement, cfg.method, cfg.model.dtype,
                            attn_implementation=cfg.model.attn_implementation)
+    check_max_length(model, cfg.max_length)
     stops = stop_token_ids(tokenizer, template)
     if added:
         model.resize_token_embeddings(len(tokenizer))

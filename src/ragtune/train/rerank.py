@@ -25,19 +25,18 @@ from ragtune.utils import is_main_process
 log = logging.getLogger(__name__)
 
 
-def _training_rows(cfg: RerankConfig, data, placement, reporter: Reporter) -> list[dict]:
-    """Mine negatives for pairs when asked, then lay the groups out as the loss reads them."""
+def _training_rows(cfg: RerankConfig, data, placement, reporter: Reporter) -> tuple[list[dict], list[str]]:
+    """Mine negatives for pairs when asked, then lay the groups out as the loss reads them; also the mining report."""
     from ragtune.errors import ConfigError
 
-    examples = data.train
+    examples, report = data.train, []
     if examples.format == "pairs" and cfg.data.hard_negatives:
         from ragtune.data.mine import mine_for_training, mining_tools
 
         with reporter.phase("Mining hard negatives"):
             tools = mining_tools(cfg.data.hard_negatives, data.eval.corpus, cfg.model.name, placement)
             examples, mining = mine_for_training(examples, data.eval.corpus, cfg.data.hard_negatives, *tools)
-        for line in mining.lines():
-            reporter.note(f"hard negatives: {line}")
+        report = mining.lines()
     rows = rerank_rows(groups_from_examples(examples), RERANK_LOSSES[cfg.loss].layout)
     if cfg.loss == "margin_mse":
         if not cfg.teacher:
@@ -46,7 +45,7 @@ def _training_rows(cfg: RerankConfig, data, placement, reporter: Reporter) -> li
 
         with reporter.phase("Scoring the training tuples with the teacher"):
             rows = add_teacher_margins(rows, Reranker(load_cross_encoder(cfg.teacher, placement), placement))
-    return rows
+    return rows, report
 
 
 def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = False,
@@ -62,7 +61,7 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
 
         resolve_model(cfg.teacher)
     placement = choose_placement(cfg.model.device, cfg.model.precision)
-    rows = _training_rows(cfg, data, placement, reporter)
+    rows, mining_report = _training_rows(cfg, data, placement, reporter)
     recipe.seed_everything(cfg.train.seed)  # the new scoring head starts the same on every run
     model = load_cross_encoder(cfg.model.name, placement, new_head=True)
     if cfg.model.max_seq_length:
@@ -74,6 +73,8 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
 
     with run_logging(run_dir / "train.log"):
         reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason})")
+        for line in mining_report:
+            reporter.note(f"hard negatives: {line}")
         reporter.note(f"data: {len(rows)} {RERANK_LOSSES[cfg.loss].layout} training rows; eval {data.eval.name}: "
                       f"{len(data.eval.queries)} queries, {cfg.eval.first_stage} top {cfg.eval.rerank_top_k} reranked")
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.eval.first_stage, data.eval.name,

@@ -1,0 +1,179 @@
+"""`ragtune eval retrieval`: pipelines side by side, results files, fusion tuning, file inputs and bad input."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import toy_pairs, write_jsonl
+from tests.unit.test_bad_input import one_line_error
+from tests.unit.test_cli import make_beir
+
+HEADLINE = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100"]
+
+
+def strict_json(text: str):
+    """Parse JSON as other languages would: NaN and Infinity are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not valid JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_four_pipelines_side_by_side(cli, tiny_embedder, tiny_cross_encoder, tmp_path):
+    beir, out = make_beir(tmp_path / "beir"), tmp_path / "out"
+    hybrid = f"hybrid(bm25,dense:{tiny_embedder})"
+    specs = ["bm25", f"dense:{tiny_embedder}", hybrid, f"{hybrid}+rerank:{tiny_cross_encoder}@5"]
+    code, stdout, err = cli("--json", "eval", "retrieval", "--data", beir, "--out", out,
+                            *[arg for spec in specs for arg in ("--pipeline", spec)])
+    assert code == 0, err
+    printed = strict_json(stdout)
+    results = strict_json((out / "results.json").read_text())
+    assert printed == results and results["dataset"] == "beir/test"
+    rows = results["pipelines"]
+    assert [r["name"] for r in rows] == specs
+    for row in rows:
+        assert all(0 <= row["metrics"][m] <= 1 for m in HEADLINE)
+        assert row["metrics"]["recall@100"] == 1.0  # 48 documents: everything is retrieved
+        assert row["queries"] == 12 and row["documents"] == len(toy_pairs())
+        timings = row["timings"]
+        assert timings["first_stage_p50_ms"] > 0 and timings["first_stage_p95_ms"] >= timings["first_stage_p50_ms"]
+        assert timings["index_build_s"] >= 0
+    assert [r["timings"]["rerank_p50_ms"] > 0 for r in rows] == [False, False, False, True]
+    assert rows[3]["timings"]["rerank_p95_ms"] >= rows[3]["timings"]["rerank_p50_ms"]
+    assert [r["fusion"] is not None for r in rows] == [False, False, True, True]
+    assert rows[2]["fusion"]["method"] == "rrf" and rows[2]["fusion"]["rrf_k"] == 60
+
+    assert rows[0]["significance"] is None
+    for row in rows[1:]:
+        test = row["significance"]
+        assert test["against"] == 0 and test["test"] == "student" and set(test["p_values"]) == set(HEADLINE)
+        assert all(p is None or 0 <= p <= 1 for p in test["p_values"].values())
+        assert test["p_values"]["recall@100"] is None  # identical per-query scores: no p-value, not NaN
+        assert not test["better"]["recall@100"] and not test["worse"]["recall@100"]
+
+    markdown = (out / "results.md").read_text()
+    assert markdown.startswith("# beir/test") and all(f"`{spec}`" in markdown for spec in specs)
+    assert all(m in markdown for m in HEADLINE) and "paired test" in markdown
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_human_output_and_the_baseline_alone(cli, tmp_path):
+    beir, out = make_beir(tmp_path / "beir"), tmp_path / "out"
+    code, stdout, err = cli("eval", "retrieval", "--data", beir, "-p", "bm25", "--out", out, "bm25.k1=1.2")
+    assert code == 0, err
+    assert "beir/test: 12 queries, 48 documents" in stdout and "results.md and results.png" in stdout
+    (row,) = strict_json((out / "results.json").read_text())["pipelines"]
+    assert row["significance"] is None and row["timings"]["rerank_p50_ms"] == 0
+    assert "paired test" not in (out / "results.md").read_text()
+
+
+def test_tune_fusion_records_the_tuned_parameters(cli, tiny_embedder, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    hybrid = f"hybrid(bm25,dense:{tiny_embedder})"
+    code, stdout, err = cli("--json", "eval", "retrieval", "--data", beir, "-p", "bm25", "-p", hybrid,
+                            "--tune-fusion", "--tune-split", "train", "fusion.method=wsum")
+    assert code == 0, err
+    fusion = strict_json(stdout)["pipelines"][1]["fusion"]
+    assert fusion["method"] == "wsum" and fusion["weights"] is not None  # the default is None: equal weights
+    assert len(fusion["weights"]) == 2 and all(w >= 0 for w in fusion["weights"]) and sum(fusion["weights"]) > 0
+
+    code, stdout, err = cli("--json", "eval", "retrieval", "--data", beir, "-p", hybrid, "--tune-fusion",
+                            "--tune-split", "train")
+    assert code == 0, err
+    fusion = strict_json(stdout)["pipelines"][0]["fusion"]
+    assert fusion["method"] == "rrf" and isinstance(fusion["rrf_k"], int) and fusion["weights"] is None
+
+
+def test_tune_fusion_needs_the_split_and_a_beir_dir(cli, tiny_embedder, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25", "--tune-fusion"),
+                   "dev.tsv", "no such qrels file", "['test', 'train']")
+    one_line_error(cli("eval", "retrieval", "--corpus", beir / "corpus.jsonl", "--queries", beir / "queries.jsonl",
+                       "--qrels", beir / "qrels" / "test.tsv", "-p", "bm25", "--tune-fusion"),
+                   "--tune-fusion needs --data")
+
+
+def test_corpus_queries_and_qrels_files(cli, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    code, stdout, err = cli("--json", "eval", "retrieval", "--corpus", beir / "corpus.jsonl",
+                            "--queries", beir / "queries.jsonl", "--qrels", beir / "qrels" / "train.tsv",
+                            "-p", "bm25")
+    assert code == 0, err
+    result = strict_json(stdout)
+    assert result["dataset"] == "train" and result["pipelines"][0]["queries"] == len(toy_pairs()) - 12
+    one_line_error(cli("eval", "retrieval", "--corpus", beir / "corpus.jsonl", "-p", "bm25"),
+                   "all three of --corpus FILE --queries FILE --qrels FILE")
+
+
+def test_data_and_corpus_together_is_an_error(cli, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "--corpus", beir / "corpus.jsonl", "-p", "bm25"),
+                   "either --data BEIR_DIR or --corpus/--queries/--qrels, not both")
+
+
+def test_k_larger_than_a_tiny_corpus(cli, tiny_embedder, tmp_path):
+    root = tmp_path / "tiny"
+    root.mkdir()
+    write_jsonl(root / "corpus.jsonl", [{"_id": "a", "text": "asthma is a lung disease"},
+                                        {"_id": "b", "text": "a stroke cuts blood to the brain"},
+                                        {"_id": "c", "text": "calcium builds bone density"}])
+    write_jsonl(root / "queries.jsonl", [{"_id": "q1", "text": "what is asthma"}, {"_id": "q2", "text": "bone"}])
+    (root / "qrels").mkdir()
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\ta\t1\nq2\tc\t1\n")
+    code, stdout, err = cli("--json", "eval", "retrieval", "--data", root, "-p", "bm25", "-p",
+                            f"dense:{tiny_embedder}", "-p", f"hybrid(bm25,dense:{tiny_embedder})")
+    assert code == 0, err
+    bm25, dense, hybrid = strict_json(stdout)["pipelines"]
+    assert bm25["metrics"]["ndcg@10"] == 1.0 and bm25["metrics"]["mrr@100"] == 1.0  # by hand: both at rank 1
+    assert dense["metrics"]["recall@100"] == 1.0 and hybrid["metrics"]["recall@100"] == 1.0
+    assert bm25["documents"] == 3
+
+
+def test_unknown_ids_in_qrels(cli, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    qrels = beir / "qrels" / "test.tsv"
+    qrels.write_text(qrels.read_text() + "q999\td1\t1\nq998\td2\t1\nq1\td999\t1\n")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25"), qrels,
+                   "2 unknown query ids (first: 'q999'", "1 judgements of unknown document ids (first: 'd999'",
+                   "--unknown-ids skip")
+    code, stdout, err = cli("--json", "eval", "retrieval", "--data", beir, "-p", "bm25", "--unknown-ids", "skip")
+    assert code == 0, err
+    assert strict_json(stdout)["pipelines"][0]["queries"] == 12  # the known judgements survive
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25", "--unknown-ids", "ignore"),
+                   "--unknown-ids 'ignore'")
+
+
+def test_empty_corpus_file(cli, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    (beir / "corpus.jsonl").write_text("")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25"), beir / "corpus.jsonl", "empty")
+
+
+def test_an_embedding_model_as_reranker(cli, tiny_embedder, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", f"bm25+rerank:{tiny_embedder}"),
+                   tiny_embedder, "not a cross-encoder")
+
+
+def test_missing_models(cli, tiny_embedder, tmp_path):
+    beir, out = make_beir(tmp_path / "beir"), tmp_path / "out"
+    missing = tmp_path / "no-such-reranker"
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25", "-p", f"bm25+rerank:{missing}",
+                       "--out", out), missing, "not found")
+    assert not out.exists()  # checked before the first pipeline ran
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", f"hybrid(bm25,dense:{missing})"), missing,
+                   "not found")
+
+
+def test_bad_pipeline_specs_and_settings(cli, tiny_embedder, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "hybrid(bm25,"), "--pipeline 'hybrid(bm25,'",
+                   "column 13")
+    one_line_error(cli("eval", "retrieval", "--data", tmp_path / "nowhere", "-p", "bm2"), "--pipeline 'bm2'")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", f"hybrid(bm25,dense:{tiny_embedder})",
+                       "fusion.weights=[1,2,3]"), "fusion.weights has 3 values", "fuses 2 retrievers")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25", "fusion.method=rff"),
+                   "fusion.method", "did you mean 'rrf'")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25", "bm25.language=klingon"),
+                   "bm25.language", "unknown language 'klingon'")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25", "--stat-test", "z"), "--stat-test 'z'")
