@@ -34,12 +34,19 @@ class PipelineResult:
 
 
 def evaluate_model(model, ir: IRData, cfg: EvalSection, placement: Placement,
-                   prompts: PromptsSection | None = None, show_progress: bool = False) -> PipelineResult:
-    """Exact dense retrieval with an in-memory `model` over the whole corpus (used while training: no cache)."""
+                   prompts: PromptsSection | None = None, show_progress: bool = False,
+                   cache_as: str | None = None) -> PipelineResult:
+    """Exact dense retrieval with an in-memory `model` over the whole corpus.
+
+    `cache_as` names the folder the weights were loaded from; give it only while they are unchanged (before
+    training), so the document embeddings may come from, and go to, the on-disk cache.
+    """
     from ragtune.retrieval.dense import DenseRetriever
 
-    settings = DenseSection(batch_size=cfg.batch_size, cache=False, prompts=prompts or PromptsSection())
-    retriever = DenseRetriever.build(ir.corpus, model, placement, settings, show_progress=show_progress)
+    settings = DenseSection(batch_size=cfg.batch_size, cache=cache_as is not None,
+                            prompts=prompts or PromptsSection())
+    retriever = DenseRetriever.build(ir.corpus, model, placement, settings, model_path=cache_as,
+                                     show_progress=show_progress)
     query_ids = list(ir.queries)
     hits = retriever.search([ir.queries[q] for q in query_ids], max(cfg.ks))
     return PipelineResult("dense", ir_metrics(ir.qrels, to_run(query_ids, hits), cfg.metrics, cfg.ks),

@@ -13,6 +13,7 @@ from ragtune.data.embed import load_embed_data
 from ragtune.eval.retrieval import evaluate_model, ir_evaluator
 from ragtune.models.device import choose_placement
 from ragtune.models.load import load_embedder
+from ragtune.models.resolve import resolve_model
 from ragtune.progress import Reporter
 from ragtune.train import recipe
 from ragtune.train.bucketing import length_bucketing
@@ -68,8 +69,9 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
             log.warning(warning)
         for line in mining.lines() if mining else []:
             reporter.note(f"hard negatives: {line}")
+        base_path = resolve_model(cfg.model.name)  # untouched weights: their corpus embeddings may be cached
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, data.eval.name, lambda: (
-            evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts).metrics))
+            evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts, cache_as=base_path).metrics))
 
         train_dataset = datasets.Dataset.from_list(data.train.rows)
         kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
