@@ -177,3 +177,15 @@ def test_bad_pipeline_specs_and_settings(cli, tiny_embedder, tmp_path):
     one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25", "bm25.language=klingon"),
                    "bm25.language", "unknown language 'klingon'")
     one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25", "--stat-test", "z"), "--stat-test 'z'")
+
+
+def test_pipelines_can_come_from_a_config_file(cli, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    config = tmp_path / "ladder.yaml"
+    config.write_text("pipelines:\n  - bm25\n  - hybrid(bm25, bm25)\nbm25:\n  k1: 1.2\n")
+    code, out, err = cli("--json", "eval", "retrieval", "--data", beir, "-c", config)
+    assert code == 0, err
+    assert [p["name"] for p in json.loads(out)["pipelines"]] == ["bm25", "hybrid(bm25, bm25)"]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("bm25:\n  k1: 1.2\n")
+    one_line_error(cli("eval", "retrieval", "--data", beir, "-c", empty), "no pipeline to evaluate")

@@ -36,8 +36,9 @@ def retrieval(
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="corpus file (_id, title, text), instead of --data"),
     queries: Optional[Path] = typer.Option(None, "--queries", help="queries file (_id, text), instead of --data"),
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="qrels TSV (query-id, corpus-id, score)"),
-    pipeline: list[str] = typer.Option(..., "--pipeline", "-p",
-                                       help="bm25 | dense:MODEL | hybrid(SPEC,SPEC) | SPEC+rerank:MODEL@K; repeat"),
+    pipeline: Optional[list[str]] = typer.Option(None, "--pipeline", "-p", help="bm25 | dense:MODEL | "
+                                                 "hybrid(SPEC,SPEC) | SPEC+rerank:MODEL@K; repeat (default: the "
+                                                 "config's pipelines)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write results.json, results.md and results.png here"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="retrieval settings file (YAML/JSON)"),
     tune_fusion: bool = typer.Option(False, "--tune-fusion", help="fit the fusion weights (or RRF k) on --tune-split"),
@@ -68,6 +69,9 @@ def retrieval(
     extra = [f"device={device}"] if device != "auto" else []
     extra += [f"precision={precision}"] if precision != "auto" else []
     settings = load_config("retrieval", config, [*(overrides or []), *extra])
+    pipeline = pipeline or settings.pipelines
+    if not pipeline:
+        raise ConfigError("no pipeline to evaluate; give --pipeline SPEC (repeatable) or pipelines: [...] in -c CONFIG")
     for spec in pipeline:  # a bad spec fails before any data or model loads
         parse_spec(spec)
     ir = sample_queries(load_ir(data, split, corpus, queries, qrels, unknown_ids), max_queries, seed=42)
