@@ -121,3 +121,14 @@ def test_eval_generation_bad_input(cli, tiny_llm, tmp_path):
     good = _write(tmp_path / "g.jsonl", LINE * 3)
     one_line_error(cli("eval", "generation", tiny_llm, "--data", good, "--task", "embed"), "--task 'embed'")
     one_line_error(cli("eval", "generation", tmp_path / "nope", "--data", good), "not found")
+
+
+def test_records_with_an_empty_answer_are_skipped_with_a_count(cli, tiny_llm, tmp_path):
+    rows = [GOOD] * 6 + [{"instruction": "x", "input": "", "output": "  "}]
+    data = _write(tmp_path / "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = cli(*llm_args(tiny_llm, data, tmp_path / "run", "max_length=64", "eval.generation_samples=1",
+                                 "eval.max_new_tokens=2", "--allow-regression"))
+    assert code == 0, err
+    assert "1 records with an empty answer or text were skipped" in err and f"{data}:7" in err
+    empty = _write(tmp_path / "e.jsonl", json.dumps({"instruction": "x", "output": ""}) + "\n")
+    one_line_error(cli(*llm_args(tiny_llm, empty, tmp_path / "run2")), empty, "every record is empty")

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ FIELDS: dict[str, dict[str, str]] = {
 OPTIONAL = {"alpaca": {"input": "input"}, "chat": {}, "hh": {}, "instruction": {}, "prompt_completion": {},
             "text": {}}
 ROLES = ("system", "user", "assistant")
+log = logging.getLogger(__name__)
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 
@@ -67,11 +69,15 @@ def detect_sft_format(row: Row, columns: dict[str, str]) -> str:
                     "data.columns.output=answer)")
 
 
+class EmptyRecord(DataError):
+    """A record whose answer (or text) is empty: skipped with a count, not fatal."""
+
+
 def _text(row: Row, field: str, value: Any, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise DataError(f"{row.where}: field '{field}' must be a string, got {type(value).__name__}; fix the record")
     if not allow_empty and not value.strip():
-        raise DataError(f"{row.where}: field '{field}' is empty; fill it or drop the record")
+        raise EmptyRecord(f"{row.where}: field '{field}' is empty")
     return value
 
 
@@ -151,7 +157,17 @@ def load_sft_examples(rows: list[Row], fmt: str = "auto", columns: dict[str, str
     if fmt not in ("auto", *FIELDS):
         raise DataError(f"data.format '{fmt}' is unknown; use auto, {', '.join(FIELDS)}")
     detected = detect_sft_format(rows[0], columns) if fmt == "auto" else fmt
-    return detected, [to_example(row, detected, columns, system_prompt) for row in rows]
+    examples, empty = [], []
+    for row in rows:
+        try:
+            examples.append(to_example(row, detected, columns, system_prompt))
+        except EmptyRecord as exc:
+            empty.append(str(exc))
+    if not examples:
+        raise DataError(f"{rows[0].path}: every record is empty ({empty[0]}); nothing to train on")
+    if empty:
+        log.warning("%d records with an empty answer or text were skipped (first: %s)", len(empty), empty[0])
+    return detected, examples
 
 
 def load_sft_data(data, seed: int = 42) -> tuple[str, list[SFTExample], list[SFTExample]]:

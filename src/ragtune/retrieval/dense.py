@@ -37,7 +37,7 @@ def encode(model, texts: list[str], placement: Placement, batch_size: int = 64, 
            show_progress: bool = False) -> np.ndarray:
     """Unit-normalised float32 embeddings, (n, dim). Texts go longest first in batches, in reduced precision."""
     if not texts:
-        return np.zeros((0, model.get_sentence_embedding_dimension() or 0), dtype=np.float32)
+        return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
     encoder, context = reduced_precision_copy(model, placement)
     with context:
         embeddings = encoder.encode(texts, batch_size=batch_size, prompt=prompt, normalize_embeddings=True,

@@ -61,7 +61,7 @@ def build_loss(model, loss: str, loss_args: dict[str, Any], matryoshka_dims: lis
     if matryoshka_dims:
         from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
-        dim = model.get_sentence_embedding_dimension()
+        dim = model.get_embedding_dimension()
         if dim and max(matryoshka_dims) > dim:
             raise ConfigError(f"matryoshka_dims {matryoshka_dims} exceed the model's dimension {dim}")
         module = MatryoshkaLoss(model, module, matryoshka_dims=matryoshka_dims)

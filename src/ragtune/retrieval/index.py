@@ -1,0 +1,370 @@
+"""A persistent, updatable retrieval index: FAISS + BM25 + chunk texts in SQLite + a manifest. No pickle.
+
+Layout: INDEX/CURRENT names the live version folder (v000001, v000002, ...). Every change (`add`, `delete`) is
+written into a new version folder under a writer lock and becomes live by an atomic rename of CURRENT, so a
+crash or `kill -9` mid-change leaves the previous version live and readers never see a half-written index. The
+previous version is kept for readers still loading it; older ones are removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ragtune.config.retrieval import RetrievalConfig
+from ragtune.data.chunk import Chunk, Chunker, chunk_files, source_files
+from ragtune.errors import DataError, ModelError, RunDirError
+from ragtune.retrieval.base import Hits
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SCHEMA = """
+CREATE TABLE chunks (id TEXT PRIMARY KEY, row INTEGER UNIQUE, source TEXT, title TEXT, chunk INTEGER,
+                     start INTEGER, "end" INTEGER, page INTEGER, text TEXT, metadata TEXT);
+CREATE TABLE sources (source TEXT PRIMARY KEY, content_hash TEXT, chunks INTEGER);
+CREATE INDEX chunks_source ON chunks(source);
+"""
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ChangeReport:
+    added_sources: list[str] = field(default_factory=list)
+    changed_sources: list[str] = field(default_factory=list)
+    unchanged_sources: list[str] = field(default_factory=list)
+    removed_sources: list[str] = field(default_factory=list)
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _current(root: Path) -> Path:
+    pointer = root / "CURRENT"
+    if not pointer.is_file():
+        raise DataError(f"{root}: not a ragtune index (no CURRENT); build one with `ragtune index build`")
+    return root / pointer.read_text(encoding="utf-8").strip()
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{folder}: unreadable manifest.json ({exc}); rebuild the index") from None
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataError(f"{folder.parent}: index format version {version} is newer than this ragtune reads "
+                        f"({FORMAT_VERSION}); upgrade ragtune or rebuild the index with this version")
+    return manifest
+
+
+@contextmanager
+def _writer(root: Path) -> Iterator[Path]:
+    """Hold the writer lock and yield a fresh staging folder; on success it becomes the live version."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in root.glob(".staging-*"):  # left by a writer that crashed
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = root / f".staging-{os.getpid()}"
+        staging.mkdir()
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        versions = sorted(p.name for p in root.glob("v[0-9]*") if p.is_dir())
+        name = f"v{int(versions[-1][1:]) + 1 if versions else 1:06d}"
+        for file in staging.rglob("*"):
+            if file.is_file():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
+        os.replace(staging, root / name)
+        pointer = root / ".CURRENT.tmp"
+        pointer.write_text(name, encoding="utf-8")
+        os.replace(pointer, root / "CURRENT")
+        for old in versions[:-1]:  # keep the version just replaced, for readers still opening it
+            shutil.rmtree(root / old, ignore_errors=True)
+
+
+class Index:
+    """Open an index folder for queries; `build`, `add` and `delete` write new versions."""
+
+    def __init__(self, root: str | Path, placement=None, embedder: str | None = None):
+        from ragtune.models.device import choose_placement
+
+        self.root = Path(root)
+        self.folder = _current(self.root)
+        self.manifest = _manifest(self.folder)
+        self.placement = placement or choose_placement()
+        self._check_embedder(embedder)
+        self.config = RetrievalConfig(**self.manifest["retrieval"])
+        self._db = sqlite3.connect(f"file:{self.folder / 'chunks.sqlite'}?mode=ro", uri=True,
+                                   check_same_thread=False)
+        self._dense = self._bm25 = self._faiss = None
+
+    def _check_embedder(self, embedder: str | None) -> None:
+        if embedder is None:
+            return
+        from ragtune.models.resolve import resolve_model
+        from ragtune.retrieval.cache import model_fingerprint
+
+        built = self.manifest["embedder"]
+        if model_fingerprint(resolve_model(embedder)) != built["fingerprint"]:
+            raise ModelError(f"{self.root}: built with embedder '{built['name']}'; '{embedder}' is a different "
+                             "model, so its vectors would not match; use the index's own embedder or rebuild")
+
+    # ------------------------------------------------------------------------------------------------ reading
+    @property
+    def size(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def faiss(self):
+        """The FAISS index (row i is the chunk with row = i), read from disk once."""
+        if self._faiss is None:
+            import faiss
+
+            self._faiss = faiss.read_index(str(self.folder / "faiss.index"))
+            if hasattr(self._faiss, "make_direct_map"):  # IVF: allow reconstructing vectors by row
+                self._faiss.make_direct_map()
+        return self._faiss
+
+    def vectors(self, rows: list[int]) -> np.ndarray:
+        if not rows:
+            return np.zeros((0, self.manifest["embedder"]["dimension"]), dtype=np.float32)
+        return self.faiss().reconstruct_batch(np.array(rows, dtype=np.int64))
+
+    def dense(self):
+        if self._dense is None:
+            from ragtune.models.load import load_embedder
+            from ragtune.retrieval.dense import DenseRetriever
+
+            info = self.manifest["embedder"]
+            model = load_embedder(info["path"], self.placement, info.get("max_seq_length"))
+            retriever = DenseRetriever(model, self.placement, self.config.dense, info["path"])
+            retriever.index = self.faiss()
+            retriever.doc_ids = [r[0] for r in self._db.execute("SELECT id FROM chunks ORDER BY row")]
+            self._dense = retriever
+        return self._dense
+
+    def bm25(self):
+        if self._bm25 is None:
+            from ragtune.retrieval.bm25 import BM25Retriever
+
+            self._bm25 = BM25Retriever.load(self.folder / "bm25")
+        return self._bm25
+
+    def chunks(self, ids: list[str]) -> list[Chunk]:
+        """Chunks by id, in the order asked."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(f'SELECT id, text, source, title, chunk, start, "end", page, metadata FROM chunks '
+                                f"WHERE id IN ({marks})", ids).fetchall()
+        found = {r[0]: Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8])) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    def texts(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT id, text FROM chunks ORDER BY row"))
+
+    def info(self) -> dict:
+        sources = self._db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+        size = sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+        return {"path": str(self.root), "version": self.folder.name, "format_version": self.manifest["format_version"],
+                "embedder": self.manifest["embedder"]["name"], "dimension": self.manifest["embedder"]["dimension"],
+                "chunker": self.manifest["chunker"], "sources": sources, "chunks": self.size, "bytes": size,
+                "updated": self.manifest.get("updated")}
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# --------------------------------------------------------------------------------------------------- writing
+def _embedder_info(name: str, placement, config: RetrievalConfig, max_seq_length: int | None):
+    from ragtune.models.load import load_embedder
+    from ragtune.models.resolve import resolve_model
+    from ragtune.retrieval.cache import model_fingerprint
+    from ragtune.retrieval.dense import DenseRetriever
+
+    path = resolve_model(name)
+    model = load_embedder(path, placement, max_seq_length)
+    retriever = DenseRetriever(model, placement, config.dense, path)
+    info = {"name": name, "path": str(Path(path).resolve()) if Path(path).exists() else path,
+            "fingerprint": model_fingerprint(path), "dimension": model.get_embedding_dimension(),
+            "max_seq_length": model.max_seq_length}
+    return retriever, info
+
+
+def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]], vectors: np.ndarray,
+                   source_hashes: dict[str, tuple[str, int]], config: RetrievalConfig) -> None:
+    """Write every file of one index version into `staging`."""
+    import faiss
+
+    from ragtune.retrieval.bm25 import BM25Retriever
+    from ragtune.retrieval.dense import build_faiss_index
+
+    db = sqlite3.connect(staging / "chunks.sqlite")
+    db.executescript(SCHEMA)
+    db.executemany('INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                   [(c.id, i, c.source, c.title, c.chunk, c.start, c.end, c.page, c.text,
+                     json.dumps(c.metadata, ensure_ascii=False)) for i, (c, _) in enumerate(rows)])
+    db.executemany("INSERT INTO sources VALUES (?, ?, ?)", [(s, h, n) for s, (h, n) in source_hashes.items()])
+    db.commit()
+    db.close()
+    faiss.write_index(build_faiss_index(vectors, config.dense), str(staging / "faiss.index"))
+    BM25Retriever.build({c.id: c.text for c, _ in rows}, config.bm25).save(staging / "bm25")
+    manifest = {**manifest, "chunks": len(rows), "sources": len(source_hashes),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport) -> list[Chunk]:
+    chunks, warnings = chunk_files(files, chunker)
+    report.warnings += warnings
+    return chunks
+
+
+def build_index(out: str | Path, inputs: list[str], embedder: str, config: RetrievalConfig | None = None,
+                chunk_size: int = 256, overlap: int = 32, overwrite: bool = False, placement=None) -> ChangeReport:
+    """Chunk, embed and index every document under `inputs` into a new index at `out`."""
+    from ragtune.models.device import choose_placement
+
+    start = time.perf_counter()
+    out, config = Path(out), config or RetrievalConfig()
+    if (out / "CURRENT").exists() and not overwrite:
+        raise RunDirError(f"{out}: an index exists; pass --overwrite to rebuild it, or use `ragtune index add`")
+    if out.exists() and not (out / "CURRENT").exists() and any(out.iterdir()):
+        raise RunDirError(f"{out}: exists and is not a ragtune index; choose an empty or new folder")
+    files = source_files(inputs)
+    placement = placement or choose_placement(config.device, config.precision)
+    retriever, info = _embedder_info(embedder, placement, config, None)
+    chunker = Chunker(chunk_size, overlap, retriever.model.tokenizer)
+    report = ChangeReport(added_sources=[str(f) for f in files])
+    chunks = _new_chunks(files, chunker, report)
+    if not chunks:
+        raise DataError(f"{', '.join(inputs)}: no text to index ({'; '.join(report.warnings[:3])})")
+    vectors = retriever.encode_documents([c.text for c in chunks])
+    manifest = {"format_version": FORMAT_VERSION, "embedder": info, "chunker": chunker.settings(),
+                "retrieval": json.loads(config.model_dump_json(exclude={"pipelines"}))}
+    counts: dict[str, int] = {}
+    for chunk in chunks:
+        counts[chunk.source] = counts.get(chunk.source, 0) + 1
+    hashes = {str(f): (file_hash(f), counts.get(str(f), 0)) for f in files}
+    if overwrite and out.exists():
+        for old in out.glob("v[0-9]*"):
+            shutil.rmtree(old, ignore_errors=True)
+    with _writer(out) as staging:
+        _write_version(staging, manifest, [(c, c.source) for c in chunks], vectors, hashes, config)
+    report.chunks_added = len(chunks)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeReport:
+    """Apply `plan(index, report) -> (kept chunk ids, new chunks, source hashes)` as a new version."""
+    start = time.perf_counter()
+    root = Path(root)
+    with _writer(root) as staging:
+        index = Index(root, placement, embedder)
+        report = ChangeReport()
+        keep, new_chunks, hashes = plan(index, report)
+        old_rows = {cid: row for cid, row in index._db.execute("SELECT id, row FROM chunks")}
+        kept = index.chunks(keep)
+        old_vectors = index.vectors([old_rows[c.id] for c in kept])
+        new_vectors = index.dense().encode_documents([c.text for c in new_chunks]) if new_chunks else \
+            np.zeros((0, old_vectors.shape[1]), dtype=np.float32)
+        rows = [(c, c.source) for c in kept + new_chunks]
+        if not rows:
+            raise DataError(f"{root}: the change would leave the index empty; delete the folder instead")
+        vectors = np.ascontiguousarray(np.vstack([old_vectors, new_vectors]), dtype=np.float32)
+        _write_version(staging, index.manifest, rows, vectors, hashes, index.config)
+        report.chunks_added, report.chunks_removed = len(new_chunks), len(old_rows) - len(kept)
+        index.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = None, placement=None) -> ChangeReport:
+    """Index new and changed files (found by content hash); unchanged ones cost nothing."""
+    files = source_files(inputs)
+
+    def plan(index: Index, report: ChangeReport):
+        known = dict(index._db.execute("SELECT source, content_hash FROM sources"))
+        fresh = {str(f): file_hash(f) for f in files}
+        for source, digest in fresh.items():
+            bucket = report.unchanged_sources if known.get(source) == digest else \
+                report.changed_sources if source in known else report.added_sources
+            bucket.append(source)
+        todo = [Path(s) for s in report.added_sources + report.changed_sources]
+        drop = set(report.changed_sources)
+        keep = [cid for cid, src in index._db.execute("SELECT id, source FROM chunks ORDER BY row") if src not in drop]
+        chunker = Chunker(index.manifest["chunker"]["chunk_size"], index.manifest["chunker"]["overlap"],
+                          index.dense().model.tokenizer)
+        new_chunks = _new_chunks(todo, chunker, report) if todo else []
+        counts: dict[str, int] = {}
+        for chunk in new_chunks:
+            counts[chunk.source] = counts.get(chunk.source, 0) + 1
+        hashes = {s: (h, n) for s, h, n in index._db.execute("SELECT source, content_hash, chunks FROM sources")}
+        hashes.update({str(p): (fresh[str(p)], counts.get(str(p), 0)) for p in todo})
+        return keep, new_chunks, hashes
+
+    return _change(root, plan, embedder, placement)
+
+
+def delete_from_index(root: str | Path, sources: list[str] | None = None, ids: list[str] | None = None,
+                      placement=None) -> ChangeReport:
+    """Remove every chunk of the given sources and the given chunk ids."""
+    sources, ids = list(sources or []), set(ids or [])
+
+    def plan(index: Index, report: ChangeReport):
+        known = {s for (s,) in index._db.execute("SELECT source FROM sources")}
+        missing = [s for s in sources if s not in known]
+        present = {cid for (cid,) in index._db.execute("SELECT id FROM chunks")}
+        unknown_ids = sorted(ids - present)
+        if missing or unknown_ids:
+            what = [f"sources not in the index: {missing[:3]}"] if missing else []
+            what += [f"chunk ids not in the index: {unknown_ids[:3]}"] if unknown_ids else []
+            raise DataError(f"{index.root}: {'; '.join(what)}; `ragtune index info` lists what is there")
+        report.removed_sources = sources
+        keep = [cid for cid, src in index._db.execute("SELECT id, source FROM chunks ORDER BY row")
+                if src not in sources and cid not in ids]
+        hashes = {s: (h, n) for s, h, n in index._db.execute("SELECT source, content_hash, chunks FROM sources")
+                  if s not in sources}
+        return keep, [], hashes
+
+    return _change(root, plan, None, placement)
+
+
+def search(index: Index, query: str, k: int, mode: str = "hybrid") -> Hits:
+    """Top-k chunk ids for one query with dense, BM25 or hybrid (the index's fusion settings) retrieval."""
+    from ragtune.retrieval.fusion import fuse_one
+
+    depth = max(k, index.config.fusion.depth)
+    if mode == "dense":
+        return index.dense().search([query], k)[0]
+    if mode == "bm25":
+        return index.bm25().search([query], k)[0]
+    if mode != "hybrid":
+        raise DataError(f"unknown retrieval mode '{mode}'; use hybrid, dense or bm25")
+    rankings = [index.bm25().search([query], depth)[0], index.dense().search([query], depth)[0]]
+    return fuse_one(rankings, index.config.fusion, k)
