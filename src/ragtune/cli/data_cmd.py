@@ -68,3 +68,35 @@ def mine(
                 ["negatives kept", report.negatives], ["pairs short of negatives", report.short_pairs]]))
     say(f"wrote {escape(str(out))} ({settings.output})")
     return 0
+
+
+@app.command("chunk")
+def chunk(
+    docs: list[Path] = typer.Argument(..., help="files and folders: .txt .md .html .pdf .jsonl"),
+    out: Path = typer.Option(..., "--out", "-o", help="chunks.jsonl to write"),
+    embedder: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--embedder",
+                                 help="its tokenizer counts the chunk size"),
+    chunk_size: int = typer.Option(256, "--chunk-size", min=8, help="tokens per chunk"),
+    overlap: int = typer.Option(32, "--overlap", min=0, help="tokens shared by consecutive chunks"),
+    text_field: str = typer.Option("text", "--text-field", help="text field of .jsonl documents"),
+    meta: Optional[list[str]] = typer.Option(None, "--meta", help="KEY=VALUE added to every chunk (repeatable)"),
+) -> int:
+    """Split documents on headings, paragraphs and sentences into chunks with source, title, page and offsets."""
+    from transformers import AutoTokenizer
+
+    from ragtune.config.load import apply_overrides
+    from ragtune.data.chunk import Chunker, chunk_files, write_chunks
+    from ragtune.models.resolve import resolve_model
+
+    metadata = apply_overrides({}, meta or [])
+    chunker = Chunker(chunk_size, overlap, AutoTokenizer.from_pretrained(resolve_model(embedder)))
+    chunks, warnings = chunk_files([str(d) for d in docs], chunker, text_field, metadata)
+    write_chunks(chunks, out)
+    if FLAGS.json:
+        emit_json({"out": str(out), "chunks": len(chunks), "sources": len({c.source for c in chunks}),
+                   "skipped": warnings})
+        return 0
+    say(f"wrote {len(chunks)} chunks from {len({c.source for c in chunks})} documents to {escape(str(out))}")
+    for warning in warnings:
+        say(f"[yellow]skipped:[/] {escape(warning)}")
+    return 0

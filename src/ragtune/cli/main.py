@@ -13,7 +13,8 @@ try:  # typer >= 0.20 bundles its own click; its exceptions are not click's
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
-from ragtune.cli import config_cmd, data_cmd, doctor_cmd, eval_cmd, export_cmd, quickstart_cmd, train_cmd
+from ragtune.cli import (config_cmd, data_cmd, doctor_cmd, eval_cmd, export_cmd, index_cmd, query_cmd, quickstart_cmd,
+                         train_cmd)
 from ragtune.cli.output import FLAGS, emit_json, errors, take_global_flags
 from ragtune.errors import RagtuneError
 
@@ -24,6 +25,8 @@ app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(export_cmd.app, name="export")
+app.add_typer(index_cmd.app, name="index")
+app.command("query")(query_cmd.query)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("quickstart")(quickstart_cmd.quickstart)
 

@@ -1,0 +1,88 @@
+"""`ragtune index build|add|delete|info`: a persistent retrieval index over a folder of documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from ragtune.cli.output import FLAGS, RichReporter, emit_json, say, show, table
+
+app = typer.Typer(no_args_is_help=True, help="Build and update a persistent retrieval index (FAISS + BM25 + SQLite).")
+
+
+def _render(report, what: str) -> int:
+    from dataclasses import asdict
+
+    if FLAGS.json:
+        emit_json(asdict(report))
+        return 0
+    rows = [["sources added", len(report.added_sources)], ["sources changed", len(report.changed_sources)],
+            ["sources unchanged", len(report.unchanged_sources)], ["sources removed", len(report.removed_sources)],
+            ["chunks added", report.chunks_added], ["chunks removed", report.chunks_removed],
+            ["seconds", f"{report.seconds:.1f}"]]
+    show(table(what, ["", "count"], [r for r in rows if r[1] not in (0, "0")]))
+    for warning in report.warnings:
+        say(f"[yellow]skipped:[/] {escape(warning)}")
+    return 0
+
+
+@app.command("build")
+def build(docs: list[Path] = typer.Argument(..., help="files and folders (.txt .md .html .pdf .jsonl)"),
+          out: Path = typer.Option(..., "--out", "-o", help="index folder to create"),
+          embedder: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--embedder",
+                                       help="embedding model (hub id, path, or a ragtune run's final/)"),
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="retrieval settings (bm25, dense, "
+                                                "fusion) for the index"),
+          chunk_size: int = typer.Option(256, "--chunk-size", min=8, help="chunk size in embedder tokens"),
+          overlap: int = typer.Option(32, "--overlap", min=0, help="tokens shared by consecutive chunks"),
+          overwrite: bool = typer.Option(False, "--overwrite", help="rebuild an existing index")) -> int:
+    """Chunk, embed and index documents into a new index folder."""
+    from ragtune.config import load_config
+    from ragtune.retrieval.index import build_index
+
+    settings = load_config("retrieval", config)
+    with RichReporter().phase("Building the index"):
+        report = build_index(out, [str(d) for d in docs], embedder, settings, chunk_size, overlap, overwrite)
+    return _render(report, f"index {out}")
+
+
+@app.command("add")
+def add(index: Path = typer.Argument(..., help="index folder"),
+        docs: list[Path] = typer.Argument(..., help="new or changed files and folders"),
+        embedder: Optional[str] = typer.Option(None, "--embedder", help="must be the index's own embedder")) -> int:
+    """Index new and changed documents (by content hash); unchanged ones are skipped."""
+    from ragtune.retrieval.index import add_to_index
+
+    with RichReporter().phase("Updating the index"):
+        report = add_to_index(index, [str(d) for d in docs], embedder)
+    return _render(report, f"index {index}")
+
+
+@app.command("delete")
+def delete(index: Path = typer.Argument(..., help="index folder"),
+           source: Optional[list[str]] = typer.Option(None, "--source", help="a source path as indexed (repeatable)"),
+           chunk_id: Optional[list[str]] = typer.Option(None, "--id", help="a chunk id (repeatable)")) -> int:
+    """Remove documents (by source path) or single chunks (by id)."""
+    from ragtune.errors import ConfigError
+    from ragtune.retrieval.index import delete_from_index
+
+    if not source and not chunk_id:
+        raise ConfigError("say what to delete: --source PATH or --id CHUNK_ID (repeatable)")
+    report = delete_from_index(index, source, chunk_id)
+    return _render(report, f"index {index}")
+
+
+@app.command("info")
+def info(index: Path = typer.Argument(..., help="index folder")) -> int:
+    """Embedder, chunker settings, counts and size of an index."""
+    from ragtune.retrieval.index import Index
+
+    details = Index(index).info()
+    if FLAGS.json:
+        emit_json(details)
+        return 0
+    show(table(f"index {index}", ["", "value"], [[k, escape(str(v))] for k, v in details.items()]))
+    return 0

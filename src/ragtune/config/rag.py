@@ -1,0 +1,39 @@
+"""How `ragtune query` and `RAGPipeline` answer: retrieval mode, depth, threshold, context budget, prompt."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from ragtune.config.base import Section
+
+DEFAULT_PROMPT = (
+    "Answer the question using only the numbered context passages below. Cite the passages you use as [1], [2], "
+    "... after the sentences they support. If the context does not contain the answer, say that you do not know.\n\n"
+    "Context:\n{context}\n\nQuestion: {question}"
+)
+
+
+class RAGSection(Section):
+    """How `ragtune query` and RAGPipeline answer."""
+
+    task: ClassVar[str] = "query"
+    mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="first stage: hybrid, dense or bm25")
+    k: int = Field(5, gt=0, description="passages given to the generator")
+    candidates: int = Field(50, gt=0, description="first-stage candidates (reranked when a reranker is set)")
+    min_score: float | None = Field(None, description="drop passages scoring below this (reranker or first stage)")
+    max_per_source: int = Field(2, gt=0, description="at most N passages from one document")
+    context_tokens: int = Field(1500, gt=0, description="token budget for the context")
+    prompt: str = Field(DEFAULT_PROMPT, description="prompt template with {context} and {question}")
+    system: str | None = Field(None, description="system message")
+    max_new_tokens: int = Field(256, gt=0, description="answer length")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature (0: greedy)")
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_slots(cls, prompt: str) -> str:
+        missing = [slot for slot in ("{context}", "{question}") if slot not in prompt]
+        if missing:
+            raise ValueError(f"the prompt template lacks {' and '.join(missing)}")
+        return prompt

@@ -1,0 +1,1 @@
+"""Retrieval-augmented generation: the query pipeline, answer generators and synthetic training data."""

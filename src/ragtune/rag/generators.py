@@ -1,0 +1,107 @@
+"""Answer generators behind one interface: a local transformers causal LM, or an OpenAI-compatible endpoint
+(vLLM, TGI, llama.cpp server, ...) speaking the chat-completions protocol."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from typing import Protocol
+
+from ragtune.errors import RagtuneError
+
+log = logging.getLogger(__name__)
+
+
+class GeneratorError(RagtuneError, RuntimeError):
+    """A generator could not produce an answer (endpoint down, bad reply, model failure)."""
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int = 256,
+                 temperature: float = 0.0) -> str: ...
+
+
+class LocalGenerator:
+    """A transformers causal LM (a hub id, a local folder, a merged ragtune model or a ragtune LoRA run)."""
+
+    def __init__(self, model: str, placement=None):
+        from ragtune.models.device import choose_placement
+        from ragtune.models.generator import load_for_inference
+        from ragtune.models.templates import setup_template, stop_token_ids
+
+        self.name = model
+        self.placement = placement or choose_placement()
+        self.model, self.tokenizer = load_for_inference(model, self.placement)
+        template, _ = setup_template(self.tokenizer, "auto")
+        self.stops = stop_token_ids(self.tokenizer, template)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int = 256, temperature: float = 0.0) -> str:
+        from ragtune.models.generator import chat_prompt, generate_text
+
+        return generate_text(self.model, self.tokenizer, [chat_prompt(self.tokenizer, messages)], max_new_tokens,
+                             self.stops, batch_size=1)[0]
+
+
+class OpenAIGenerator:
+    """POST {base_url}/chat/completions with bounded retries; every failure ends in one GeneratorError."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0,
+                 retries: int = 3, backoff: float = 0.5):
+        self.base_url, self.name, self.api_key = base_url.rstrip("/"), model, api_key
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+
+    def _post(self, payload: dict) -> dict:
+        request = urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json",
+                                                  **({"Authorization": f"Bearer {self.api_key}"}
+                                                     if self.api_key else {})})
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            return json.loads(response.read().decode("utf-8"))
+
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int = 256, temperature: float = 0.0) -> str:
+        payload = {"model": self.name, "messages": messages, "max_tokens": max_new_tokens,
+                   "temperature": temperature}
+        problem = ""
+        for attempt in range(1, self.retries + 1):
+            try:
+                reply = self._post(payload)
+                content = reply["choices"][0]["message"]["content"]
+                if not isinstance(content, str):
+                    raise TypeError("content is not text")
+                return content.strip()
+            except urllib.error.HTTPError as exc:
+                problem = f"HTTP {exc.code} {exc.reason}"
+                if exc.code < 500 and exc.code != 429:
+                    break  # a client error does not get better by asking again
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                problem = f"unreachable ({getattr(exc, 'reason', exc)})"
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                problem = f"a reply that is not a chat completion ({type(exc).__name__}: {exc})"
+            log.warning("generator %s: attempt %d of %d failed: %s", self.base_url, attempt, self.retries, problem)
+            if attempt < self.retries:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+        raise GeneratorError(f"generator endpoint {self.base_url} (model '{self.name}'): {problem} after "
+                             f"{self.retries} attempts; check that the server is up and speaks /chat/completions, "
+                             "or use --no-generate for retrieval only")
+
+    def count_tokens(self, text: str) -> int:
+        return int(len(text.split()) * 1.3) + 1  # no tokenizer at hand: a conservative word-based estimate
+
+
+def make_generator(spec: str, model_name: str | None = None, api_key: str | None = None,
+                   timeout: float = 60.0, retries: int = 3, placement=None) -> Generator:
+    """`http(s)://...` is an OpenAI-compatible endpoint (model name required); anything else a local model."""
+    if spec.startswith(("http://", "https://")):
+        if not model_name:
+            raise GeneratorError(f"--generator {spec} is an endpoint; name the served model with --generator-model "
+                                 "(e.g. the name vLLM was started with)")
+        return OpenAIGenerator(spec, model_name, api_key, timeout, retries)
+    return LocalGenerator(spec, placement)

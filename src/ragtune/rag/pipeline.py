@@ -1,0 +1,118 @@
+"""Retrieve -> rerank -> score threshold -> context (deduplicated, token-budgeted) -> generate, with sources."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+from ragtune.config.rag import RAGSection
+from ragtune.retrieval.index import Index, search
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class Source:
+    n: int  # the number the answer cites, [n]
+    id: str
+    source: str
+    title: str
+    page: int | None
+    score: float
+    text: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str | None
+    sources: list[Source]
+    timings: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RAGPipeline:
+    """Answers questions from an index, optionally through a reranker, with a local or remote generator."""
+
+    def __init__(self, index: Index, reranker=None, generator=None, settings: RAGSection | None = None):
+        self.index, self.reranker, self.generator = index, reranker, generator
+        self.settings = settings or RAGSection()
+
+    @classmethod
+    def from_index(cls, path: str, reranker: str | None = None, generator: str | None = None,
+                   generator_model: str | None = None, settings: RAGSection | None = None) -> RAGPipeline:
+        from ragtune.models.device import choose_placement
+
+        placement = choose_placement()
+        index = Index(path, placement)
+        rerank = None
+        if reranker:
+            from ragtune.models.load import load_cross_encoder
+            from ragtune.retrieval.rerank import Reranker
+
+            rerank = Reranker(load_cross_encoder(reranker, placement), placement)
+        make = None
+        if generator:
+            from ragtune.rag.generators import make_generator
+
+            make = make_generator(generator, generator_model, placement=placement)
+        return cls(index, rerank, make, settings)
+
+    def retrieve(self, question: str, timings: dict[str, float] | None = None) -> list[Source]:
+        """Ranked, thresholded, per-document-limited passages for the question."""
+        timings = timings if timings is not None else {}
+        s = self.settings
+        start = time.perf_counter()
+        hits = search(self.index, question, s.candidates if self.reranker else max(s.k * 4, s.k), s.mode)
+        timings["retrieve_ms"] = 1000 * (time.perf_counter() - start)
+        chunks = {c.id: c for c in self.index.chunks([d for d, _ in hits])}
+        if self.reranker is not None:
+            start = time.perf_counter()
+            scores = self.reranker.score(question, [chunks[d].text for d, _ in hits])
+            hits = sorted(zip((d for d, _ in hits), scores.tolist()), key=lambda h: -h[1])
+            timings["rerank_ms"] = 1000 * (time.perf_counter() - start)
+        sources, per_source, seen = [], {}, set()
+        for doc, score in hits:
+            chunk = chunks[doc]
+            if s.min_score is not None and score < s.min_score:
+                continue
+            if chunk.text in seen or per_source.get(chunk.source, 0) >= s.max_per_source:
+                continue  # duplicate text, or enough from this document already
+            seen.add(chunk.text)
+            per_source[chunk.source] = per_source.get(chunk.source, 0) + 1
+            sources.append(Source(len(sources) + 1, chunk.id, chunk.source, chunk.title, chunk.page, float(score),
+                                  chunk.text, chunk.metadata))
+            if len(sources) == s.k:
+                break
+        return sources
+
+    def context(self, sources: list[Source]) -> tuple[str, list[Source]]:
+        """The numbered context within the token budget, and the sources it kept."""
+        count = getattr(self.generator, "count_tokens", None) or (lambda t: int(len(t.split()) * 1.3) + 1)
+        blocks, kept, used = [], [], 0
+        for source in sources:
+            where = source.source + (f", page {source.page}" if source.page else "")
+            block = f"[{len(kept) + 1}] ({where}) {source.text}"
+            cost = count(block)
+            if kept and used + cost > self.settings.context_tokens:
+                break
+            kept.append(Source(**{**asdict(source), "n": len(kept) + 1}))
+            blocks.append(block)
+            used += cost
+        return "\n\n".join(blocks), kept
+
+    def answer(self, question: str, generate: bool = True) -> Answer:
+        timings: dict[str, float] = {}
+        sources = self.retrieve(question, timings)
+        if not generate or self.generator is None:
+            return Answer(question, None, sources, timings)
+        context, sources = self.context(sources)
+        messages = ([{"role": "system", "content": self.settings.system}] if self.settings.system else []) + [
+            {"role": "user", "content": self.settings.prompt.format(context=context, question=question)}]
+        start = time.perf_counter()
+        text = self.generator.generate(messages, self.settings.max_new_tokens, self.settings.temperature)
+        timings["generate_ms"] = 1000 * (time.perf_counter() - start)
+        return Answer(question, text, sources, timings)
