@@ -100,3 +100,36 @@ def chunk(
     for warning in warnings:
         say(f"[yellow]skipped:[/] {escape(warning)}")
     return 0
+
+
+@app.command("synth")
+def synth(
+    source: Path = typer.Argument(..., help="an index folder, or chunks.jsonl from `ragtune data chunk`"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for pairs.jsonl, rerank.jsonl (and rag_sft.jsonl)"),
+    generator: str = typer.Option(..., "--generator", help="local model (path or hub id) or an OpenAI-compatible "
+                                  "base URL"),
+    generator_model: Optional[str] = typer.Option(None, "--generator-model", help="served model name, for a URL"),
+    questions: int = typer.Option(3, "--questions", min=1, help="questions asked per chunk"),
+    round_trip_k: int = typer.Option(5, "--round-trip-k", min=1, help="keep a question only if its chunk ranks in "
+                                     "the retriever's top k"),
+    negatives: int = typer.Option(3, "--negatives", min=0, help="retrieved non-source chunks per question, as "
+                                  "label-0 pairs in rerank.jsonl"),
+    rag_sft: bool = typer.Option(False, "--rag-sft", help="also write LLM data: retrieved context + question -> "
+                                 "answer from the source chunk"),
+    max_chunks: Optional[int] = typer.Option(None, "--max-chunks", min=1, help="use the first N chunks"),
+) -> int:
+    """Generate questions for each chunk, keep those the retriever can answer, write training data."""
+    from ragtune.rag.generators import make_generator
+    from ragtune.rag.synth import synth_from
+
+    make = make_generator(generator, generator_model)
+    written, report = synth_from(str(source), str(out), make, questions, round_trip_k, negatives, rag_sft,
+                                 max_chunks)
+    if FLAGS.json:
+        emit_json({"written": [str(p) for p in written], "chunks": report.chunks, "generated": report.generated,
+                   "removed": dict(report.removed), "kept": report.kept})
+        return 0
+    for line in report.lines():
+        say(escape(line))
+    say("wrote " + ", ".join(escape(str(p)) for p in written))
+    return 0

@@ -126,3 +126,48 @@ def generation(
         return 0
     show(table(f"{model} on {data}", ["metric", "value"], [[k, v] for k, v in metrics.items()]))
     return 0
+
+
+@app.command("rag")
+def rag(
+    data: Path = typer.Option(..., "--data", help="BEIR directory whose queries carry reference answers"),
+    pipeline: list[str] = typer.Option(..., "--pipeline", "-p", help="retrieval spec per system (repeat to compare, "
+                                       "e.g. dense:BASE and dense:runs/x/final)"),
+    generator: list[str] = typer.Option(..., "--generator", help="local model or OpenAI-compatible URL; one for "
+                                        "all systems or one per --pipeline"),
+    generator_model: Optional[str] = typer.Option(None, "--generator-model", help="served model name, for a URL"),
+    split: str = typer.Option("test", "--split", help="qrels split"),
+    answer_field: str = typer.Option("final_decision", "--answer-field", help="query field (or metadata field) "
+                                     "holding the reference answer"),
+    labels: Optional[str] = typer.Option("yes,no,maybe", "--labels", help="comma-separated label set for accuracy; "
+                                         "empty for EM/F1"),
+    k: int = typer.Option(5, "-k", min=1, help="passages per question"),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="a seeded sample of N questions"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write rag_results.json and rag_results.md here"),
+) -> int:
+    """End to end: gold-passage recall, answer accuracy (or EM/F1), and answers citing a gold passage."""
+    from ragtune.config.rag import RAGSection
+    from ragtune.data.beir import load_beir
+    from ragtune.data.embed import sample_queries
+    from ragtune.eval.rag import evaluate_rag, write_rag_results
+    from ragtune.rag.generators import make_generator
+    from ragtune.retrieval.spec import parse_spec
+
+    for spec in pipeline:
+        parse_spec(spec)
+    ir = sample_queries(load_beir(data, split), max_queries, seed=42)
+    generators = [make_generator(g, generator_model) for g in generator]
+    label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
+    with RichReporter().phase("Answering"):
+        results = evaluate_rag(ir, str(data), pipeline, generators, RAGSection(k=k), answer_field, label_set)
+    if out:
+        write_rag_results(out, results, ir.name)
+    if FLAGS.json:
+        from dataclasses import asdict
+
+        emit_json({"dataset": ir.name, "systems": [asdict(r) for r in results]})
+        return 0
+    names = list(results[0].metrics)
+    show(table(f"{ir.name}: {len(ir.queries)} questions", ["system", *names],
+               [[r.name, *[r.metrics[m] for m in names]] for r in results]))
+    return 0

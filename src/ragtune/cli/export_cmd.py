@@ -30,3 +30,19 @@ def merge(source: Path = typer.Argument(..., help="a ragtune run directory or a 
     else:
         say(f"merged model written to {escape(str(path))} (load with AutoModelForCausalLM.from_pretrained or vLLM)")
     return 0
+
+
+@app.command("langchain")
+def langchain(index: Path = typer.Argument(..., help="a ragtune index folder"),
+              out: Path = typer.Argument(..., help="folder for index.faiss + index.pkl"),
+              overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder")) -> int:
+    """Write what LangChain's FAISS.load_local reads (its loader uses pickle: load only folders you trust)."""
+    from ragtune.integrations.langchain import export_langchain
+
+    path = export_langchain(index, out, overwrite)
+    if FLAGS.json:
+        emit_json({"langchain_faiss": str(path)})
+    else:
+        say(f"wrote {escape(str(path))}: load it with FAISS.load_local(..., allow_dangerous_deserialization=True); "
+            "LangChain's loader uses pickle, so load only folders you trust (see README.txt there)")
+    return 0

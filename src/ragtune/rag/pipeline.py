@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -89,30 +90,44 @@ class RAGPipeline:
                 break
         return sources
 
-    def context(self, sources: list[Source]) -> tuple[str, list[Source]]:
-        """The numbered context within the token budget, and the sources it kept."""
-        count = getattr(self.generator, "count_tokens", None) or (lambda t: int(len(t.split()) * 1.3) + 1)
-        blocks, kept, used = [], [], 0
-        for source in sources:
-            where = source.source + (f", page {source.page}" if source.page else "")
-            block = f"[{len(kept) + 1}] ({where}) {source.text}"
-            cost = count(block)
-            if kept and used + cost > self.settings.context_tokens:
-                break
-            kept.append(Source(**{**asdict(source), "n": len(kept) + 1}))
-            blocks.append(block)
-            used += cost
-        return "\n\n".join(blocks), kept
-
     def answer(self, question: str, generate: bool = True) -> Answer:
         timings: dict[str, float] = {}
         sources = self.retrieve(question, timings)
         if not generate or self.generator is None:
             return Answer(question, None, sources, timings)
-        context, sources = self.context(sources)
-        messages = ([{"role": "system", "content": self.settings.system}] if self.settings.system else []) + [
-            {"role": "user", "content": self.settings.prompt.format(context=context, question=question)}]
-        start = time.perf_counter()
-        text = self.generator.generate(messages, self.settings.max_new_tokens, self.settings.temperature)
-        timings["generate_ms"] = 1000 * (time.perf_counter() - start)
-        return Answer(question, text, sources, timings)
+        return compose(question, sources, self.generator, self.settings, timings)
+
+
+def build_context(sources: list[Source], count_tokens, budget: int) -> tuple[str, list[Source]]:
+    """The numbered context within the token budget, and the sources it kept (renumbered from 1)."""
+    blocks, kept, used = [], [], 0
+    for source in sources:
+        where = source.source + (f", page {source.page}" if source.page else "")
+        block = f"[{len(kept) + 1}] ({where}) {source.text}"
+        cost = count_tokens(block)
+        if kept and used + cost > budget:
+            break
+        kept.append(Source(**{**asdict(source), "n": len(kept) + 1}))
+        blocks.append(block)
+        used += cost
+    return "\n\n".join(blocks), kept
+
+
+def compose(question: str, sources: list[Source], generator, settings: RAGSection,
+            timings: dict[str, float] | None = None) -> Answer:
+    """Prompt the generator with the question and the budgeted context; the answer cites [n] of `sources`."""
+    timings = timings if timings is not None else {}
+    count = getattr(generator, "count_tokens", None) or (lambda t: int(len(t.split()) * 1.3) + 1)
+    context, sources = build_context(sources, count, settings.context_tokens)
+    messages = ([{"role": "system", "content": settings.system}] if settings.system else []) + [
+        {"role": "user", "content": settings.prompt.format(context=context, question=question)}]
+    start = time.perf_counter()
+    text = generator.generate(messages, settings.max_new_tokens, settings.temperature)
+    timings["generate_ms"] = 1000 * (time.perf_counter() - start)
+    return Answer(question, text, sources, timings)
+
+
+def cited(answer: str, sources: list[Source]) -> list[Source]:
+    """The sources an answer cites as [n]."""
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", answer or "")}
+    return [s for s in sources if s.n in numbers]

@@ -1,0 +1,1 @@
+"""Adapters for the stacks users already run (LangChain)."""

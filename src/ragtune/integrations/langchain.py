@@ -1,0 +1,131 @@
+"""LangChain adapters: a retriever over a ragtune index (hybrid + rerank inside), an embeddings class for
+ragtune-trained models with a cache for repeated texts, and an export that `FAISS.load_local` reads."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+
+log = logging.getLogger(__name__)
+
+
+class RagtuneRetriever(BaseRetriever):
+    """A langchain-core retriever over a ragtune index; each Document carries its source in its metadata."""
+
+    pipeline: Any  # ragtune.rag.pipeline.RAGPipeline
+
+    @classmethod
+    def from_index(cls, path: str | Path, reranker: str | None = None, k: int = 4, mode: str = "hybrid",
+                   **settings: Any) -> RagtuneRetriever:
+        from ragtune.config.rag import RAGSection
+        from ragtune.rag.pipeline import RAGPipeline
+
+        pipeline = RAGPipeline.from_index(str(path), reranker=reranker,
+                                          settings=RAGSection(k=k, mode=mode, **settings))
+        return cls(pipeline=pipeline)
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [Document(page_content=s.text, metadata={"source": s.source, "title": s.title, "page": s.page,
+                                                       "chunk_id": s.id, "score": s.score, **s.metadata})
+                for s in self.pipeline.retrieve(query)]
+
+
+class RagtuneEmbeddings(Embeddings):
+    """Embeddings from a sentence-transformers model (e.g. RUN_DIR/final), unit-normalised, with an in-memory cache
+    so repeated documents are encoded once; the hit rate is logged on every call."""
+
+    def __init__(self, model: str = "sentence-transformers/all-MiniLM-L6-v2", batch_size: int = 64,
+                 query_prompt: str | None = None, document_prompt: str | None = None):
+        from ragtune.models.device import choose_placement
+        from ragtune.models.load import load_embedder
+
+        self.placement = choose_placement()
+        self.model = load_embedder(model, self.placement)
+        self.batch_size = batch_size
+        own = getattr(self.model, "prompts", None) or {}
+        self.query_prompt = query_prompt if query_prompt is not None else own.get("query")
+        self.document_prompt = document_prompt if document_prompt is not None else own.get("document")
+        self._cache: dict[str, list[float]] = {}
+        self.hits = self.misses = 0
+
+    def _encode(self, texts: list[str], prompt: str | None) -> list[list[float]]:
+        from ragtune.retrieval.dense import encode
+
+        return encode(self.model, texts, self.placement, self.batch_size, prompt).tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if todo:
+            first = {k: t for k, t in zip(keys, texts)}
+            for key, vector in zip(todo, self._encode([first[k] for k in todo], self.document_prompt)):
+                self._cache[key] = vector
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        log.info("embedding cache: %d of %d texts were cached (hit rate %.0f%% overall)", len(keys) - len(todo),
+                 len(keys), 100 * self.hits / max(1, self.hits + self.misses))
+        return [self._cache[k] for k in keys]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._encode([text], self.query_prompt)[0]
+
+
+class _SaveOnly(Embeddings):
+    """Stands in for the embedder while LangChain writes the folder; the reader passes the real one."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise NotImplementedError("load the folder with FAISS.load_local and a RagtuneEmbeddings")
+
+    def embed_query(self, text: str) -> list[float]:
+        raise NotImplementedError("load the folder with FAISS.load_local and a RagtuneEmbeddings")
+
+
+NOTE = """This folder was written by `ragtune export langchain` for langchain_community's FAISS vector store:
+
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+    from ragtune.integrations.langchain import RagtuneEmbeddings
+    store = FAISS.load_local("{out}", RagtuneEmbeddings("{embedder}"),
+                             allow_dangerous_deserialization=True,
+                             distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
+
+index.faiss is a plain FAISS file. index.pkl is LangChain's docstore, and LangChain's loader reads it with
+pickle, which can run code: load only folders you (or ragtune) wrote. The ragtune index itself has no pickle.
+Vectors are unit-normalised, so inner product is cosine similarity.
+"""
+
+
+def export_langchain(index_path: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write index.faiss + index.pkl (LangChain's format) for the chunks of a ragtune index."""
+    import shutil
+
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+
+    from ragtune.errors import RunDirError
+    from ragtune.retrieval.index import Index
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunDirError(f"{out}: exists; pass --overwrite to replace it or choose another folder")
+    index = Index(index_path)
+    ids = list(index.texts())
+    docs = {c.id: Document(page_content=c.text, metadata={"source": c.source, "title": c.title, "page": c.page,
+                                                          "chunk_id": c.id, **c.metadata})
+            for c in index.chunks(ids)}
+    store = FAISS(embedding_function=_SaveOnly(), index=index.faiss(), docstore=InMemoryDocstore(docs),
+                  index_to_docstore_id=dict(enumerate(ids)), distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
+    if out.exists():
+        shutil.rmtree(out)
+    store.save_local(str(out))
+    embedder = index.manifest["embedder"]
+    (out / "README.txt").write_text(NOTE.format(out=out, embedder=embedder["path"]), encoding="utf-8")
+    return out

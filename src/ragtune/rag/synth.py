@@ -1,0 +1,151 @@
+"""Synthetic training data from the user's own chunks: questions from a generator, kept only if they survive
+the filters (not a copy of the chunk, not a near-duplicate, and the retriever finds the chunk again).
+
+Outputs: `pairs.jsonl` (query/document, for `train embed`), `rerank.jsonl` (query/document/label with the
+retriever's other hits as negatives, for `train rerank`) and, with `--rag-sft`, `rag_sft.jsonl` (chat records:
+retrieved context + question -> the answer written from the source chunk, for `train llm`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragtune.config.rag import DEFAULT_PROMPT
+from ragtune.data.chunk import Chunk
+from ragtune.errors import DataError
+from ragtune.utils import write_atomic
+
+log = logging.getLogger(__name__)
+
+QUESTIONS_PROMPT = ("Write {n} different questions that the passage below answers. Each question must make sense "
+                    "on its own, without the passage. Write one question per line and nothing else.\n\n"
+                    "Passage:\n{text}")
+ANSWER_PROMPT = ("Answer the question from the passage, in one or two sentences.\n\nPassage:\n{text}\n\n"
+                 "Question: {question}")
+
+
+@dataclass
+class SynthReport:
+    chunks: int = 0
+    generated: int = 0
+    removed: Counter = field(default_factory=Counter)
+    kept: int = 0
+
+    def lines(self) -> list[str]:
+        return ([f"{self.generated} questions generated from {self.chunks} chunks"] +
+                [f"removed as {why}: {n}" for why, n in self.removed.items()] + [f"kept {self.kept}"])
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def parse_questions(reply: str) -> list[str]:
+    """Questions from a generator's reply: one per line, numbering and bullets stripped."""
+    out = []
+    for line in reply.splitlines():
+        line = re.sub(r"^\s*(?:\d+[.)]|[-*•]|Q\d*:)\s*", "", line).strip()
+        if len(_words(line)) >= 3:
+            out.append(line)
+    return out
+
+
+def copies_chunk(question: str, chunk: str, n: int = 6) -> bool:
+    """The question lifts a run of n words straight out of the chunk (or is all of it)."""
+    words, text = _words(question), " ".join(_words(chunk))
+    if len(words) < n:
+        return " ".join(words) in text and len(words) >= 0.8 * len(_words(chunk))
+    return any(" ".join(words[i:i + n]) in text for i in range(len(words) - n + 1))
+
+
+def near_duplicate(question: str, kept: list[set[str]], threshold: float = 0.8) -> bool:
+    words = set(_words(question))
+    return any(len(words & other) / max(1, len(words | other)) >= threshold for other in kept)
+
+
+def synthesize(chunks: list[Chunk], generator, search, questions_per_chunk: int = 3, round_trip_k: int = 5,
+               negatives: int = 3, rag_sft: bool = False, context_k: int = 3) -> tuple[dict[str, list[dict]],
+                                                                                         SynthReport]:
+    """Generate, filter and lay out training data; `search(question, k)` returns ranked chunk ids."""
+    by_id = {c.id: c for c in chunks}
+    report = SynthReport(chunks=len(chunks))
+    out: dict[str, list[dict]] = {"pairs": [], "rerank": [], "rag_sft": []}
+    seen: list[set[str]] = []
+    for chunk in chunks:
+        reply = generator.generate([{"role": "user", "content": QUESTIONS_PROMPT.format(
+            n=questions_per_chunk, text=chunk.text)}], max_new_tokens=64 * questions_per_chunk)
+        for question in parse_questions(reply)[:questions_per_chunk]:
+            report.generated += 1
+            if copies_chunk(question, chunk.text):
+                report.removed["a copy of the chunk"] += 1
+                continue
+            if near_duplicate(question, seen):
+                report.removed["a near-duplicate"] += 1
+                continue
+            ranked = search(question, max(round_trip_k, context_k, negatives + 1))
+            if chunk.id not in ranked[:round_trip_k]:
+                report.removed[f"round-trip miss (source not in the top {round_trip_k})"] += 1
+                continue
+            seen.append(set(_words(question)))
+            report.kept += 1
+            out["pairs"].append({"query": question, "document": chunk.text, "source": chunk.source})
+            out["rerank"].append({"query": question, "document": chunk.text, "label": 1})
+            others = [by_id[i] for i in ranked if i != chunk.id and i in by_id][:negatives]
+            out["rerank"] += [{"query": question, "document": o.text, "label": 0} for o in others]
+            if rag_sft:
+                answer = generator.generate([{"role": "user", "content": ANSWER_PROMPT.format(
+                    text=chunk.text, question=question)}], max_new_tokens=128)
+                context = [by_id[i] for i in ranked[:context_k] if i in by_id]
+                blocks = "\n\n".join(f"[{n}] ({c.source}) {c.text}" for n, c in enumerate(context, start=1))
+                cite = next((n for n, c in enumerate(context, start=1) if c.id == chunk.id), None)
+                out["rag_sft"].append({"messages": [
+                    {"role": "user", "content": DEFAULT_PROMPT.format(context=blocks, question=question)},
+                    {"role": "assistant", "content": f"{answer} [{cite}]" if cite else answer}]})
+    if not report.kept:
+        raise DataError(f"no synthetic question survived the filters ({'; '.join(report.lines())}); check the "
+                        "generator's replies, or raise --round-trip-k")
+    return out, report
+
+
+def write_synth(out_dir: str | Path, data: dict[str, list[dict]]) -> list[Path]:
+    out_dir = Path(out_dir)
+    written = []
+    for name, rows in data.items():
+        if rows:
+            path = out_dir / f"{name}.jsonl"
+            write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            written.append(path)
+    return written
+
+
+def synth_from(source: str, out_dir: str, generator, questions: int = 3, round_trip_k: int = 5,
+               negatives: int = 3, rag_sft: bool = False, max_chunks: int | None = None):
+    """`ragtune data synth`: chunks from an index (searched with its hybrid retrieval) or a chunks.jsonl (searched
+    with BM25 over the chunks); returns the files written and the report."""
+    from ragtune.data.chunk import read_chunks
+
+    path = Path(source)
+    if (path / "CURRENT").is_file():
+        from ragtune.retrieval.index import Index, search as index_search
+
+        index = Index(path)
+        ids = list(index.texts())[: max_chunks or None]
+        chunks = index.chunks(ids)
+
+        def search(question: str, k: int) -> list[str]:
+            return [d for d, _ in index_search(index, question, k)]
+    else:
+        from ragtune.retrieval.bm25 import BM25Retriever
+
+        chunks = read_chunks(path)[: max_chunks or None]
+        bm25 = BM25Retriever.build({c.id: c.text for c in chunks})
+
+        def search(question: str, k: int) -> list[str]:
+            return [d for d, _ in bm25.search([question], k)[0]]
+    data, report = synthesize(chunks, generator, search, questions, round_trip_k, negatives, rag_sft)
+    return write_synth(out_dir, data), report
