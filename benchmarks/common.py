@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from ragtune.cli.quickstart_cmd import packaged
 from ragtune.data.beir import load_beir
 from ragtune.data.embed import examples_from_ir
+from ragtune.progress import Reporter
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -33,3 +35,31 @@ def write_result(name: str, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+class StepTimer(TrainerCallback):
+    """Times training from the end of the first step to the end of the last (start-up and warm-up excluded)."""
+
+    def __init__(self):
+        self.first = self.last = None
+        self.steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        else:
+            self.last, self.steps = now, self.steps + 1
+
+    def per_second(self, items_per_step: float) -> float:
+        return self.steps * items_per_step / (self.last - self.first)
+
+
+class TimedReporter(Reporter):
+    """Hands a StepTimer (and any other callbacks) to a ragtune recipe."""
+
+    def __init__(self, *callbacks):
+        self.callbacks = list(callbacks)
+
+    def trainer_callbacks(self):
+        return self.callbacks

@@ -15,36 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
-from benchmarks.common import pubmedqa_pairs, write_result
-from ragtune.progress import Reporter
+from benchmarks.common import StepTimer, TimedReporter, pubmedqa_pairs, write_result
 
 BATCH = 32
-
-
-class StepTimer(TrainerCallback):
-    def __init__(self):
-        self.first = self.last = None
-        self.steps = 0
-
-    def on_step_end(self, args, state, control, **kwargs):
-        now = time.perf_counter()
-        if self.first is None:
-            self.first = now
-        else:
-            self.last, self.steps = now, self.steps + 1
-
-    def pairs_per_second(self) -> float:
-        return self.steps * BATCH / (self.last - self.first)
-
-
-class TimedReporter(Reporter):
-    def __init__(self, timer):
-        self.timer = timer
-
-    def trainer_callbacks(self):
-        return [self.timer]
 
 
 def plain(pairs: list[dict], steps: int, out: Path) -> float:
@@ -62,7 +35,7 @@ def plain(pairs: list[dict], steps: int, out: Path) -> float:
     timer = StepTimer()
     SentenceTransformerTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(pairs),
                                loss=MultipleNegativesRankingLoss(model), callbacks=[timer]).train()
-    return timer.pairs_per_second()
+    return timer.per_second(BATCH)
 
 
 def ragtune(pairs: list[dict], steps: int, out: Path) -> float:
@@ -78,7 +51,7 @@ def ragtune(pairs: list[dict], steps: int, out: Path) -> float:
                                       "train.eval_steps=1000", "train.save_steps=1000"])
     timer = StepTimer()
     train_embed(cfg, reporter=TimedReporter(timer))
-    return timer.pairs_per_second()
+    return timer.per_second(BATCH)
 
 
 def main() -> None:

@@ -86,11 +86,14 @@ def chunk(
 
     from ragtune.config.load import apply_overrides
     from ragtune.data.chunk import Chunker, chunk_files, write_chunks
+    from ragtune.errors import DataError
     from ragtune.models.resolve import resolve_model
 
     metadata = apply_overrides({}, meta or [])
     chunker = Chunker(chunk_size, overlap, AutoTokenizer.from_pretrained(resolve_model(embedder)))
     chunks, warnings = chunk_files([str(d) for d in docs], chunker, text_field, metadata)
+    if not chunks:
+        raise DataError(f"{', '.join(map(str, docs))}: no text to chunk ({'; '.join(warnings[:3])})")
     write_chunks(chunks, out)
     if FLAGS.json:
         emit_json({"out": str(out), "chunks": len(chunks), "sources": len({c.source for c in chunks}),

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".jsonl")
 # Boundaries from coarse to fine; each keeps its separator with the text before it.
 SEPARATORS = [r"\n(?=#{1,6} )", r"\n\s*\n", r"\n", r"(?<=[.!?])\s+", r"\s+"]
+HEADING = re.compile(r"\s*#{1,6} [^\n]*\s*")
 
 
 @dataclass
@@ -119,6 +120,8 @@ def _pdf(path: Path) -> Iterator[Document]:
         title = (reader.metadata.title if reader.metadata and reader.metadata.title else "") or path.stem
         for number, page in enumerate(reader.pages, start=1):
             yield Document(page.extract_text() or "", str(path), title, number)
+    except DataError:
+        raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise DataError(f"{path}: not a readable PDF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
 
@@ -197,12 +200,13 @@ def _merge(text: str, pieces: list[tuple[int, int]], size: Callable[[str], int],
     chunks: list[tuple[int, int]] = []
     i = 0
     while i < len(pieces):
-        start, end = pieces[i]
+        start = pieces[i][0]
         j = i + 1
         while j < len(pieces) and size(text[start:pieces[j][1]]) <= chunk_size:
-            end = pieces[j][1]
             j += 1
-        chunks.append((start, end))
+        while i + 1 < j < len(pieces) and HEADING.fullmatch(text[pieces[j - 1][0]:pieces[j - 1][1]]):
+            j -= 1  # a heading goes with the text under it, never at the end of a chunk
+        chunks.append((start, pieces[j - 1][1]))
         if j >= len(pieces):
             break
         back = j  # step back over whole pieces while they fit in the overlap budget

@@ -19,7 +19,7 @@ from ragtune.data.beir import IRData
 from ragtune.data.readers import read_rows
 from ragtune.errors import DataError
 from ragtune.eval.text_metrics import exact_match, predicted_label, token_f1
-from ragtune.rag.pipeline import Source, cited, compose
+from ragtune.rag.pipeline import CITATION, Source, cited, compose
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,12 @@ def evaluate_system(name: str, pipeline, generator, ir: IRData, answers: dict[st
         recalls.append(len(gold & {d for d, _ in hits}) / max(1, len(gold)))
         answer = compose(question, sources, generator, settings)
         text, reference = answer.answer or "", answers[qid]
+        plain = CITATION.sub("", text)  # the [n] marks the prompt asks for are not part of the answer
         if labels:
-            correct.append(predicted_label(text, labels) == reference.strip().lower())
+            correct.append(predicted_label(plain, labels) == reference.strip().lower())
         else:
-            correct.append(exact_match(text, reference))
-            f1s.append(token_f1(text, reference))
+            correct.append(exact_match(plain, reference))
+            f1s.append(token_f1(plain, reference))
         citing.append(any(s.id in gold for s in cited(text, answer.sources)))
         if len(examples) < 5:
             examples.append({"question": question, "answer": text, "reference": reference,

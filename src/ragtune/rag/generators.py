@@ -37,7 +37,10 @@ class LocalGenerator:
         self.name = model
         self.placement = placement or choose_placement()
         self.model, self.tokenizer = load_for_inference(model, self.placement)
-        template, _ = setup_template(self.tokenizer, "auto")
+        template, added = setup_template(self.tokenizer, "auto")
+        if added and len(self.tokenizer) > self.model.get_input_embeddings().weight.shape[0]:
+            # A model without a chat template gets ChatML's tokens, as `train llm` would give it.
+            self.model.resize_token_embeddings(len(self.tokenizer))
         self.stops = stop_token_ids(self.tokenizer, template)
 
     def count_tokens(self, text: str) -> int:

@@ -11,6 +11,8 @@ from ragtune.config.rag import RAGSection
 from ragtune.retrieval.index import Index, search
 
 log = logging.getLogger(__name__)
+CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")  # [2] and [1, 3]
+
 
 @dataclass
 class Source:
@@ -129,5 +131,5 @@ def compose(question: str, sources: list[Source], generator, settings: RAGSectio
 
 def cited(answer: str, sources: list[Source]) -> list[Source]:
     """The sources an answer cites as [n]."""
-    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", answer or "")}
+    numbers = {int(n) for group in CITATION.findall(answer or "") for n in group.split(",")}
     return [s for s in sources if s.n in numbers]

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -31,6 +32,7 @@ from ragtune.retrieval.base import Hits
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+LEFTOVER = re.compile(r"\.lock|\.CURRENT\.tmp|\.staging-\d+|v\d{6}")  # what a crashed first build leaves
 SCHEMA = """
 CREATE TABLE chunks (id TEXT PRIMARY KEY, row INTEGER UNIQUE, source TEXT, title TEXT, chunk INTEGER,
                      start INTEGER, "end" INTEGER, page INTEGER, text TEXT, metadata TEXT);
@@ -84,8 +86,9 @@ def _writer(root: Path) -> Iterator[Path]:
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for stale in root.glob(".staging-*"):  # left by a writer that crashed
-            shutil.rmtree(stale, ignore_errors=True)
+        live = (root / "CURRENT").read_text(encoding="utf-8").strip() if (root / "CURRENT").is_file() else ""
+        for stale in [*root.glob(".staging-*"), *(v for v in root.glob("v[0-9]*") if v.name > live)]:
+            shutil.rmtree(stale, ignore_errors=True)  # left by a writer that crashed before switching CURRENT
         staging = root / f".staging-{os.getpid()}"
         staging.mkdir()
         try:
@@ -253,7 +256,8 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     out, config = Path(out), config or RetrievalConfig()
     if (out / "CURRENT").exists() and not overwrite:
         raise RunDirError(f"{out}: an index exists; pass --overwrite to rebuild it, or use `ragtune index add`")
-    if out.exists() and not (out / "CURRENT").exists() and any(out.iterdir()):
+    if out.exists() and not (out / "CURRENT").exists() and any(not LEFTOVER.fullmatch(p.name)
+                                                               for p in out.iterdir()):
         raise RunDirError(f"{out}: exists and is not a ragtune index; choose an empty or new folder")
     files = source_files(inputs)
     placement = placement or choose_placement(config.device, config.precision)
@@ -270,10 +274,7 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     for chunk in chunks:
         counts[chunk.source] = counts.get(chunk.source, 0) + 1
     hashes = {str(f): (file_hash(f), counts.get(str(f), 0)) for f in files}
-    if overwrite and out.exists():
-        for old in out.glob("v[0-9]*"):
-            shutil.rmtree(old, ignore_errors=True)
-    with _writer(out) as staging:
+    with _writer(out) as staging:  # with --overwrite, the old version stays live until the new one is complete
         _write_version(staging, manifest, [(c, c.source) for c in chunks], vectors, hashes, config)
     report.chunks_added = len(chunks)
     report.seconds = time.perf_counter() - start

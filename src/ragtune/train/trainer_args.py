@@ -7,15 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import transformers
-from packaging.version import Version
 
 from ragtune.config.schema import TrainSection
 from ragtune.errors import ConfigError
 from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
-
-TRANSFORMERS_5 = Version(transformers.__version__) >= Version("5.0.0")
-
 
 def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, primary_metric: str,
                     show_progress: bool) -> dict[str, Any]:
@@ -47,12 +43,15 @@ def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, pr
         "use_cpu": placement.device == "cpu",
         "save_only_model": False,
     }
-    kwargs["warmup_steps" if TRANSFORMERS_5 else "warmup_ratio"] = train.warmup_ratio
-    kwargs["activation_checkpointing" if TRANSFORMERS_5 else "gradient_checkpointing"] = train.gradient_checkpointing
-    if TRANSFORMERS_5:  # v5 reads the TensorBoard folder from the environment only
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
-    else:
+    fields = transformers.TrainingArguments.__dataclass_fields__  # names moved between transformers releases
+    # a float below 1 in warmup_steps is a ratio where warmup_ratio is gone
+    kwargs["warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"] = train.warmup_ratio
+    kwargs["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = \
+        train.gradient_checkpointing
+    if "logging_dir" in fields:
         kwargs["logging_dir"] = str(run_dir / "tensorboard")
+    else:  # newer releases read the TensorBoard folder from the environment only
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     clash = sorted(set(train.extra) & set(kwargs) - {"report_to"})
     if clash:
         raise ConfigError(f"train.extra sets {clash}, which ragtune sets from its own keys; set train.{clash[0]} "
