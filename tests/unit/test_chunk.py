@@ -3,6 +3,7 @@ ids, and the bad inputs (`ragtune data chunk` and `ragtune.data.chunk`)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -129,8 +130,8 @@ def test_every_file_type_is_chunked_with_its_metadata(cli, docs, tiny_embedder, 
     assert html.startswith("# Brain")  # the <h1> became a heading for the splitter
     # --meta on every chunk; a record's own fields win over --meta; the text field is not repeated
     records = by_source["records.jsonl"]
-    assert [c.metadata for c in records] == [{"team": "cardio", "year": 2020, "title": "Gut"},
-                                             {"team": "cardio", "year": 1999, "lang": "en"}]
+    assert [c.metadata for c in records] == [{"team": "cardio", "year": 2020, "title": "Gut", "record": 1},
+                                             {"team": "cardio", "year": 1999, "lang": "en", "record": 2}]
     assert all(c.metadata["team"] == "cardio" and c.metadata["year"] == 1999
                for name, cs in by_source.items() if name != "records.jsonl" for c in cs)
     assert len({c.id for c in chunks}) == len(chunks)
@@ -143,7 +144,22 @@ def test_text_field_option_and_human_output(cli, tiny_embedder, tmp_path):
     assert code == 0, err
     assert "wrote 1 chunks from 1 documents" in stdout
     [chunk] = read_chunks(out)
-    assert chunk.text == "bone density matters" and chunk.metadata == {"id": "b1"}
+    assert chunk.text == "bone density matters" and chunk.metadata == {"id": "b1", "record": 1}
+
+
+def test_folders_skip_hidden_files_and_folders_and_entities_decode_once(tmp_path):
+    from ragtune.data.chunk import source_files
+
+    folder = tmp_path / "docs"
+    visible = _write(folder / "sub" / "visible.txt", "bone density")
+    _write(folder / ".git" / "notes.txt", "not a document")
+    _write(folder / ".venv" / "lib" / "README.md", "not a document either")
+    _write(folder / ".hidden.md", "hidden")
+    assert source_files([folder]) == [visible]
+    assert source_files([folder / ".hidden.md"]) == [folder / ".hidden.md"]  # named on purpose: read
+    page = _write(folder / "code.html", "<p>Write &amp;lt;b&amp;gt; for bold &amp; &eacute;t&eacute;</p>")
+    [document] = read_documents(page)
+    assert document.text == "Write &lt;b&gt; for bold & été"
 
 
 # ------------------------------------------------------------------------------------------ sizes and offsets
@@ -180,13 +196,13 @@ def test_consecutive_chunks_share_about_overlap_tokens(tokenizer):
     chunker = Chunker(20, 5, tokenizer)
     chunks = chunker.chunks(Document(text, "run-on.txt"))
     assert len(chunks) >= 10
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in itertools.pairwise(chunks):
         assert after.start < before.end, "no overlap"
         shared = text[after.start:before.end]
         assert 1 <= chunker.size(shared) <= 5
         assert before.text.endswith(shared) and after.text.startswith(shared)
     no_overlap = Chunker(20, 0, tokenizer).chunks(Document(text, "run-on.txt"))
-    assert all(b.start >= a.end for a, b in zip(no_overlap, no_overlap[1:]))
+    assert all(b.start >= a.end for a, b in itertools.pairwise(no_overlap))
     assert len(no_overlap) < len(chunks)
 
 

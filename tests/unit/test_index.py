@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.errors import DataError, ModelError
+from ragtune.errors import ModelError
 from tests.unit.test_bad_input import _write
 from tests.unit.test_chunk import error_line, text_pdf
 
@@ -33,8 +33,8 @@ def make_docs(folder: Path) -> Path:
     _write(folder / "heart.txt", HEART)
     _write(folder / "lung.md", LUNG)
     _write(folder / "brain.html", BRAIN)
-    _write(folder / "bone.pdf", text_pdf(["Bone density depends on calcium intake", "Fracture healing and joint "
-                                          "pain in the spine"], title="Bones"))
+    _write(folder / "bone.pdf", text_pdf(["Bone density depends on calcium intake",
+                                          "Fracture healing and joint pain in the spine"], title="Bones"))
     _write(folder / "gut.jsonl", json.dumps({"text": "Gut bacteria protect against a stomach ulcer.", "id": "g1"})
            + "\n" + json.dumps({"text": "Liver enzymes and food allergy tests.", "id": "g2"}) + "\n")
     return folder
@@ -119,6 +119,16 @@ def test_build_info_query_round_trip(cli, docs, tiny_embedder, tmp_path, mode):
         answer = ask(cli, index, "calcium intake", f"mode={mode}", "-k", "2")
         top = answer["sources"][0]
         assert top["source"] == str(docs / "bone.pdf") and top["page"] == 1 and top["title"] == "Bones"
+
+
+def test_a_file_named_twice_is_indexed_once(cli, docs, tiny_embedder, tmp_path):
+    index = tmp_path / "index"
+    report = build(cli, docs, index, tiny_embedder)
+    once = all_chunks(index)
+    code, out, err = cli("--json", "index", "build", docs, docs / "heart.txt", docs, "--out", tmp_path / "twice",
+                         "--embedder", tiny_embedder, "--chunk-size", "24", "--overlap", "4")
+    assert code == 0, err
+    assert json.loads(out)["chunks_added"] == report["chunks_added"] and all_chunks(tmp_path / "twice") == once
 
 
 def test_human_output_of_info_and_query(cli, built):
@@ -217,16 +227,21 @@ def test_add_one_file_and_human_output(cli, built, docs):
     assert "skipped:" in out and "blank.txt" in out
 
 
-@pytest.mark.parametrize("case", ["missing_path", "not_an_index", "unsupported_file"])
+@pytest.mark.parametrize("case", ["missing_path", "not_an_index", "no_index_there", "unsupported_file"])
 def test_add_bad_input_is_one_line_error(cli, built, docs, tmp_path, case):
     target, args, needles = built, [docs / "nope.txt"], ["nope.txt", "no such file"]
     if case == "not_an_index":
         target, args, needles = tmp_path / "empty", [docs], ["not a ragtune index"]
         target.mkdir()
+    elif case == "no_index_there":
+        target, args, needles = tmp_path / "typo", [docs], ["not a ragtune index"]
     elif case == "unsupported_file":
         args, needles = [_write(docs / "x.csv", "a,b")], ["unsupported file type"]
     error_line(cli("index", "add", target, *args), *needles)
     assert info(cli, built)["version"] == "v000001"
+    assert not (tmp_path / "typo").exists() and not list((tmp_path / "empty").glob("*"))
+    error_line(cli("index", "delete", tmp_path / "typo", "--source", "x"), "not a ragtune index")
+    assert not (tmp_path / "typo").exists()  # a failed command leaves nothing behind
 
 
 # ---------------------------------------------------------------------------------------------------- delete
@@ -304,7 +319,11 @@ def test_a_newer_format_version_is_a_clear_error(cli, built, docs, command):
     error_line(cli(*args), "format version 99", "upgrade ragtune")
 
 
-def test_a_damaged_index_is_a_clear_error(cli, built):
+def test_a_damaged_index_is_a_clear_error(cli, built, docs):
+    (built / "CURRENT").write_text("")
+    error_line(cli("index", "add", built, docs), "manifest.json", "rebuild")
+    assert (built / "v000001" / "chunks.sqlite").is_file()  # a broken pointer never costs the data
+    (built / "CURRENT").write_text("v000001")
     (built / "v000001" / "manifest.json").write_text("{not json")
     error_line(cli("index", "info", built), "manifest.json", "rebuild")
     (built / "CURRENT").unlink()
@@ -408,7 +427,7 @@ KILL = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("where,command", [("mid_write", "add"), ("staged", "delete"), ("renamed", "delete")])
-def test_a_killed_writer_leaves_the_index_answering_as_before(cli, built, docs, where, command):
+def test_a_killed_writer_leaves_the_index_answering_as_before(cli, built, docs, tmp_path, where, command):
     from ragtune.retrieval.index import Index, search
 
     questions = ["calcium intake", "asthma attack", "stroke recovery"]
@@ -417,8 +436,8 @@ def test_a_killed_writer_leaves_the_index_answering_as_before(cli, built, docs, 
     _write(docs / "new.txt", "Sun exposure and skin cancer need wound healing.")
     args = ["index", "add", str(built), str(docs)] if command == "add" else ["delete", str(built),
                                                                               str(docs / "gut.jsonl")]
-    proc = subprocess.run([sys.executable, "-c", KILL, where, *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run([sys.executable, "-c", KILL, where, *args], capture_output=True, text=True, cwd=tmp_path,
+                          check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (built / "CURRENT").read_text() == "v000001"
     assert list(built.glob(".staging-*")) or where == "renamed"  # the killed writer's leftovers
@@ -462,7 +481,7 @@ def test_readers_open_and_query_while_a_writer_works(cli, built, docs, tmp_path)
     _write(docs / "new.txt", "Sun exposure and skin cancer need wound healing.")
     marker = tmp_path / "writing"
     writer = subprocess.Popen([sys.executable, "-c", WRITE_SLOWLY, str(marker), str(built), str(docs)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     seen: list[tuple[str, int, int]] = []
     problems: list[BaseException] = []
@@ -492,7 +511,7 @@ def test_readers_open_and_query_while_a_writer_works(cli, built, docs, tmp_path)
         # a second writer waits for the lock and then applies its change on top of the first one's
         delete_from_index(built, [str(docs / "gut.jsonl")])
         out, err = writer.communicate(timeout=120)
-        assert writer.returncode == 0, err[-2000:]
+        assert writer.returncode == 0 and int(out) > 0, err[-2000:]
         time.sleep(0.3)
     finally:
         done.set()

@@ -36,4 +36,9 @@ class RAGSection(Section):
         missing = [slot for slot in ("{context}", "{question}") if slot not in prompt]
         if missing:
             raise ValueError(f"the prompt template lacks {' and '.join(missing)}")
+        try:
+            prompt.format(context="", question="")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("the prompt template has braces other than {context} and {question}; write a literal "
+                             "brace as {{ or }}") from None
         return prompt

@@ -9,7 +9,6 @@ gives the same ids. Unreadable files (encrypted or corrupt PDFs, binaries) are s
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import re
@@ -135,6 +134,7 @@ def _jsonl(path: Path, text_field: str) -> Iterator[Document]:
             raise DataError(f"{row.where}: field '{text_field}' must be a string with the document text "
                             f"(got {type(text).__name__}); set --text-field to your text column")
         meta = {k: v for k, v in row.data.items() if k != text_field}
+        meta.setdefault("record", row.line if row.line is not None else row.index + 1)  # one document per record
         title = str(meta.get("title") or path.stem)
         yield Document(text, str(path), title, None, meta)
 
@@ -149,7 +149,7 @@ def read_documents(path: Path, text_field: str = "text") -> Iterator[Document]:
     elif suffix in (".html", ".htm"):
         parser = _HTMLText()
         parser.feed(_read_text(path))
-        text = re.sub(r"\n{3,}", "\n\n", html.unescape("".join(parser.parts))).strip()
+        text = re.sub(r"\n{3,}", "\n\n", "".join(parser.parts)).strip()  # the parser already decoded entities
         yield Document(text, str(path), parser.title.strip() or path.stem)
     else:
         text = _read_text(path)
@@ -164,7 +164,8 @@ def source_files(inputs: list[str | Path]) -> list[Path]:
         if not path.exists():
             raise DataError(f"{path}: no such file or folder")
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            found = sorted(p for p in path.rglob("*") if p.is_file()  # nothing hidden: .git/, .venv/, .cache
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
             skipped = [p for p in found if p.suffix.lower() not in SUFFIXES]
             for p in skipped:
                 log.warning("%s: skipped (not one of %s)", p, ", ".join(SUFFIXES))
@@ -175,7 +176,7 @@ def source_files(inputs: list[str | Path]) -> list[Path]:
             raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(SUFFIXES)}")
     if not files:
         raise DataError(f"{', '.join(map(str, inputs))}: no {', '.join(SUFFIXES)} files to ingest")
-    return files
+    return list(dict.fromkeys(files))  # a file named twice (itself and its folder) is read once
 
 
 def _split(text: str, start: int, fits: Callable[[str], bool], level: int = 0) -> list[tuple[int, int]]:
@@ -226,7 +227,8 @@ class Chunker:
 
     def __post_init__(self):
         if self.chunk_size <= 0 or self.overlap < 0 or self.overlap >= self.chunk_size:
-            raise DataError(f"chunk size {self.chunk_size} and overlap {self.overlap}: need 0 <= overlap < size")
+            raise DataError(f"--chunk-size {self.chunk_size} and --overlap {self.overlap}: the overlap must be at "
+                            "least 0 and smaller than the chunk size")
 
     def size(self, text: str) -> int:
         if self.tokenizer is None:

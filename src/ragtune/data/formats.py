@@ -23,6 +23,7 @@ SPELLINGS: dict[str, list[dict[str, str]]] = {
     "scored_pairs": [
         {"sentence1": "sentence1", "sentence2": "sentence2", "score": "score"},
         {"sentence1": "doc1", "sentence2": "doc2", "score": "similarity"},
+        {"sentence1": "query", "sentence2": "document", "score": "label"},
     ],
     "pairs": [
         {"anchor": "query", "positive": "document"},

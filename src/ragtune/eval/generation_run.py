@@ -37,14 +37,14 @@ def evaluate_generation(source: str, data: str, task: str | None = None, config:
     if task == "llm":
         from ragtune.data.sft import load_sft_data
         from ragtune.data.sft_tokens import encode_all
-        from ragtune.models.templates import setup_template, stop_token_ids
+        from ragtune.models.generator import prepare_chat
         from ragtune.train.llm import build_evaluator, eval_items
 
         _, _, examples = load_sft_data(cfg.data, cfg.train.seed)
         model, tokenizer = load_for_inference(model_path, placement)
-        template, _ = setup_template(tokenizer, cfg.template)
+        _, _, stops = prepare_chat(model, tokenizer, cfg.template)
         encoded = encode_all(examples, tokenizer, cfg.max_length, cfg.train_on_prompt, what="eval")
-        return build_evaluator(cfg, tokenizer, eval_items(examples, encoded), stop_token_ids(tokenizer, template))(model)
+        return build_evaluator(cfg, tokenizer, eval_items(examples, encoded), stops)(model)
     from ragtune.data.seq2seq import Encoder, load_seq2seq_data
     from ragtune.eval.generation import EvalItem, GenerationEvaluator
     from ragtune.train.seq2seq import seq2seq_generate

@@ -188,3 +188,14 @@ def load_for_inference(name: str, placement: Placement, seq2seq: bool = False):
             base.resize_token_embeddings(len(tokenizer))
         return PeftModel.from_pretrained(base, str(path)).eval(), tokenizer
     return load_generator(name, placement, "full", seq2seq=seq2seq).eval(), load_tokenizer(name)
+
+
+def prepare_chat(model, tokenizer, template: str = "auto", extra_tokens: list[str] | None = None):
+    """Set the chat template (adding its tokens and resizing the embeddings where needed); return (template used,
+    tokens added, stop token ids)."""
+    from ragtune.models.templates import setup_template, stop_token_ids
+
+    used, added = setup_template(tokenizer, template, extra_tokens)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    return used, added, stop_token_ids(tokenizer, used)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
@@ -31,17 +32,13 @@ class LocalGenerator:
 
     def __init__(self, model: str, placement=None):
         from ragtune.models.device import choose_placement
-        from ragtune.models.generator import load_for_inference
-        from ragtune.models.templates import setup_template, stop_token_ids
+        from ragtune.models.generator import load_for_inference, prepare_chat
 
         self.name = model
         self.placement = placement or choose_placement()
         self.model, self.tokenizer = load_for_inference(model, self.placement)
-        template, added = setup_template(self.tokenizer, "auto")
-        if added and len(self.tokenizer) > self.model.get_input_embeddings().weight.shape[0]:
-            # A model without a chat template gets ChatML's tokens, as `train llm` would give it.
-            self.model.resize_token_embeddings(len(self.tokenizer))
-        self.stops = stop_token_ids(self.tokenizer, template)
+        # A model without a chat template gets ChatML and its tokens, as `train llm` would give it.
+        _, _, self.stops = prepare_chat(self.model, self.tokenizer)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -86,6 +83,8 @@ class OpenAIGenerator:
                     break  # a client error does not get better by asking again
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 problem = f"unreachable ({getattr(exc, 'reason', exc)})"
+            except http.client.HTTPException as exc:  # not HTTP at all, or the reply broke off
+                problem = f"a broken HTTP reply ({type(exc).__name__}: {exc})"
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 problem = f"a reply that is not a chat completion ({type(exc).__name__}: {exc})"
             log.warning("generator %s: attempt %d of %d failed: %s", self.base_url, attempt, self.retries, problem)

@@ -82,10 +82,11 @@ class RAGPipeline:
             chunk = chunks[doc]
             if s.min_score is not None and score < s.min_score:
                 continue
-            if chunk.text in seen or per_source.get(chunk.source, 0) >= s.max_per_source:
+            document = (chunk.source, chunk.metadata.get("record"))  # a JSONL file holds one document per record
+            if chunk.text in seen or per_source.get(document, 0) >= s.max_per_source:
                 continue  # duplicate text, or enough from this document already
             seen.add(chunk.text)
-            per_source[chunk.source] = per_source.get(chunk.source, 0) + 1
+            per_source[document] = per_source.get(document, 0) + 1
             sources.append(Source(len(sources) + 1, chunk.id, chunk.source, chunk.title, chunk.page, float(score),
                                   chunk.text, chunk.metadata))
             if len(sources) == s.k:

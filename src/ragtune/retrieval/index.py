@@ -86,8 +86,10 @@ def _writer(root: Path) -> Iterator[Path]:
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        live = (root / "CURRENT").read_text(encoding="utf-8").strip() if (root / "CURRENT").is_file() else ""
-        for stale in [*root.glob(".staging-*"), *(v for v in root.glob("v[0-9]*") if v.name > live)]:
+        pointer = root / "CURRENT"
+        live = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
+        sound = not pointer.is_file() or bool(live) and (root / live).is_dir()  # never guess from a broken CURRENT
+        for stale in [*root.glob(".staging-*"), *(v for v in root.glob("v[0-9]*") if sound and v.name > live)]:
             shutil.rmtree(stale, ignore_errors=True)  # left by a writer that crashed before switching CURRENT
         staging = root / f".staging-{os.getpid()}"
         staging.mkdir()
@@ -125,6 +127,10 @@ class Index:
         self._db = sqlite3.connect(f"file:{self.folder / 'chunks.sqlite'}?mode=ro", uri=True,
                                    check_same_thread=False)
         self._dense = self._bm25 = self._faiss = None
+        # Read this version's FAISS and BM25 files now: a long-lived reader must not find them removed by later
+        # writes (only the live and the previous version are kept).
+        self.faiss()
+        self.bm25()
 
     def _check_embedder(self, embedder: str | None) -> None:
         if embedder is None:
@@ -231,7 +237,11 @@ def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]],
     db.executemany('INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                    [(c.id, i, c.source, c.title, c.chunk, c.start, c.end, c.page, c.text,
                      json.dumps(c.metadata, ensure_ascii=False)) for i, (c, _) in enumerate(rows)])
-    db.executemany("INSERT INTO sources VALUES (?, ?, ?)", [(s, h, n) for s, (h, n) in source_hashes.items()])
+    counts: dict[str, int] = {}
+    for chunk, _ in rows:
+        counts[chunk.source] = counts.get(chunk.source, 0) + 1
+    db.executemany("INSERT INTO sources VALUES (?, ?, ?)",
+                   [(s, h, counts.get(s, 0)) for s, (h, _) in source_hashes.items()])
     db.commit()
     db.close()
     faiss.write_index(build_faiss_index(vectors, config.dense), str(staging / "faiss.index"))
@@ -261,6 +271,7 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
         raise RunDirError(f"{out}: exists and is not a ragtune index; choose an empty or new folder")
     files = source_files(inputs)
     placement = placement or choose_placement(config.device, config.precision)
+    Chunker(chunk_size, overlap)  # a bad size fails before the embedder loads
     retriever, info = _embedder_info(embedder, placement, config, None)
     chunker = Chunker(chunk_size, overlap, retriever.model.tokenizer)
     report = ChangeReport(added_sources=[str(f) for f in files])
@@ -285,6 +296,7 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
     """Apply `plan(index, report) -> (kept chunk ids, new chunks, source hashes)` as a new version."""
     start = time.perf_counter()
     root = Path(root)
+    _current(root)  # not an index: say so before the writer lock creates anything there
     with _writer(root) as staging:
         index = Index(root, placement, embedder)
         report = ChangeReport()

@@ -64,6 +64,19 @@ class Reranker:
         top_k = top_k or self.settings.top_k
         head, tail = hits[:top_k], hits[top_k:]
         scores = self.score(query, [corpus[d] for d, _ in head])
-        reranked = sorted(zip((d for d, _ in head), scores.tolist()), key=lambda item: (-item[1], item[0]))
-        floor = min((s for _, s in reranked), default=0.0)
-        return reranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
+        return order(head, scores, tail, self.settings.first_stage_weight)
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    return (values - values.min()) / max(float(values.max() - values.min()), 1e-9) if len(values) else values
+
+
+def order(head: Hits, scores: np.ndarray, tail: Hits, first_stage_weight: float = 0.0) -> Hits:
+    """The head ordered by reranker score (optionally mixed with its first-stage score), the tail below it."""
+    if first_stage_weight > 0 and len(head) > 1:
+        first = np.array([s for _, s in head], dtype=np.float64)
+        scores = (1 - first_stage_weight) * _min_max(np.asarray(scores, dtype=np.float64)) + \
+            first_stage_weight * _min_max(first)
+    reranked = sorted(zip((d for d, _ in head), np.asarray(scores).tolist()), key=lambda item: (-item[1], item[0]))
+    floor = min((s for _, s in reranked), default=0.0)
+    return reranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
