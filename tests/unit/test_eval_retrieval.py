@@ -189,3 +189,13 @@ def test_pipelines_can_come_from_a_config_file(cli, tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("bm25:\n  k1: 1.2\n")
     one_line_error(cli("eval", "retrieval", "--data", beir, "-c", empty), "no pipeline to evaluate")
+
+
+def test_tune_fusion_fits_the_rerankers_first_stage_weight(cli, tiny_embedder, tiny_cross_encoder, tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    spec = f"hybrid(bm25,dense:{tiny_embedder})+rerank:{tiny_cross_encoder}@5"
+    code, out, err = cli("--json", "eval", "retrieval", "--data", beir, "-p", spec, "--tune-fusion",
+                         "--tune-split", "train", "fusion.method=wsum")
+    assert code == 0, err
+    (row,) = json.loads(out)["pipelines"]
+    assert 0.0 <= row["fusion"]["rerank_first_stage_weight"] <= 0.9 and len(row["fusion"]["weights"]) == 2

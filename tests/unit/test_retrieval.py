@@ -521,3 +521,16 @@ def test_pipeline_builder_shares_first_stages_and_reranks(tiny_embedder, tiny_cr
     assert len(hits) == 10 and first_ms > 0 and rerank_ms > 0
     with pytest.raises(DataError, match="corpus is empty"):
         PipelineBuilder({})
+
+
+def test_rerank_order_mixes_in_the_first_stage_score():
+    import numpy as np
+
+    from ragtune.retrieval.rerank import order
+
+    head = [("a", 10.0), ("b", 9.0), ("c", 1.0)]
+    ce = np.array([0.0, 1.0, 0.5])
+    assert [d for d, _ in order(head, ce, [("z", 0.5)])] == ["b", "c", "a", "z"]  # the reranker alone
+    # weight 0.5: a = 0.5*0 + 0.5*1 = 0.5, b = 0.5*1 + 0.5*(8/9) = 0.944, c = 0.5*0.5 + 0 = 0.25
+    assert [d for d, _ in order(head, ce, [("z", 0.5)], 0.5)] == ["b", "a", "c", "z"]
+    assert [d for d, _ in order(head, ce, [], 1.0)] == ["a", "b", "c"]  # the first stage alone

@@ -76,17 +76,38 @@ def run_pipeline(pipeline: Pipeline, ir: IRData, k: int) -> tuple[dict, dict[str
     return to_run(query_ids, hits), timings
 
 
-def _tune(pipeline: Pipeline, tune: IRData, metric: str) -> None:
-    """Fit the hybrid first stage's fusion parameters on the tuning split's queries."""
+def _tune(pipeline: Pipeline, tune: IRData, metric: str, rerank_queries: int = 100) -> None:
+    """Fit the hybrid first stage's fusion parameters, then the reranker's first-stage weight, on the tuning split.
+
+    The reranker's weight is fitted on a seeded sample of `rerank_queries` queries (a cross-encoder is slow);
+    metric is the pipeline's primary metric, grid 0, 0.1, ..., 0.9.
+    """
     from ragtune.retrieval.fusion import tune_fusion
 
     stage = pipeline.first
-    if not isinstance(stage, HybridRetriever):
+    if isinstance(stage, HybridRetriever):
+        query_ids = list(tune.queries)
+        per_part = stage.part_rankings([tune.queries[q] for q in query_ids], stage.settings.depth)
+        stage.settings = tune_fusion(tune.qrels, [to_run(query_ids, hits) for hits in per_part], stage.settings,
+                                     metric)
+        log.info("fusion for %s tuned on %s: %s", pipeline.name, tune.name, stage.settings.model_dump())
+    if pipeline.reranker is None:
         return
-    query_ids = list(tune.queries)
-    per_part = stage.part_rankings([tune.queries[q] for q in query_ids], stage.settings.depth)
-    stage.settings = tune_fusion(tune.qrels, [to_run(query_ids, hits) for hits in per_part], stage.settings, metric)
-    log.info("fusion for %s tuned on %s: %s", pipeline.name, tune.name, stage.settings.model_dump())
+    from ragtune.data.embed import sample_queries
+    from ragtune.retrieval.rerank import order
+
+    sample = sample_queries(tune, rerank_queries, seed=0)
+    query_ids = list(sample.queries)
+    k = pipeline.rerank_k
+    firsts = pipeline.first.search([sample.queries[q] for q in query_ids], max(k, 100))
+    scored = [(hits[:k], pipeline.reranker.score(sample.queries[q], [sample.corpus[d] for d, _ in hits[:k]]),
+               hits[k:]) for q, hits in zip(query_ids, firsts)]
+    name, cut = metric.split("@")
+    best = max((round(w, 1) for w in np.arange(0, 1, 0.1)), key=lambda w: ir_metrics(
+        sample.qrels, to_run(query_ids, [order(h, s, t, w) for h, s, t in scored]), [name], [int(cut)])[metric])
+    pipeline.reranker.settings = pipeline.reranker.settings.model_copy(update={"first_stage_weight": best})
+    log.info("reranker's first-stage weight for %s tuned on %d %s queries: %.1f", pipeline.name, len(query_ids),
+             tune.name, best)
 
 
 def significance(qrels: dict, runs: list[dict], metrics: list[str], test: str = "student",
@@ -133,6 +154,8 @@ def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | N
                 _tune(pipeline, tune, eval_cfg.primary_metric)
             run, timings = run_pipeline(pipeline, ir, k)
         fusion = pipeline.first.settings.model_dump() if isinstance(pipeline.first, HybridRetriever) else None
+        if pipeline.reranker is not None:
+            fusion = {**(fusion or {}), "rerank_first_stage_weight": pipeline.reranker.settings.first_stage_weight}
         results.append(PipelineResult(spec.text, ir_metrics(ir.qrels, run, eval_cfg.metrics, eval_cfg.ks), timings,
                                       len(ir.queries), len(ir.corpus), fusion=fusion))
         runs.append(run)
