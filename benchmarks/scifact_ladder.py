@@ -1,7 +1,7 @@
 """The SciFact ladder, end to end on this machine: train the embedder and the reranker with the shipped configs,
 then evaluate every rung with the shipped ladder config. Target: best rung NDCG@10 >= 0.75 with under 30 minutes
 of training in all. Reads ../shared/data/scifact (CC BY-NC; never copied).
-Run: python -m benchmarks.scifact_ladder [--skip-training]
+Run: python -m benchmarks.scifact_ladder [--reuse embed] [--reuse rerank]
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ def train_seconds(run_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--skip-training", action="store_true", help="reuse runs/scifact-{embed,rerank}")
+    parser.add_argument("--reuse", action="append", choices=["embed", "rerank"], default=[],
+                        help="reuse runs/scifact-<name> instead of training it again (repeatable)")
     args = parser.parse_args()
     data = f"data.train={SCIFACT}"
     walls = {}
-    if not args.skip_training:
+    if "embed" not in args.reuse:
         walls["embed"] = ragtune("-q", "train", "embed", "-c", "configs/embed/scifact.yaml", data, "--overwrite")
+    if "rerank" not in args.reuse:
         walls["rerank"] = ragtune("-q", "train", "rerank", "-c", "configs/rerank/scifact.yaml", data, "--overwrite",
                                   "--allow-regression")
     out = OUT / "scifact-ladder"

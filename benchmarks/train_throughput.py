@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.common import StepTimer, TimedReporter, pubmedqa_pairs, write_result
@@ -22,8 +21,11 @@ BATCH = 32
 
 def plain(pairs: list[dict], steps: int, out: Path) -> float:
     import datasets
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, \
-        SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from ragtune.models.resolve import resolve_model

@@ -66,10 +66,35 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+_KILL_AT_SAVE = """
+import os, signal, sys
+from ragtune.train import callbacks
+original = callbacks.RunLogCallback.on_save
+def on_save(self, args, state, control, **kw):
+    original(self, args, state, control, **kw)
+    if state.global_step == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+callbacks.RunLogCallback.on_save = on_save
+from ragtune.cli.main import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+def run_killed_at_step_2(args: list[str], run_dir: Path) -> None:
+    """Run the CLI in a subprocess that SIGKILLs itself right after saving checkpoint-2; check what it left."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _KILL_AT_SAVE, *map(str, args)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (run_dir / "checkpoints" / "checkpoint-2" / ".complete").exists() and not (run_dir / "final").exists()
+
+
 def _build_tiny_embedder(path: Path) -> Path:
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
     from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -167,6 +192,12 @@ def torch_seed(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+def _copy_of(master: Path, dest: Path) -> str:
+    """A fresh copy of a session-built model, so that a test may change its files."""
+    shutil.copytree(master, dest)
+    return str(dest)
+
+
 @pytest.fixture(scope="session")
 def _tiny_embedder_master(tmp_path_factory) -> Path:
     return _build_tiny_embedder(tmp_path_factory.mktemp("models"))
@@ -175,9 +206,7 @@ def _tiny_embedder_master(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_embedder(_tiny_embedder_master, tmp_path) -> str:
     """A 2-layer BERT (hidden 32) sentence-transformer with its own trained tokenizer; each test gets a copy."""
-    dest = tmp_path / "tiny-embedder"
-    shutil.copytree(_tiny_embedder_master, dest)
-    return str(dest)
+    return _copy_of(_tiny_embedder_master, tmp_path / "tiny-embedder")
 
 
 @pytest.fixture(scope="session")
@@ -188,9 +217,7 @@ def _tiny_cross_encoder_master(_tiny_embedder_master, tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_cross_encoder(_tiny_cross_encoder_master, tmp_path) -> str:
     """A 2-layer BERT cross-encoder with a randomly initialised scoring head; each test gets a copy."""
-    dest = tmp_path / "tiny-cross-encoder"
-    shutil.copytree(_tiny_cross_encoder_master, dest)
-    return str(dest)
+    return _copy_of(_tiny_cross_encoder_master, tmp_path / "tiny-cross-encoder")
 
 
 @pytest.fixture(scope="session")
@@ -201,9 +228,7 @@ def _tiny_llm_master(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_llm(_tiny_llm_master, tmp_path) -> str:
     """A 2-layer Llama-style causal LM with a BPE tokenizer trained in the fixture; each test gets a copy."""
-    dest = tmp_path / "tiny-llm"
-    shutil.copytree(_tiny_llm_master, dest)
-    return str(dest)
+    return _copy_of(_tiny_llm_master, tmp_path / "tiny-llm")
 
 
 @pytest.fixture(scope="session")
@@ -214,9 +239,7 @@ def _tiny_seq2seq_master(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_seq2seq(_tiny_seq2seq_master, tmp_path) -> str:
     """A 2-layer T5-style seq2seq model with a BPE tokenizer trained in the fixture; each test gets a copy."""
-    dest = tmp_path / "tiny-seq2seq"
-    shutil.copytree(_tiny_seq2seq_master, dest)
-    return str(dest)
+    return _copy_of(_tiny_seq2seq_master, tmp_path / "tiny-seq2seq")
 
 
 @pytest.fixture

@@ -11,8 +11,14 @@ import pytest
 
 from ragtune.config.schema import DataSection
 from ragtune.data.beir import IRData, is_beir_dir, load_beir, read_qrels
-from ragtune.data.embed import (EmbedData, examples_from_ir, ir_from_examples, load_embed_data, sample_queries,
-                                split_by_query)
+from ragtune.data.embed import (
+    EmbedData,
+    examples_from_ir,
+    ir_from_examples,
+    load_embed_data,
+    sample_queries,
+    split_by_query,
+)
 from ragtune.data.formats import Examples, detect_format, normalise
 from ragtune.data.readers import Row, data_files, is_hf_dataset_dir, read_rows
 from ragtune.data.validate import validate_path

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from tests.conftest import tiny_train_overrides, write_jsonl
+from tests.conftest import run_killed_at_step_2, tiny_train_overrides, write_jsonl
 
 
 def _metrics(run_dir):
@@ -101,20 +98,6 @@ def test_missing_model_is_one_line(cli, pairs_file, tmp_path):
     assert len(err.strip().splitlines()) == 1
 
 
-KILL_AT_SAVE = textwrap.dedent("""
-    import os, signal, sys
-    from ragtune.train import callbacks
-    original = callbacks.RunLogCallback.on_save
-    def on_save(self, args, state, control, **kw):
-        original(self, args, state, control, **kw)
-        if state.global_step == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
-    callbacks.RunLogCallback.on_save = on_save
-    from ragtune.cli.main import run
-    sys.exit(run(sys.argv[1:]))
-""")
-
-
 def test_resume_after_kill_reaches_the_same_end(cli, tiny_embedder, pairs_file, tmp_path):
     import numpy as np
     from sentence_transformers import SentenceTransformer
@@ -125,10 +108,7 @@ def test_resume_after_kill_reaches_the_same_end(cli, tiny_embedder, pairs_file, 
 
     killed = tmp_path / "killed"
     args = ["train", "embed", *common, *tiny_train_overrides(tiny_embedder, killed)]
-    proc = subprocess.run([sys.executable, "-c", KILL_AT_SAVE, *args], capture_output=True, text=True)
-    assert proc.returncode == -9, proc.stderr[-2000:]
-    assert (killed / "checkpoints" / "checkpoint-2" / ".complete").exists()
-    assert not (killed / "final").exists()
+    run_killed_at_step_2(args, killed)
 
     code, _, err = cli(*args, "--resume")
     assert code == 0, err

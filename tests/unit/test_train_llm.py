@@ -4,14 +4,12 @@ resume of a LoRA run after kill -9, samples, and `ragtune export merge`."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import write_jsonl
+from tests.conftest import run_killed_at_step_2, write_jsonl
 
 ALPACA = [{"instruction": f"name the organ number {i}", "input": "" if i % 2 else "briefly",
            "output": f"the heart {i}"} for i in range(24)]
@@ -182,20 +180,6 @@ def test_packed_sequences_do_not_attend_to_each_other(tiny_llm):
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
 
 
-KILL_AT_SAVE = """
-import os, signal, sys
-from ragtune.train import callbacks
-original = callbacks.RunLogCallback.on_save
-def on_save(self, args, state, control, **kw):
-    original(self, args, state, control, **kw)
-    if state.global_step == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-callbacks.RunLogCallback.on_save = on_save
-from ragtune.cli.main import run
-sys.exit(run(sys.argv[1:]))
-"""
-
-
 def test_lora_resume_after_kill_continues_the_adapter(cli, tiny_llm, tmp_path):
     from safetensors.torch import load_file
 
@@ -205,9 +189,7 @@ def test_lora_resume_after_kill_continues_the_adapter(cli, tiny_llm, tmp_path):
     assert code == 0, err
     killed = tmp_path / "killed"
     args = ["train", "llm", *common, *llm_overrides(tiny_llm, killed)]
-    proc = subprocess.run([sys.executable, "-c", KILL_AT_SAVE, *args], capture_output=True, text=True)
-    assert proc.returncode == -9, proc.stderr[-2000:]
-    assert (killed / "checkpoints" / "checkpoint-2" / ".complete").exists() and not (killed / "final").exists()
+    run_killed_at_step_2(args, killed)
     code, _, err = cli(*args, "--resume")
     assert code == 0, err
     steps = [m["step"] for m in metrics_of(killed) if "loss" in m]

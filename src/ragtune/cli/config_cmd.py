@@ -12,13 +12,13 @@ app = typer.Typer(no_args_is_help=True, help="Inspect config schemas.")
 @app.command("show")
 def show_config(task: str = typer.Argument(..., help="embed")) -> int:
     """Print every option of TASK with its default and a one-line help."""
-    from ragtune.config.load import did_you_mean
-    from ragtune.config.tasks import TASKS
+    from ragtune.choices import unknown
     from ragtune.config.show import option_rows
+    from ragtune.config.tasks import TASKS
     from ragtune.errors import ConfigError
 
     if task not in TASKS:
-        raise ConfigError(f"unknown task '{task}'{did_you_mean(task, TASKS)}; choose one of {sorted(TASKS)}")
+        raise ConfigError(unknown("task", task, TASKS))
     rows = option_rows(TASKS[task])
     if FLAGS.json:
         emit_json(rows)

@@ -13,8 +13,17 @@ try:  # typer >= 0.20 bundles its own click; its exceptions are not click's
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
-from ragtune.cli import (config_cmd, data_cmd, doctor_cmd, eval_cmd, export_cmd, index_cmd, query_cmd, quickstart_cmd,
-                         train_cmd)
+from ragtune.cli import (
+    config_cmd,
+    data_cmd,
+    doctor_cmd,
+    eval_cmd,
+    export_cmd,
+    index_cmd,
+    query_cmd,
+    quickstart_cmd,
+    train_cmd,
+)
 from ragtune.cli.output import FLAGS, emit_json, errors, take_global_flags
 from ragtune.errors import RagtuneError
 

@@ -124,8 +124,14 @@ class RichReporter(Reporter):
     """Spinners for phases, a bar for training; silent under --json or -q."""
 
     def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.enabled = not (FLAGS.json or FLAGS.quiet) and sys.stdout.isatty() or FLAGS.verbose
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

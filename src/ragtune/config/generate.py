@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ragtune.choices import one_of
 from ragtune.config.base import Section
 from ragtune.config.schema import DataSection, ModelSection, OutputSection, TaskConfig, TrainSection
 
@@ -68,12 +69,8 @@ class GenerationEvalSection(Section):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, metrics: list[str]) -> list[str]:
-        unknown = [m for m in metrics if m not in GENERATION_METRICS]
-        if unknown:
-            from ragtune.config.load import did_you_mean
-
-            raise ValueError(f"unknown metric '{unknown[0]}'{did_you_mean(unknown[0], GENERATION_METRICS)}; "
-                             f"choose from {', '.join(GENERATION_METRICS)}")
+        for metric in metrics:
+            one_of("metric", metric, GENERATION_METRICS, f"choose from {', '.join(GENERATION_METRICS)}")
         return list(dict.fromkeys(metrics))
 
     @model_validator(mode="after")
@@ -133,12 +130,7 @@ class LLMConfig(GeneratorConfig):
     @field_validator("template")
     @classmethod
     def _known_template(cls, name: str) -> str:
-        known = ("auto", "chatml", "alpaca", "model")
-        if name not in known:
-            from ragtune.config.load import did_you_mean
-
-            raise ValueError(f"unknown template '{name}'{did_you_mean(name, known)}; use auto, chatml or alpaca")
-        return name
+        return one_of("template", name, ("auto", "chatml", "alpaca", "model"), "use auto, chatml or alpaca")
 
 
 class Seq2SeqConfig(GeneratorConfig):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -10,15 +9,10 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ragtune.choices import did_you_mean, unknown
 from ragtune.config.base import Section
 from ragtune.config.tasks import TASKS
 from ragtune.errors import ConfigError
-
-
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """Return ` (did you mean 'x'?)` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
@@ -122,7 +116,7 @@ def validate_config(task: str, data: dict[str, Any], source: str | None = None,
     """Validate a raw mapping against the task's schema; raise one ConfigError listing every problem."""
     schema = TASKS.get(task)
     if schema is None:
-        raise ConfigError(f"unknown task '{task}'{did_you_mean(task, TASKS)}; choose one of {sorted(TASKS)}")
+        raise ConfigError(unknown("task", task, TASKS))
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from ragtune.choices import one_of
 from ragtune.config.retrieval import HardNegativesSection
 from ragtune.config.schema import EvalSection, OutputSection, RetrievalDataSection, TaskConfig
 
@@ -38,9 +39,4 @@ class RerankConfig(TaskConfig):
     def _known_loss(cls, name: str) -> str:
         from ragtune.train.rerank_losses import RERANK_LOSSES
 
-        if name not in RERANK_LOSSES:
-            from ragtune.config.load import did_you_mean
-
-            raise ValueError(f"unknown loss '{name}'{did_you_mean(name, RERANK_LOSSES)}; choose one of "
-                             f"{sorted(RERANK_LOSSES)}")
-        return name
+        return one_of("loss", name, RERANK_LOSSES)

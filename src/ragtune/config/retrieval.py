@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ragtune.choices import one_of
 from ragtune.config.base import PromptsSection, Section
 
 # Fusion methods: rrf and wsum run in ragtune (per query, fast enough for serving); the rest go to ranx.fuse.
@@ -54,19 +55,12 @@ class FusionSection(Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, method: str) -> str:
-        if method not in FUSION_METHODS:
-            from ragtune.config.load import did_you_mean
-
-            raise ValueError(f"unknown fusion method '{method}'{did_you_mean(method, FUSION_METHODS)}; "
-                             f"choose one of {', '.join(FUSION_METHODS[:8])}, ...")
-        return method
+        return one_of("fusion method", method, FUSION_METHODS, f"choose one of {', '.join(FUSION_METHODS[:8])}, ...")
 
     @field_validator("norm")
     @classmethod
     def _known_norm(cls, norm: str) -> str:
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm '{norm}'; choose one of {', '.join(NORMS)}")
-        return norm
+        return one_of("norm", norm, NORMS, f"choose one of {', '.join(NORMS)}")
 
     @field_validator("weights")
     @classmethod

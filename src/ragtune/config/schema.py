@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ragtune.choices import one_of
 from ragtune.config.base import PromptsSection, Section
 from ragtune.config.retrieval import HardNegativesSection
 
@@ -164,11 +165,7 @@ class EmbedConfig(TaskConfig):
     def _known_loss(cls, name: str) -> str:
         from ragtune.train.losses import LOSSES
 
-        if name not in LOSSES:
-            from ragtune.config.load import did_you_mean
-
-            raise ValueError(f"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose one of {sorted(LOSSES)}")
-        return name
+        return one_of("loss", name, LOSSES)
 
     @field_validator("matryoshka_dims")
     @classmethod

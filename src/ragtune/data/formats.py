@@ -48,12 +48,10 @@ class Examples:
 
 def unknown_role(columns: dict[str, str]) -> str | None:
     """Describe the first mapped role that is not a role, with a suggestion; None when all are known."""
-    from ragtune.config.load import did_you_mean
+    from ragtune.choices import unknown
 
-    for role in columns:
-        if role not in ROLES:
-            return f"unknown role '{role}'{did_you_mean(role, ROLES)}; roles are {', '.join(ROLES)}"
-    return None
+    return next((unknown("role", role, ROLES, f"roles are {', '.join(ROLES)}") for role in columns
+                 if role not in ROLES), None)
 
 
 def detect_format(row: Row, columns: dict[str, str]) -> tuple[str, dict[str, str]]:

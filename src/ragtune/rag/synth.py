@@ -131,7 +131,8 @@ def synth_from(source: str, out_dir: str, generator, questions: int = 3, round_t
 
     path = Path(source)
     if (path / "CURRENT").is_file():
-        from ragtune.retrieval.index import Index, search as index_search
+        from ragtune.retrieval.index import Index
+        from ragtune.retrieval.index import search as index_search
 
         index = Index(path)
         ids = list(index.texts())[: max_chunks or None]

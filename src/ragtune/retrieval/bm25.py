@@ -24,12 +24,9 @@ def check_language(language: str) -> None:
     """Fail on a language PyStemmer does not know, with a suggestion."""
     import Stemmer
 
-    known = Stemmer.algorithms()
-    if language not in known:
-        from ragtune.config.load import did_you_mean
+    from ragtune.choices import one_of
 
-        raise ValueError(f"unknown language '{language}'{did_you_mean(language, known)}; "
-                         f"choose one of {', '.join(sorted(known))}")
+    one_of("language", language, Stemmer.algorithms())
 
 
 class BM25Retriever:

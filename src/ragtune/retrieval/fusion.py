@@ -87,7 +87,8 @@ def _ranx_params(settings: FusionSection, n: int) -> dict:
 
 def fuse_with_ranx(per_retriever: list[list[Hits]], settings: FusionSection, k: int) -> list[Hits]:
     """Any ranx fusion method over a batch of rankings."""
-    from ranx import Run, fuse as ranx_fuse
+    from ranx import Run
+    from ranx import fuse as ranx_fuse
 
     method = RANX_NAMES.get(settings.method, settings.method)
     if method in NEEDS_PARAMS:

@@ -85,12 +85,13 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(train_dataset))
 
-        final = recipe.save_final(model.save_pretrained, run_dir)
-        best = recipe.best_step(trainer)
-        after = recipe.logged_metrics(trainer.state.log_history, best, cfg.eval.primary_metric)
-        if after is None:
+
+        def evaluate_after() -> dict[str, float]:
             with reporter.phase("Evaluating the tuned model"):
-                after = evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts).metrics
+                return evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts).metrics
+
+        final, best, after = recipe.conclude(trainer, run_dir, model.save_pretrained, cfg.eval.primary_metric,
+                                             evaluate_after)
         details = {"model": cfg.model.name, "data": str(cfg.data.train), "eval split": data.eval.name,
                    "train examples": str(len(train_dataset)), "loss": cfg.loss,
                    "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}

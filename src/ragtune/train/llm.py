@@ -14,8 +14,15 @@ from ragtune.data.sft import load_sft_data
 from ragtune.data.sft_tokens import encode_all, marked
 from ragtune.eval.generation import EvalItem, GenerationEvaluator
 from ragtune.models.device import choose_placement
-from ragtune.models.generator import (apply_lora, chat_prompt, check_max_length, check_method, generate_text,
-                                      load_generator, load_tokenizer)
+from ragtune.models.generator import (
+    apply_lora,
+    chat_prompt,
+    check_max_length,
+    check_method,
+    generate_text,
+    load_generator,
+    load_tokenizer,
+)
 from ragtune.models.templates import setup_template, stop_token_ids
 from ragtune.progress import Reporter
 from ragtune.train import recipe
@@ -118,13 +125,8 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))
 
-        def save(path: str) -> None:
-            trainer.model.save_pretrained(path)
-            tokenizer.save_pretrained(path)
-
-        final = recipe.save_final(save, run_dir)
-        best = recipe.best_step(trainer)
-        after = recipe.logged_metrics(trainer.state.log_history, best, cfg.eval.primary_metric) or evaluator(trainer.model, step=None)
+        final, best, after = recipe.conclude(trainer, run_dir, recipe.save_with_tokenizer(trainer.model, tokenizer),
+                                             cfg.eval.primary_metric, lambda: evaluator(trainer.model, step=None))
         details = {"model": cfg.model.name, "method": cfg.method, "data": f"{cfg.data.train} ({fmt})",
                    "template": template, "train examples": str(len(rows)), "packing": str(cfg.packing),
                    "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}

@@ -108,6 +108,24 @@ def logged_metrics(log_history: list[dict], step: int | None, primary_metric: st
     return None
 
 
+def conclude(trainer, run_dir: Path, save: Callable[[str], None], primary_metric: str,
+             evaluate_after: Callable[[], dict[str, float]]) -> tuple[Path, int | None, dict[str, float]]:
+    """Save final/, then return it with the best step and the tuned model's metrics: those the evaluator logged at
+    the best step, or a fresh evaluation when none was logged there."""
+    final = save_final(save, run_dir)
+    best = best_step(trainer)
+    after = logged_metrics(trainer.state.log_history, best, primary_metric)
+    return final, best, after if after is not None else evaluate_after()
+
+
+def save_with_tokenizer(model, tokenizer) -> Callable[[str], None]:
+    def save(path: str) -> None:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+
+    return save
+
+
 def finish(run_dir: Path, cfg: TaskConfig, before: dict, after: dict, final: Path, split: str,
            details: dict[str, str], title: str, best: int | None = None) -> Comparison:
     """eval_after.json and summary.md (the before/after table and the verdict)."""

@@ -89,12 +89,13 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))
 
-        final = recipe.save_final(model.save_pretrained, run_dir)
-        best = recipe.best_step(trainer)
-        after = recipe.logged_metrics(trainer.state.log_history, best, cfg.eval.primary_metric)
-        if after is None:
+
+        def evaluate_after() -> dict[str, float]:
             with reporter.phase("Evaluating the tuned reranker"):
-                after = candidates.reranked_metrics(model, cfg.eval, placement)
+                return candidates.reranked_metrics(model, cfg.eval, placement)
+
+        final, best, after = recipe.conclude(trainer, run_dir, model.save_pretrained, cfg.eval.primary_metric,
+                                             evaluate_after)
         details = {"model": cfg.model.name, "data": str(cfg.data.train), "eval split": data.eval.name,
                    "before": f"{cfg.eval.first_stage} alone",
                    "after": f"{cfg.eval.first_stage} + reranker over the top {cfg.eval.rerank_top_k}",

@@ -92,14 +92,8 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))
 
-        def save(path: str) -> None:
-            trainer.model.save_pretrained(path)
-            tokenizer.save_pretrained(path)
-
-        final = recipe.save_final(save, run_dir)
-        best = recipe.best_step(trainer)
-        after = recipe.logged_metrics(trainer.state.log_history, best, cfg.eval.primary_metric) or \
-            evaluator(trainer.model, step=None)
+        final, best, after = recipe.conclude(trainer, run_dir, recipe.save_with_tokenizer(trainer.model, tokenizer),
+                                             cfg.eval.primary_metric, lambda: evaluator(trainer.model, step=None))
         details = {"model": cfg.model.name, "method": cfg.method, "data": str(cfg.data.train),
                    "train pairs": str(len(rows)), "device": f"{placement.device} / {placement.precision}",
                    "train time": f"{train_seconds:.1f} s"}

@@ -13,6 +13,7 @@ from ragtune.errors import ConfigError
 from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
 
+
 def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, primary_metric: str,
                     show_progress: bool) -> dict[str, Any]:
     """Keyword arguments for a TrainingArguments class, with best-checkpoint selection on `primary_metric`."""
