@@ -1,4 +1,5 @@
-"""The SciFact ladder, end to end on this machine: train the embedder and the reranker with the shipped configs,
+"""The SciFact ladder, end to end on this machine: train the embedder (its tuned rung is the foundation issue's
+quality target, NDCG@10 >= 0.70) and the reranker with the shipped configs,
 then evaluate every rung with the shipped ladder config. Target: best rung NDCG@10 >= 0.75 with under 30 minutes
 of training in all. Reads ../shared/data/scifact (CC BY-NC; never copied).
 Run: python -m benchmarks.scifact_ladder [--reuse embed] [--reuse rerank]

@@ -54,24 +54,46 @@ def environment_checks() -> list[Check]:
     return checks
 
 
+def _data_summary(task: str, cfg) -> str | None:
+    """Load the data a training config names, as its recipe would, and describe it; None for tasks without data."""
+    if task in ("embed", "rerank"):
+        from ragtune.data.embed import load_embed_data
+
+        data = load_embed_data(cfg.data, cfg.train.seed)
+        return (f"{len(data.train.rows)} {data.train.format} training examples, {len(data.eval.queries)} eval queries "
+                f"over {len(data.eval.corpus)} documents")
+    if task == "llm":
+        from ragtune.data.sft import load_sft_data
+
+        fmt, train, held_out = load_sft_data(cfg.data, cfg.train.seed)
+        return f"{len(train)} {fmt} training examples, {len(held_out)} held out"
+    if task == "seq2seq":
+        from ragtune.data.seq2seq import load_seq2seq_data
+
+        train, held_out = load_seq2seq_data(cfg.data, cfg.source_lang, cfg.target_lang, cfg.train.seed)
+        return f"{len(train)} training pairs, {len(held_out)} held out"
+    return None
+
+
 def config_checks(task: str, path: str) -> list[Check]:
-    """Validate a config and the data files it names, without loading any weights."""
+    """Validate a config and the data files and model it names, without loading any weights."""
     from ragtune.config import load_config
-    from ragtune.data.embed import load_embed_data
     from ragtune.models.resolve import resolve_model
 
     try:
         cfg = load_config(task, path)
     except RagtuneError as exc:
-        return [Check("config", False, str(exc), "fix the keys named above; `ragtune config show embed` lists them")]
+        return [Check("config", False, str(exc), f"fix the keys named above; `ragtune config show {task}` lists them")]
     checks = [Check("config", True, f"{path} is a valid {task} config")]
-    for name, step in (("data", lambda: load_embed_data(cfg.data, cfg.train.seed)),
-                       ("model", lambda: resolve_model(cfg.model.name))):
+    steps = [("data", lambda: _data_summary(task, cfg))]
+    if hasattr(cfg, "model"):
+        steps.append(("model", lambda: resolve_model(cfg.model.name)))
+    for name, step in steps:
         try:
-            value = step()
-            detail = (f"{len(value.train.rows)} {value.train.format} training examples, {len(value.eval.queries)} "
-                      f"eval queries over {len(value.eval.corpus)} documents") if name == "data" else value
-            checks.append(Check(name, True, detail))
+            detail = step()
         except RagtuneError as exc:
             checks.append(Check(name, False, str(exc), "see the message: it names the file, line and field"))
+        else:
+            if detail is not None:
+                checks.append(Check(name, True, str(detail)))
     return checks

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ragtune.config import EmbedConfig, dump_config, load_config
+from ragtune.config.tasks import TASKS
 from ragtune.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,3 +101,11 @@ def test_config_show_lists_every_option(cli):
     assert code == 0 and rows["train.learning_rate"]["default"] == "2e-05"
     assert all(r["help"] for r in rows.values())
     assert {"model.name", "data.train", "data.eval", "output.dir", "loss", "matryoshka_dims", "prompts.query"} <= set(rows)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_config_show_works_for_every_task(cli, task):
+    code, out, err = cli("--json", "config", "show", task)
+    assert code == 0, err
+    rows = {r["key"]: r for r in json.loads(out)}
+    assert rows and all(r["help"] for r in rows.values())

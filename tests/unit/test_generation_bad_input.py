@@ -141,3 +141,26 @@ def test_records_with_an_empty_answer_are_skipped_with_a_count(cli, tiny_llm, tm
     assert "1 records with an empty answer or text were skipped" in err and f"{data}:7" in err
     empty = _write(tmp_path / "e.jsonl", json.dumps({"instruction": "x", "output": ""}) + "\n")
     one_line_error(cli(*llm_args(tiny_llm, empty, tmp_path / "run2")), empty, "every record is empty")
+
+
+def test_doctor_checks_an_llm_config_and_its_data(cli, tiny_llm, tmp_path):
+    good = _write(tmp_path / "d.jsonl", LINE * 10)
+    config = _write(tmp_path / "llm.yaml", f"model:\n  name: {tiny_llm}\ndata:\n  train: {good}\n")
+    code, out, err = cli("--json", "doctor", "--task", "llm", "--config", config)
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["data"]["ok"] and "alpaca training examples" in checks["data"]["detail"], checks
+    assert checks["model"]["ok"]
+    bad = _write(tmp_path / "bad.jsonl", LINE + "{oops\n")
+    config.write_text(f"model:\n  name: {tiny_llm}\ndata:\n  train: {bad}\n", encoding="utf-8")
+    code, out, err = cli("--json", "doctor", "--task", "llm", "--config", config)
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert code == 2 and not checks["data"]["ok"] and f"{bad}:2" in checks["data"]["detail"]
+
+
+def test_a_missing_extra_names_the_install_command(cli, tiny_llm, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "trl", None)  # as if ragtune[llm] were not installed
+    data = _write(tmp_path / "d.jsonl", LINE * 6)
+    one_line_error(cli(*llm_args(tiny_llm, data, tmp_path / "run")), "'trl'", "pip install 'ragtune[llm]'")
+    assert not (tmp_path / "run").exists()

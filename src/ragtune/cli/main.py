@@ -40,6 +40,11 @@ app.command("doctor")(doctor_cmd.doctor)
 app.command("quickstart")(quickstart_cmd.quickstart)
 
 
+EXTRAS = {"trl": "llm", "peft": "llm", "sacrebleu": "llm", "rouge_score": "llm", "pypdf": "rag",
+          "langchain_core": "rag", "langchain_community": "rag", "langchain_huggingface": "rag",
+          "tensorboard": "tensorboard", "pyarrow": "dev"}
+
+
 def _fail(message: str, code: int = 2) -> int:
     if FLAGS.json:
         emit_json({"error": message, "exit_code": code})
@@ -58,6 +63,12 @@ def run(argv: list[str] | None = None) -> int:
         if os.environ.get("RAGTUNE_DEBUG") == "1":
             raise
         return _fail(str(exc), exc.exit_code)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRAS or os.environ.get("RAGTUNE_DEBUG") == "1":
+            raise
+        return _fail(f"this command needs the optional package '{top}', which is not installed; run "
+                     f"`pip install 'ragtune[{EXTRAS[top]}]'`")
     except typer.Exit as exc:
         return exc.exit_code
     except click_exceptions.ClickException as exc:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
 
 def _type_name(annotation: Any) -> str:
@@ -13,19 +14,20 @@ def _type_name(annotation: Any) -> str:
     return text or str(annotation).replace("typing.", "")
 
 
-def option_rows(schema: type[BaseModel], prefix: str = "") -> list[dict[str, str]]:
-    """Every option of `schema`, nested sections flattened to dotted keys."""
+def option_rows(schema: type[BaseModel], prefix: str = "", instance: BaseModel | None = None) -> list[dict[str, str]]:
+    """Every option of `schema`, nested sections flattened to dotted keys. Defaults come from the fields (or from
+    `instance`, for a nested section), so that a config with a required key such as `model.name` can be shown."""
     rows = []
-    instance = schema()
     for name, field in schema.model_fields.items():
-        value = getattr(instance, name)
+        value = getattr(instance, name) if instance is not None else field.get_default(call_default_factory=True)
         if isinstance(value, BaseModel):
-            rows.extend(option_rows(type(value), f"{prefix}{name}."))
+            rows.extend(option_rows(type(value), f"{prefix}{name}.", value))
             continue
         rows.append({
             "key": f"{prefix}{name}",
             "type": _type_name(field.annotation),
-            "default": json.dumps(value) if not isinstance(value, str) else value,
+            "default": "(required)" if value is PydanticUndefined else
+            value if isinstance(value, str) else json.dumps(value),
             "help": field.description or "",
         })
     return rows
