@@ -16,7 +16,10 @@ pytestmark = [pytest.mark.slow,
 
 
 def _alpaca() -> list[dict]:
-    return json.loads((SHARED_DATA / "alpaca_subset_5k" / "alpaca_5000.json").read_text(encoding="utf-8"))
+    """The Alpaca subset without its few very long prompts, which would not fit max_length=256 (ragtune refuses
+    records whose answer truncation removes; a test of that lives with the bad-input tests)."""
+    records = json.loads((SHARED_DATA / "alpaca_subset_5k" / "alpaca_5000.json").read_text(encoding="utf-8"))
+    return [r for r in records if len(r["instruction"]) + len(r["input"]) < 500]
 
 
 def _small_llama(path: Path, texts: list[str]) -> Path:

@@ -53,15 +53,6 @@ def test_response_past_max_length_trains_on_nothing(cli, tiny_llm, tmp_path):
                    f"{data}:1", "zero tokens", "max_length=32")
 
 
-def test_one_in_a_hundred_past_max_length_is_dropped_with_a_warning(cli, tiny_llm, tmp_path, caplog):
-    rows = [{"instruction": "word " * 200, "output": "the heart"}] + [GOOD] * 119
-    data = _write(tmp_path / "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    held_out = _write(tmp_path / "e.jsonl", LINE * 4)
-    code, _, err = cli(*llm_args(tiny_llm, data, tmp_path / "run", "max_length=32", f"data.eval={held_out}"))
-    assert code == 0, err
-    assert f"{data}:1" in caplog.text and "dropped them" in caplog.text
-
-
 @pytest.mark.parametrize("override, needles", [
     ("template=vicuna", ["template", "unknown template 'vicuna'", "chatml"]),
     ("method=qlora", ["method=qlora", "CUDA", "method=lora"]),

@@ -7,13 +7,10 @@ with `train_on_prompt`. Spans are found by rendering message prefixes, so they f
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from ragtune.data.sft import SFTExample
 from ragtune.errors import DataError
-
-log = logging.getLogger(__name__)
 
 IGNORE = -100
 
@@ -73,23 +70,17 @@ def encode(example: SFTExample, tokenizer, max_length: int, train_on_prompt: boo
     return Encoded(ids[:max_length], labels[:max_length], example.origin)
 
 
-MAX_DROPPED_FRACTION = 0.01
-
-
 def encode_all(examples: list[SFTExample], tokenizer, max_length: int, train_on_prompt: bool = False,
                what: str = "data.train") -> list[Encoded]:
-    """Encode every example. A few that train on zero tokens (the answer starts past `max_length`) are dropped
-    with a warning; more than 1% of them fails, naming the first, since the limit is then wrong for the data."""
+    """Encode every example; fail naming the first record that would train on zero tokens (its answer starts past
+    `max_length`), with how many do: training on such a record teaches nothing, and the limit is wrong for it."""
     encoded = [encode(e, tokenizer, max_length, train_on_prompt) for e in examples]
     empty = [e for e in encoded if e.trained == 0]
-    if not empty:
-        return encoded
-    message = (f"{empty[0].origin}: this example trains on zero tokens after truncation to max_length={max_length} "
-               f"({len(empty)} of {len(encoded)} {what} examples do); the answer starts past the limit")
-    if len(empty) > MAX_DROPPED_FRACTION * len(encoded):
-        raise DataError(f"{message}: raise max_length, shorten the prompt, or drop those records")
-    log.warning("%s; dropped them (raise max_length to keep them)", message)
-    return [e for e in encoded if e.trained > 0]
+    if empty:
+        raise DataError(f"{empty[0].origin}: this example trains on zero tokens after truncation to max_length="
+                        f"{max_length} ({len(empty)} of {len(encoded)} {what} examples do); the answer starts past "
+                        "the limit: raise max_length, shorten the prompt, or drop those records")
+    return encoded
 
 
 def marked(encoded: Encoded, tokenizer, limit: int = 600) -> str:
