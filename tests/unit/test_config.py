@@ -51,6 +51,12 @@ def test_every_problem_at_once_with_paths_lines_and_suggestions(tmp_path):
     assert isinstance(info.value, ValueError)
 
 
+def test_dropout_is_a_probability():
+    assert load_config("embed", None, ["model.dropout=0"]).model.dropout == 0.0
+    with pytest.raises(ConfigError, match="model.dropout"):
+        load_config("embed", None, ["model.dropout=1.5"])
+
+
 def test_primary_metric_must_be_computed():
     with pytest.raises(ConfigError, match="primary_metric 'ndcg@7' is not computed"):
         load_config("embed", None, ["eval.primary_metric=ndcg@7"])

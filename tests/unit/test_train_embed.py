@@ -37,6 +37,33 @@ def test_train_embed_writes_the_run_directory(cli, tiny_embedder, pairs_file, tm
     assert emb.shape == (1, 32)
 
 
+def test_frozen_layers_stay_put_and_the_rest_trains(cli, tiny_embedder, pairs_file, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "cache"))  # the base model is encoded, not read back
+    run_dir = tmp_path / "run"
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run_dir),
+                       "train.freeze_layers=1", "model.dropout=0", "train.learning_rate=1e-2", "--allow-regression")
+    assert code == 0, err
+    base, tuned = load_file(f"{tiny_embedder}/model.safetensors"), load_file(run_dir / "final" / "model.safetensors")
+
+    def weight(state, key):
+        return next(v for k, v in state.items() if k.endswith(key))
+
+    for frozen in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight"):
+        assert weight(base, frozen).equal(weight(tuned, frozen)), frozen
+    assert not weight(base, "encoder.layer.1.attention.self.query.weight").equal(
+        weight(tuned, "encoder.layer.1.attention.self.query.weight"))
+    assert "batches reused the base model's hidden states" in (run_dir / "train.log").read_text()
+
+
+def test_freezing_every_layer_is_refused(cli, tiny_embedder, pairs_file, tmp_path):
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder,
+                       tmp_path / "run"), "train.freeze_layers=2")
+    assert code == 2 and "leaves nothing to train" in err and "at most 1" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_existing_run_dir_is_refused_without_overwrite(cli, tiny_embedder, pairs_file, tmp_path):
     run_dir = tmp_path / "run"
     (run_dir).mkdir()

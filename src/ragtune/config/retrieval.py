@@ -39,7 +39,7 @@ class DenseSection(Section):
     hnsw_ef_search: int = Field(128, gt=0, description="HNSW search breadth (higher: better recall, slower)")
     ivf_nlist: int | None = Field(None, gt=0, description="IVF cells; default 4*sqrt(corpus size)")
     ivf_nprobe: int = Field(16, gt=0, description="IVF cells visited per query")
-    batch_size: int = Field(64, gt=0, description="encoding batch size")
+    batch_size: int | None = Field(None, gt=0, description="encoding batch size; default 16 on CPU, 128 on GPUs")
     cache: bool = Field(True, description="cache document embeddings on disk, keyed by model and corpus hash")
     prompts: PromptsSection = Field(default_factory=PromptsSection,
                                     description="query/document prefixes; default: the model's own prompts")

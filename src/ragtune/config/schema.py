@@ -27,6 +27,10 @@ class ModelSection(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 where supported (CUDA, AVX512-BF16 CPUs), fp16 on older GPUs, else fp32"
     )
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout while training (every dropout layer); default: the model's own. "
+        "0 trains MiniLM 1.6x faster on CPU, where dropout's random masks cost as much as the matmuls"
+    )
 
 
 class DataSection(Section):
@@ -103,6 +107,10 @@ class EmbedTrainSection(TrainSection):
     length_buckets: bool = Field(
         True, description="run each batch in length-sorted chunks: same gradients, less padding"
     )
+    freeze_layers: int = Field(
+        0, ge=0, description="keep the token embeddings and the first N transformer layers fixed; the backward "
+        "pass stops above them (faster steps, fewer weights to move on small data)"
+    )
 
 
 class EvalSection(Section):
@@ -111,7 +119,7 @@ class EvalSection(Section):
     metrics: list[Literal[IR_METRICS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(IR_METRICS), description="IR metrics to compute at every k"
     )
-    batch_size: int = Field(64, gt=0, description="encoding batch size")
+    batch_size: int | None = Field(None, gt=0, description="encoding batch size; default 16 on CPU, 128 on GPUs")
 
     @field_validator("ks")
     @classmethod

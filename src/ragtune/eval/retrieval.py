@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Callable, ContextManager
 
 import numpy as np
 
@@ -166,8 +168,10 @@ def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | N
     return results
 
 
-def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: PromptsSection | None = None):
-    """A sentence-transformers evaluator that runs `evaluate_model`, for best-checkpoint selection in training."""
+def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: PromptsSection | None = None,
+                 around: Callable[[], ContextManager] = nullcontext):
+    """A sentence-transformers evaluator that runs `evaluate_model` (inside `around()`), for best-checkpoint
+    selection in training."""
     from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
     class IREvaluator(BaseEvaluator):
@@ -177,7 +181,8 @@ def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: Pr
             self.greater_is_better = True
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
-            result = evaluate_model(model, ir, cfg, placement, prompts)
+            with around():
+                result = evaluate_model(model, ir, cfg, placement, prompts)
             log.info("evaluation at step %s: %s=%.4f", steps, cfg.primary_metric, result.metrics[cfg.primary_metric])
             return result.metrics
 

@@ -41,7 +41,7 @@ class RagtuneEmbeddings(Embeddings):
     """Embeddings from a sentence-transformers model (e.g. RUN_DIR/final), unit-normalised, with an in-memory cache
     so repeated documents are encoded once; the hit rate is logged on every call."""
 
-    def __init__(self, model: str = "sentence-transformers/all-MiniLM-L6-v2", batch_size: int = 64,
+    def __init__(self, model: str = "sentence-transformers/all-MiniLM-L6-v2", batch_size: int | None = None,
                  query_prompt: str | None = None, document_prompt: str | None = None):
         from ragtune.models.device import choose_placement
         from ragtune.models.load import load_embedder

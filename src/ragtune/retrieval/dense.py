@@ -33,14 +33,14 @@ def reduced_precision_copy(model, placement: Placement):
     return copy_.to(placement.dtype), nullcontext()
 
 
-def encode(model, texts: list[str], placement: Placement, batch_size: int = 64, prompt: str | None = None,
+def encode(model, texts: list[str], placement: Placement, batch_size: int | None = None, prompt: str | None = None,
            show_progress: bool = False) -> np.ndarray:
     """Unit-normalised float32 embeddings, (n, dim). Texts go longest first in batches, in reduced precision."""
     if not texts:
         return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
     encoder, context = reduced_precision_copy(model, placement)
     with context:
-        embeddings = encoder.encode(texts, batch_size=batch_size, prompt=prompt, normalize_embeddings=True,
+        embeddings = encoder.encode(texts, batch_size=batch_size or placement.encode_batch_size, prompt=prompt, normalize_embeddings=True,
                                     convert_to_tensor=True, show_progress_bar=show_progress)
     return np.ascontiguousarray(embeddings.float().cpu().numpy(), dtype=np.float32)
 
@@ -124,8 +124,9 @@ class DenseRetriever:
             self._encoder = reduced_precision_copy(self.model, self.placement)
         encoder, context = self._encoder
         with context:
-            embeddings = encoder.encode(texts, batch_size=self.settings.batch_size, prompt=self.query_prompt,
-                                        normalize_embeddings=True, convert_to_tensor=True, show_progress_bar=False)
+            batch_size = self.settings.batch_size or self.placement.encode_batch_size
+            embeddings = encoder.encode(texts, batch_size=batch_size, prompt=self.query_prompt, normalize_embeddings=True,
+                                        convert_to_tensor=True, show_progress_bar=False)
         return np.ascontiguousarray(embeddings.float().cpu().numpy(), dtype=np.float32)
 
     @classmethod
@@ -165,7 +166,7 @@ class DenseRetriever:
 
 
 def dense_run(model, corpus: dict[str, str], queries: dict[str, str], placement: Placement, k: int = 100,
-              batch_size: int = 64, query_prompt: str | None = None, document_prompt: str | None = None,
+              batch_size: int | None = None, query_prompt: str | None = None, document_prompt: str | None = None,
               show_progress: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Retrieve the top k documents for every query with exact search; return the run and timings in seconds."""
     doc_ids = list(corpus)

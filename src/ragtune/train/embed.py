@@ -17,6 +17,7 @@ from ragtune.models.resolve import resolve_model
 from ragtune.progress import Reporter
 from ragtune.train import recipe
 from ragtune.train.bucketing import length_bucketing
+from ragtune.train.freezing import FrozenPrefixCache, freeze_bottom
 from ragtune.train.losses import build_loss, check_loss_fits
 from ragtune.train.recipe import TrainResult
 from ragtune.train.run_log import run_logging
@@ -50,6 +51,8 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     placement = choose_placement(cfg.model.device, cfg.model.precision)
     recipe.seed_everything(cfg.train.seed)
     model = load_embedder(cfg.model.name, placement, cfg.model.max_seq_length)
+    recipe.set_dropout(model, cfg.model.dropout)
+    freeze_bottom(model, cfg.train.freeze_layers)
     loss = build_loss(model, cfg.loss, cfg.loss_args, cfg.matryoshka_dims)
     mining = None
     if cfg.data.hard_negatives:
@@ -70,15 +73,23 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         for line in mining.lines() if mining else []:
             reporter.note(f"hard negatives: {line}")
         base_path = resolve_model(cfg.model.name)  # untouched weights: their corpus embeddings may be cached
-        before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, data.eval.name, lambda: (
-            evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts, cache_as=base_path).metrics))
+        # The bf16 CPU path encodes with a copy of the weights, which the frozen-layer cache cannot see.
+        bf16_copy = placement.device == "cpu" and placement.precision != "fp32"
+        frozen = FrozenPrefixCache(model, 0 if bf16_copy else cfg.train.freeze_layers)
+
+        def evaluate_base() -> dict[str, float]:
+            with frozen.recording():
+                return evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts, cache_as=base_path).metrics
+
+        before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, data.eval.name, evaluate_base)
 
         train_dataset = datasets.Dataset.from_list(data.train.rows)
         kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
         kwargs.update(batch_sampler=cfg.train.batch_sampler, prompts=_prompt_map(cfg, data.train.columns))
         args = build_training_args(SentenceTransformerTrainingArguments, kwargs)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
-                                             evaluator=ir_evaluator(data.eval, cfg.eval, placement, cfg.prompts),
+                                             evaluator=ir_evaluator(data.eval, cfg.eval, placement, cfg.prompts,
+                                                                    frozen.replaying),
                                              callbacks=recipe.callbacks(run_dir, cfg, reporter))
         with length_bucketing(model, cfg.train.length_buckets):
             train_seconds = recipe.train(trainer, run_dir, resume)
@@ -87,11 +98,13 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
 
 
         def evaluate_after() -> dict[str, float]:
-            with reporter.phase("Evaluating the tuned model"):
+            with reporter.phase("Evaluating the tuned model"), frozen.replaying():
                 return evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts).metrics
 
         final, best, after = recipe.conclude(trainer, run_dir, model.save_pretrained, cfg.eval.primary_metric,
                                              evaluate_after)
+        if frozen.states:
+            log.info(frozen.summary())
         details = {"model": cfg.model.name, "data": str(cfg.data.train), "eval split": data.eval.name,
                    "train examples": str(len(train_dataset)), "loss": cfg.loss,
                    "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}

@@ -93,6 +93,7 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
     model = load_generator(cfg.model.name, placement, cfg.method, cfg.model.dtype,
                            attn_implementation=cfg.model.attn_implementation)
     check_max_length(model, cfg.max_length)
+    recipe.set_dropout(model, cfg.model.dropout)
     stops = stop_token_ids(tokenizer, template)
     if added:
         model.resize_token_embeddings(len(tokenizer))

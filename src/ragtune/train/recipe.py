@@ -39,6 +39,20 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
+def set_dropout(model, p: float | None) -> None:
+    """Set every dropout of `model` to `p` (None keeps the model's own): nn.Dropout layers, and the float
+    `attention_dropout` that many attention modules pass to their kernel. The saved config keeps its values."""
+    if p is None:
+        return
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = p
+
+
 def open_run(cfg: TaskConfig, resume: bool, overwrite: bool) -> Path:
     """Create (or reopen) the run directory and write the resolved config; call only after every input is checked."""
     run_dir = Path(cfg.output.dir)

@@ -64,6 +64,7 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
     rows, mining_report = _training_rows(cfg, data, placement, reporter)
     recipe.seed_everything(cfg.train.seed)  # the new scoring head starts the same on every run
     model = load_cross_encoder(cfg.model.name, placement, new_head=True)
+    recipe.set_dropout(model, cfg.model.dropout)
     if cfg.model.max_seq_length:
         model.max_seq_length = cfg.model.max_seq_length
     loss = build_rerank_loss(model, cfg.loss, cfg.loss_args)

@@ -60,6 +60,7 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
     recipe.seed_everything(cfg.train.seed)
     model = load_generator(cfg.model.name, placement, cfg.method, cfg.model.dtype, seq2seq=True,
                            attn_implementation=cfg.model.attn_implementation)
+    recipe.set_dropout(model, cfg.model.dropout)
     encoder = Encoder(tokenizer, model.config.model_type, cfg.source_prefix, cfg.max_source_length,
                       cfg.max_target_length)
     encoder.check_languages(train_pairs + eval_pairs)
