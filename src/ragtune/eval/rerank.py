@@ -46,7 +46,8 @@ class Candidates:
         """Rerank the top `rerank_top_k` of every query with `model` (its weights as they are now)."""
         from ragtune.retrieval.rerank import Reranker
 
-        settings = RerankSection(top_k=cfg.rerank_top_k, batch_size=cfg.batch_size)
+        sizes = {"batch_size": cfg.batch_size} if cfg.batch_size else {}  # else the reranker's own default
+        settings = RerankSection(top_k=cfg.rerank_top_k, **sizes)
         reranker = Reranker(model, placement, settings)
         reranked = [reranker.rerank(self.ir.queries[q], hits, self.ir.corpus)
                     for q, hits in zip(self.query_ids, self.hits)]
