@@ -37,7 +37,9 @@ class Candidates:
         first = PipelineBuilder(ir.corpus, config, placement).build(spec)
         query_ids = list(ir.queries)
         depth = max(max(cfg.ks), cfg.rerank_top_k)
-        return cls(ir, query_ids, first.search([ir.queries[q] for q in query_ids], depth), spec.text)
+        hits = first.search([ir.queries[q] for q in query_ids], depth)
+        # Ties go by id, as the metrics break them, so 'before' and the reranked tail rank tied documents alike.
+        return cls(ir, query_ids, [sorted(h, key=lambda item: (-item[1], item[0])) for h in hits], spec.text)
 
     def first_stage_metrics(self, cfg: RerankEvalSection) -> dict[str, float]:
         return ir_metrics(self.ir.qrels, to_run(self.query_ids, self.hits), cfg.metrics, cfg.ks)
