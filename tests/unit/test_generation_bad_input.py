@@ -125,7 +125,9 @@ def test_eval_generation_bad_input(cli, tiny_llm, tmp_path):
 
 def test_records_with_an_empty_answer_are_skipped_with_a_count(cli, tiny_llm, tmp_path):
     rows = [GOOD] * 6 + [{"instruction": "x", "input": "", "output": "  "}]
-    data = _write(tmp_path / "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    folder = tmp_path / ("a-folder-with-a-long-name-" * 4)  # the warning must not wrap inside FILE:LINE
+    folder.mkdir()
+    data = _write(folder / "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     code, _, err = cli(*llm_args(tiny_llm, data, tmp_path / "run", "max_length=64", "eval.generation_samples=1",
                                  "eval.max_new_tokens=2", "--allow-regression"))
     assert code == 0, err

@@ -54,7 +54,11 @@ def setup_logging() -> None:
     for handler in list(root.handlers):
         if getattr(handler, "_ragtune", False):
             root.removeHandler(handler)
-    handler = RichHandler(console=errors, show_path=False, show_time=False, markup=False)
+    if errors.is_terminal:
+        handler: logging.Handler = RichHandler(console=errors, show_path=False, show_time=False, markup=False)
+    else:  # piped or captured: one line per record, never wrapped, so FILE:LINE stays greppable
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     handler._ragtune = True  # type: ignore[attr-defined]
     handler.setLevel(level)
     root.addHandler(handler)
