@@ -39,11 +39,13 @@ def test_placement_on_cpu():
     assert auto.precision in ("bf16", "fp32") and auto.reason
 
 
-def test_encode_batch_size_follows_the_device():
+def test_batch_sizes_follow_the_device():
     from ragtune.models.device import Placement
 
     assert Placement("cpu", "fp32", "forced").encode_batch_size == 16
     assert Placement("cuda", "bf16", "forced").encode_batch_size == 128
+    assert Placement("cpu", "fp32", "forced").rerank_batch_size == 8
+    assert Placement("cuda", "bf16", "forced").rerank_batch_size == 64
 
 
 def test_set_dropout_reaches_every_dropout_and_none_keeps_them(tiny_embedder, tiny_llm):

@@ -72,7 +72,7 @@ class FusionSection(Section):
 
 class RerankSection(Section):
     top_k: int = Field(100, gt=0, description="first-stage candidates the cross-encoder rescores")
-    batch_size: int = Field(32, gt=0, description="pairs per forward pass")
+    batch_size: int | None = Field(None, gt=0, description="pairs per forward pass; default 8 on CPU, 64 on GPUs")
     max_length: int | None = Field(None, gt=0, description="truncate query+document to N tokens; default: the model's")
     first_stage_weight: float = Field(0.0, ge=0, le=1, description="mix in the first stage's score (both min-max "
                                       "normalised over the top k): 0 = the reranker alone")

