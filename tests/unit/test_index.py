@@ -309,6 +309,36 @@ def test_a_different_embedder_is_refused(cli, built, docs, tiny_embedder, tmp_pa
     assert code == 0, err
 
 
+def test_an_embedder_retrained_in_place_is_refused(cli, docs, tiny_embedder, tmp_path):
+    # The manifest points at the embedder's folder; new weights written there (train embed --overwrite into the
+    # same run directory, say) must not be mixed with the stored vectors, with or without --embedder.
+    embedder = shutil.copytree(tiny_embedder, tmp_path / "run" / "final")
+    index = tmp_path / "index"
+    build(cli, docs, index, str(embedder))
+    assert ask(cli, index, "heart rhythm", "mode=dense")["sources"]
+    perturbed_copy(tiny_embedder, tmp_path / "retrained")
+    shutil.copy(tmp_path / "retrained" / "model.safetensors", embedder / "model.safetensors")
+    error_line(cli("query", index, "heart rhythm", "--no-generate", "mode=dense"), str(embedder), "changed",
+               "index build")
+    error_line(cli("index", "add", index, _write(docs / "new.txt", "Bone density.")), "changed")
+    assert ask(cli, index, "heart rhythm", "mode=bm25")["sources"]  # BM25 needs no embedder
+    assert info(cli, index)["version"] == "v000001"
+
+
+def test_a_file_is_known_by_any_spelling_of_its_path(cli, built, docs, monkeypatch):
+    before = all_chunks(built)
+    monkeypatch.chdir(docs.parent)
+    code, out, err = cli("--json", "index", "add", built, "docs/heart.txt", "./docs/lung.md")  # built from absolute
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["unchanged_sources"] == [str(docs / "heart.txt"), str(docs / "lung.md")]
+    assert not report["added_sources"] and all_chunks(built) == before
+    code, out, err = cli("--json", "index", "delete", built, "--source", "docs/heart.txt")
+    assert code == 0, err
+    assert json.loads(out)["removed_sources"] == [str(docs / "heart.txt")]
+    assert {s for s, _ in all_chunks(built).values()} == {s for s, _ in before.values()} - {str(docs / "heart.txt")}
+
+
 @pytest.mark.parametrize("command", ["info", "query", "add"])
 def test_a_newer_format_version_is_a_clear_error(cli, built, docs, command):
     manifest = built / "v000001" / "manifest.json"

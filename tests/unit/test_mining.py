@@ -267,6 +267,23 @@ def test_data_mine_writes_triplets_that_validate_and_train(cli, pairs_file, tiny
     assert (tmp_path / "run" / "final").is_dir() and "triplets" in (tmp_path / "run" / "train.log").read_text()
 
 
+@pytest.mark.parametrize("kind", ["dense", "hybrid"])
+def test_data_mine_with_a_dense_or_hybrid_retriever(cli, pairs_file, tiny_embedder, tmp_path, kind):
+    dense = f"dense:{tiny_embedder}"
+    spec = dense if kind == "dense" else f"hybrid(bm25,{dense})"
+    out = tmp_path / "mined.jsonl"
+    code, stdout, err = cli("--json", "data", "mine", pairs_file, "--out", out, f"retriever={spec}",
+                            "output=triplets", "num_negatives=2", "range_max=10", "--device", "cpu")
+    assert code == 0, err
+    report = json.loads(stdout)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert report["pairs"] == len(toy_pairs()) and report["removed"]["positives"] == report["pairs"]
+    assert report["negatives"] == len(rows) == 2 * report["pairs"]
+    assert all(r["negative"] != r["positive"] for r in rows)
+    assert len({(r["query"], r["negative"]) for r in rows}) == len(rows)  # two different negatives per pair
+    assert Counter(r["query"] for r in rows) == Counter({r["query"]: 2 for r in toy_pairs()})
+
+
 def test_data_mine_human_output_and_ntuples(cli, pairs_file, tmp_path):
     out = tmp_path / "mined.jsonl"
     code, stdout, err = cli("data", "mine", pairs_file, "-o", out, "num_negatives=3", "max_score=100")

@@ -143,6 +143,16 @@ class Index:
             raise ModelError(f"{self.root}: built with embedder '{built['name']}'; '{embedder}' is a different "
                              "model, so its vectors would not match; use the index's own embedder or rebuild")
 
+    def _check_weights(self, info: dict) -> None:
+        """Refuse an embedder whose weights changed since the build (say, retrained into the same folder)."""
+        from ragtune.retrieval.cache import model_fingerprint
+
+        now = model_fingerprint(info["path"])
+        if now is not None and info.get("fingerprint") and now != info["fingerprint"]:
+            raise ModelError(f"{self.root}: the embedder at {info['path']} has changed since this index was built "
+                             "(its weights differ), so new vectors would not match the stored ones; rebuild with "
+                             "`ragtune index build`, or restore that model")
+
     # ------------------------------------------------------------------------------------------------ reading
     @property
     def size(self) -> int:
@@ -169,6 +179,7 @@ class Index:
             from ragtune.retrieval.dense import DenseRetriever
 
             info = self.manifest["embedder"]
+            self._check_weights(info)
             model = load_embedder(info["path"], self.placement, info.get("max_seq_length"))
             retriever = DenseRetriever(model, self.placement, self.config.dense, info["path"])
             retriever.index = self.faiss()
@@ -317,13 +328,27 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
     return report
 
 
+def _source_names(paths: list[str], known) -> list[str]:
+    """The names the index knows files by: their spelling at indexing, matched exactly or as the same file on disk
+    (an absolute path for one indexed as relative, say); a file the index does not know keeps its own spelling."""
+    on_disk: dict[Path, str] | None = None
+    names = []
+    for path in paths:
+        if path not in known:
+            if on_disk is None:
+                on_disk = {Path(s).resolve(): s for s in known}
+            path = on_disk.get(Path(path).resolve(), path)
+        names.append(path)
+    return names
+
+
 def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = None, placement=None) -> ChangeReport:
     """Index new and changed files (found by content hash); unchanged ones cost nothing."""
     files = source_files(inputs)
 
     def plan(index: Index, report: ChangeReport):
         known = dict(index._db.execute("SELECT source, content_hash FROM sources"))
-        fresh = {str(f): file_hash(f) for f in files}
+        fresh = {name: file_hash(f) for name, f in zip(_source_names([str(f) for f in files], known), files)}
         for source, digest in fresh.items():
             bucket = report.unchanged_sources if known.get(source) == digest else \
                 report.changed_sources if source in known else report.added_sources
@@ -351,18 +376,19 @@ def delete_from_index(root: str | Path, sources: list[str] | None = None, ids: l
 
     def plan(index: Index, report: ChangeReport):
         known = {s for (s,) in index._db.execute("SELECT source FROM sources")}
-        missing = [s for s in sources if s not in known]
+        named = _source_names(sources, known)
+        missing = [s for s, name in zip(sources, named) if name not in known]
         present = {cid for (cid,) in index._db.execute("SELECT id FROM chunks")}
         unknown_ids = sorted(ids - present)
         if missing or unknown_ids:
             what = [f"sources not in the index: {missing[:3]}"] if missing else []
             what += [f"chunk ids not in the index: {unknown_ids[:3]}"] if unknown_ids else []
             raise DataError(f"{index.root}: {'; '.join(what)}; `ragtune index info` lists what is there")
-        report.removed_sources = sources
+        report.removed_sources = named
         keep = [cid for cid, src in index._db.execute("SELECT id, source FROM chunks ORDER BY row")
-                if src not in sources and cid not in ids]
+                if src not in named and cid not in ids]
         hashes = {s: (h, n) for s, h, n in index._db.execute("SELECT source, content_hash, chunks FROM sources")
-                  if s not in sources}
+                  if s not in named}
         return keep, [], hashes
 
     return _change(root, plan, None, placement)
