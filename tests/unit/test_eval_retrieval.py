@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from tests.conftest import toy_pairs, write_jsonl
 from tests.unit.test_bad_input import one_line_error
 from tests.unit.test_cli import make_beir
@@ -191,6 +193,62 @@ def test_pipelines_can_come_from_a_config_file(cli, tmp_path):
     one_line_error(cli("eval", "retrieval", "--data", beir, "-c", empty), "no pipeline to evaluate")
 
 
+def test_significance_marks_a_clear_win_and_a_clear_loss():
+    from ragtune.eval.results import results_markdown
+    from ragtune.eval.retrieval import PipelineResult, significance
+
+    # 30 queries, one relevant doc each, ten candidates: the middle run has it at ranks 3 to 7, the good run first,
+    # the bad run never.
+    qrels = {f"q{i}": {f"rel{i}": 1} for i in range(30)}
+
+    def run(rank):
+        return {q: {(f"rel{i}" if j == rank(i) else f"x{i}-{j}"): 10.0 - j for j in range(10)}
+                for i, q in enumerate(qrels)}
+    middle, good, bad = run(lambda i: 2 + i % 5), run(lambda i: 0), run(lambda i: 99)
+    metrics = ["ndcg@10", "recall@10"]
+    tests = significance(qrels, [middle, good, bad, middle], metrics)
+    assert tests[0] is None
+    assert tests[1]["better"] == {"ndcg@10": True, "recall@10": False}  # recall@10 is 1.0 for both
+    assert tests[1]["p_values"]["ndcg@10"] < 0.05 and tests[1]["p_values"]["recall@10"] is None
+    assert tests[2]["worse"] == {"ndcg@10": True, "recall@10": True} and not any(tests[2]["better"].values())
+    assert not any(tests[3]["better"].values()) and not any(tests[3]["worse"].values())  # same run: no mark
+
+    results = [PipelineResult(name, {"ndcg@10": 0.5, "recall@10": 0.5}, significance=test)
+               for name, test in zip(["middle", "good", "bad", "same"], tests)]
+    rows = results_markdown(results, metrics).splitlines()
+    assert "↑" not in rows[2] and "↓" not in rows[2]
+    assert rows[3].count("↑") == 1 and rows[4].count("↓") == 2 and "↑" not in rows[5] and "↓" not in rows[5]
+    assert "significantly better/worse than `middle`" in rows[-1]
+
+
+def test_the_rerankers_first_stage_weight_is_the_one_that_ranks_best():
+    # Per query the first stage ranks the relevant doc first (10 > 5 > 0: min-max 1, 0.5, 0) and the reranker puts
+    # it last (0 < 0.5 < 1 for b, a). Mixed, the relevant doc scores w and `a` scores (1 - w) + 0.5 w: the relevant
+    # doc is on top only for w > 2/3, so the smallest weight of the grid that ranks best is 0.7.
+    from types import SimpleNamespace
+
+    from ragtune.config.retrieval import RerankSection
+    from ragtune.data.beir import IRData
+    from ragtune.eval.retrieval import _tune
+
+    queries = {f"q{i}": f"query {i}" for i in range(5)}
+    corpus = {f"{name}{i}": f"{name} text {i}" for i in range(5) for name in ("rel", "a", "b")}
+    first = {f"query {i}": [(f"rel{i}", 10.0), (f"a{i}", 5.0), (f"b{i}", 0.0)] for i in range(5)}
+    opinion = {"rel": 0.0, "a": 1.0, "b": 0.5}
+
+    class Scorer:
+        settings = RerankSection(top_k=3)
+
+        def score(self, query, documents):
+            return np.array([opinion[d.split()[0]] for d in documents], dtype=np.float32)
+
+    pipeline = SimpleNamespace(first=SimpleNamespace(search=lambda qs, k: [first[q] for q in qs]),
+                               reranker=Scorer(), rerank_k=3, name="fake")
+    tune = IRData(corpus, queries, {q: {f"rel{q[1:]}": 1} for q in queries}, "train")
+    _tune(pipeline, tune, "ndcg@10")
+    assert pipeline.reranker.settings.first_stage_weight == 0.7
+
+
 def test_tune_fusion_fits_the_rerankers_first_stage_weight(cli, tiny_embedder, tiny_cross_encoder, tmp_path):
     beir = make_beir(tmp_path / "beir")
     spec = f"hybrid(bm25,dense:{tiny_embedder})+rerank:{tiny_cross_encoder}@5"
@@ -199,3 +257,4 @@ def test_tune_fusion_fits_the_rerankers_first_stage_weight(cli, tiny_embedder, t
     assert code == 0, err
     (row,) = json.loads(out)["pipelines"]
     assert 0.0 <= row["fusion"]["rerank_first_stage_weight"] <= 0.9 and len(row["fusion"]["weights"]) == 2
+    # (the grid search itself is checked against a known answer in the test above)

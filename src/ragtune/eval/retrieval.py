@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager
@@ -119,7 +120,9 @@ def significance(qrels: dict, runs: list[dict], metrics: list[str], test: str = 
 
     judged = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
     named = [Run({q: run.get(q) or {"__none__": 0.0} for q in judged}, name=f"p{i}") for i, run in enumerate(runs)]
-    report = compare(Qrels(judged), named, metrics=metrics, stat_test=test, max_p=max_p).to_dict()
+    with warnings.catch_warnings():  # scipy warns on per-query differences that are all equal; the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = compare(Qrels(judged), named, metrics=metrics, stat_test=test, max_p=max_p).to_dict()
     out: list[dict | None] = [None]
     for i in range(1, len(runs)):
         # A test over identical per-query scores has no p-value (ranx gives NaN, which is not valid JSON): None.
