@@ -640,6 +640,29 @@ def test_synth_pairs_and_rag_sft_train_the_embedder_and_the_llm(cli, synth_out, 
     assert (tmp_path / "llm" / "final" / "adapter_config.json").is_file()
 
 
+def test_the_readme_walkthrough_from_a_folder_to_a_cited_answer(cli, passages, chat_server, tiny_embedder, tmp_path):
+    # The README's five commands, offline: tiny models, and the chat stub standing in for the LLM.
+    llm = ["--generator", chat_server.url, "--generator-model", "m"]
+    index, synth, run = tmp_path / "my-index", tmp_path / "synth", tmp_path / "runs" / "my-embed"
+    assert cli("index", "build", passages, "--out", index, "--embedder", tiny_embedder)[0] == 0
+    chat_server.reply = QuestionWriter()
+    code, _, err = cli("data", "synth", index, "--out", synth, *llm)
+    assert code == 0, err
+    code, _, err = cli("train", "embed", f"data.train={synth / 'pairs.jsonl'}", *tiny_train_overrides(tiny_embedder, run),
+                       "--allow-regression")
+    assert code == 0, err
+    code, _, err = cli("index", "build", passages, "--out", index, "--embedder", run / "final", "--overwrite")
+    assert code == 0, err
+    chat_server.reply = lambda body: "Regular exercise lowers it [1]."
+    code, out, err = cli("--json", "query", index, "What lowers blood pressure?", *llm)
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["answer"] == "Regular exercise lowers it [1]." and answer["sources"]
+    assert answer["sources"][0]["n"] == 1 and Path(answer["sources"][0]["source"]).parent == passages
+    code, out, _ = cli("--json", "index", "info", index)
+    assert code == 0 and Path(json.loads(out)["embedder"]) == run / "final"  # the tuned embedder serves it
+
+
 def test_synth_rerank_jsonl_trains_the_reranker_with_its_own_negatives(cli, synth_out, tiny_cross_encoder,
                                                                        tmp_path):
     code, _, err = cli("train", "rerank", f"data.train={synth_out / 'rerank.jsonl'}",
