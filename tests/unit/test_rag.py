@@ -33,7 +33,7 @@ PASSAGES = ["Cardiac arrhythmia follows potassium imbalance, reported in the cli
 # ------------------------------------------------------------------------------------ a real chat endpoint
 class ChatStub:
     """What an OpenAI-compatible server received, and how it answers: ok, garbage, no_choices, error500,
-    error404, hang or flaky (HTTP 500 for the first `failures` requests, then ok)."""
+    error404, hang, trickle (a slow body) or flaky (HTTP 500 for the first `failures` requests, then ok)."""
 
     def __init__(self, url: str):
         self.url = url
@@ -53,6 +53,19 @@ class _ChatHandler(BaseHTTPRequestHandler):
             mode = "error500" if len(stub.requests) <= stub.failures else "ok"
         if mode == "hang":
             time.sleep(3)
+        if mode == "trickle":  # headers at once, then the body a byte every 0.2 s
+            payload = json.dumps({"choices": [{"message": {"content": "x" * 40}}]}).encode()
+            try:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                for byte in payload:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            return
         if mode == "error500":
             return self._send(500, b"internal error")
         if mode == "error404":
@@ -431,6 +444,36 @@ def test_openai_generator_down_or_hanging_fails_in_bounded_time(chat_server):
     with pytest.raises(GeneratorError, match="timed out"):
         OpenAIGenerator(chat_server.url, "m", timeout=1, retries=1).generate([{"role": "user", "content": "hi"}])
     assert time.monotonic() - start < 10
+
+
+def test_a_trickling_endpoint_cannot_outlast_the_deadline(chat_server):
+    from ragtune.rag.generators import GeneratorError, OpenAIGenerator
+
+    chat_server.behaviour = "trickle"  # every byte arrives well within the socket timeout; the reply takes 15 s
+    start = time.monotonic()
+    with pytest.raises(GeneratorError, match="timed out.*after 1 attempts"):
+        OpenAIGenerator(chat_server.url, "m", timeout=1, retries=1).generate([{"role": "user", "content": "hi"}])
+    assert time.monotonic() - start < 5
+
+
+def test_endpoint_settings_come_from_the_environment(chat_server, monkeypatch):
+    from ragtune.errors import ConfigError
+    from ragtune.rag.generators import make_generator
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("RAGTUNE_GENERATOR_TIMEOUT", "2.5")
+    monkeypatch.setenv("RAGTUNE_GENERATOR_RETRIES", "5")
+    generator = make_generator(chat_server.url, "m")
+    assert (generator.api_key, generator.timeout, generator.retries) == ("sk-test", 2.5, 5)
+    generator.generate([{"role": "user", "content": "hi"}])
+    assert chat_server.requests[-1]["headers"]["Authorization"] == "Bearer sk-test"
+    assert make_generator(chat_server.url, "m", api_key="other", timeout=1, retries=1).retries == 1
+    for name, value in [("RAGTUNE_GENERATOR_TIMEOUT", "soon"), ("RAGTUNE_GENERATOR_RETRIES", "0"),
+                        ("RAGTUNE_GENERATOR_RETRIES", "2.5")]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=f"{name}='{value}'"):
+            make_generator(chat_server.url, "m")
+        monkeypatch.delenv(name)
 
 
 def test_generator_errors_through_the_cli(cli, index, chat_server):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import time
 import urllib.error
 import urllib.request
 from typing import Protocol
 
-from ragtune.errors import RagtuneError
+from ragtune.errors import ConfigError, RagtuneError
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,17 @@ class OpenAIGenerator:
                                          headers={"Content-Type": "application/json",
                                                   **({"Authorization": f"Bearer {self.api_key}"}
                                                      if self.api_key else {})})
+        deadline = time.monotonic() + self.timeout
+        body = bytearray()
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            return json.loads(response.read().decode("utf-8"))
+            # read1 returns what one receive brings, so a server that trickles bytes cannot outlast the deadline
+            while chunk := response.read1(1 << 16):
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"timed out: no complete reply within {self.timeout:g} s")
+            if response.length:  # the connection closed before the promised Content-Length
+                raise http.client.IncompleteRead(bytes(body), response.length)
+        return json.loads(body.decode("utf-8"))
 
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int = 256, temperature: float = 0.0) -> str:
         payload = {"model": self.name, "messages": messages, "max_tokens": max_new_tokens,
@@ -98,12 +108,32 @@ class OpenAIGenerator:
         return int(len(text.split()) * 1.3) + 1  # no tokenizer at hand: a conservative word-based estimate
 
 
+def _env_number(name: str, default, kind):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} is not a positive {'number' if kind is float else 'whole number'}; "
+                          f"unset it or give one, e.g. {name}={default}")
+    return value
+
+
 def make_generator(spec: str, model_name: str | None = None, api_key: str | None = None,
-                   timeout: float = 60.0, retries: int = 3, placement=None) -> Generator:
-    """`http(s)://...` is an OpenAI-compatible endpoint (model name required); anything else a local model."""
+                   timeout: float | None = None, retries: int | None = None, placement=None) -> Generator:
+    """`http(s)://...` is an OpenAI-compatible endpoint (model name required); anything else a local model.
+
+    For an endpoint, what is not given comes from the environment: OPENAI_API_KEY (sent as a bearer token),
+    RAGTUNE_GENERATOR_TIMEOUT (seconds one attempt may take in all, default 60) and RAGTUNE_GENERATOR_RETRIES
+    (attempts, default 3)."""
     if spec.startswith(("http://", "https://")):
         if not model_name:
             raise GeneratorError(f"--generator {spec} is an endpoint; name the served model with --generator-model "
                                  "(e.g. the name vLLM was started with)")
-        return OpenAIGenerator(spec, model_name, api_key, timeout, retries)
+        return OpenAIGenerator(spec, model_name, api_key or os.environ.get("OPENAI_API_KEY") or None,
+                               timeout or _env_number("RAGTUNE_GENERATOR_TIMEOUT", 60.0, float),
+                               retries or _env_number("RAGTUNE_GENERATOR_RETRIES", 3, int))
     return LocalGenerator(spec, placement)
