@@ -474,6 +474,30 @@ def test_reranker_scores_equal_cross_encoder_predict(cross_encoder):
     assert np.ptp(scores) > 1e-3  # distinct scores: a wrong order would show
 
 
+def test_bf16_on_cpu_runs_a_copy_and_agrees_with_fp32(embedder, cross_encoder):
+    # The bf16 path (AVX512-BF16/AMX CPUs) on any CPU: a bf16 copy runs, the fp32 model is left as it was, and the
+    # embeddings and rerank scores agree with fp32 to bf16's precision.
+    import torch
+
+    from ragtune.retrieval.dense import encode
+    from ragtune.retrieval.rerank import Reranker
+
+    bf16 = Placement("cpu", "bf16", "tests: forced bf16")
+    texts = DOCS + [r["document"] for r in toy_pairs()[:8]]
+    exact, reduced = encode(embedder, texts, CPU), encode(embedder, texts, bf16)
+    assert reduced.dtype == np.float32 and reduced.shape == exact.shape
+    assert np.min(np.sum(exact * reduced, axis=1)) > 0.99  # cosine per text
+    assert next(embedder.parameters()).dtype == torch.float32
+
+    query = "what about cholesterol levels number 3 in heart"
+    fp32_scores = Reranker(cross_encoder, CPU).score(query, DOCS)
+    reranker = Reranker(cross_encoder, bf16)
+    bf16_scores = reranker.score(query, DOCS)
+    assert next(reranker._module()[0].parameters()).dtype == torch.bfloat16
+    assert next(cross_encoder.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(bf16_scores, fp32_scores, atol=0.02)  # bf16 keeps 8 bits of mantissa
+
+
 def test_rerank_orders_the_head_and_keeps_the_tail(cross_encoder):
     from ragtune.retrieval.rerank import Reranker
 

@@ -120,6 +120,45 @@ def test_every_loss_trains_on_data_of_its_layout(cli, tiny_cross_encoder, tmp_pa
     assert f"**loss**: {loss}" in (run_dir / "summary.md").read_text()
 
 
+def graded_pairs() -> list[dict]:
+    """labelled_pairs with a middle grade: the first negative of each query is judged 0.5."""
+    rows = labelled_pairs()
+    for i in range(1, len(rows), 3):
+        rows[i]["label"] = 0.5
+    return rows
+
+
+def test_a_plain_encoder_with_a_new_head_trains_on_graded_labels(cli, tiny_embedder, tmp_path):
+    # The default path of the issue: an encoder checkpoint (no scoring head) becomes a cross-encoder.
+    data = write_jsonl(tmp_path / "graded.jsonl", graded_pairs())
+    run_dir = tmp_path / "run"
+    code, _, err = cli("train", "rerank", f"data.train={data}", "data.hard_negatives=null",
+                       *tiny_rerank_overrides(tiny_embedder, run_dir), "--allow-regression")
+    assert code == 0, err
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(str(run_dir / "final"), device="cpu")
+    assert model.num_labels == 1 and math.isfinite(float(model.predict([("a query", "a document")])[0]))
+
+
+def test_graded_labels_by_layout():
+    from ragtune.data.formats import Examples
+    from ragtune.data.rerank import groups_from_examples, rerank_rows
+
+    rows = [{"sentence1": r["query"], "sentence2": r["document"], "score": float(r["label"])} for r in graded_pairs()]
+    groups = groups_from_examples(Examples("scored_pairs", ["sentence1", "sentence2", "score"], rows,
+                                           [f"graded.jsonl:{i + 1}" for i in range(len(rows))]))
+    pointwise = rerank_rows(groups, "pointwise")
+    assert sorted({r["label"] for r in pointwise}) == [0.0, 0.5, 1.0] and len(pointwise) == len(rows)
+    listwise = rerank_rows(groups, "listwise")
+    assert all(sorted(r["labels"]) == [0.0, 0.5, 1.0] for r in listwise)
+    tuples = rerank_rows(groups, "tuples")  # the 0.5 document is neither the positive nor a negative
+    assert len(tuples) == len(groups) and all(set(r) == {"query", "positive", "negative_1"} for r in tuples)
+    graded = {(r["sentence1"], r["sentence2"]) for r in rows if r["score"] == 0.5}
+    assert not graded & {(r["query"], r["negative_1"]) for r in tuples}
+    assert not graded & {(r["query"], r["positive"]) for r in tuples}
+
+
 def test_every_loss_is_covered_above():
     from ragtune.train.rerank_losses import RERANK_LOSSES
 

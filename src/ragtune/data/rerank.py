@@ -6,10 +6,13 @@ sentence1/sentence2/score) keep their label, a 0/1 or a graded score in [0, 1].
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from ragtune.data.formats import Examples
 from ragtune.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +58,11 @@ def _tuples(groups: list[Group]) -> list[dict]:
     if not usable:
         raise ConfigError("this loss needs (query, positive, negative) tuples but no query has both a positive and "
                           "a negative; mine negatives (data.hard_negatives) or use loss=bce")
+    middle = sum(1 for g in usable for label in g.labels if 0 < label < max(g.labels))
+    if middle:
+        log.info("%d documents graded between 0 and their query's top grade are left out: tuples take the top-graded "
+                 "documents as positives and the grade-0 ones as negatives (bce, listnet and lambdaloss use every "
+                 "grade)", middle)
     width = min(len(g.negatives) for g in usable)
     return [{"query": g.query, "positive": p, **{f"negative_{i + 1}": n for i, n in enumerate(g.negatives[:width])}}
             for g in usable for p in g.positives]
