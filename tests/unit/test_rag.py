@@ -783,6 +783,18 @@ def test_eval_rag_exact_match_and_f1_without_labels(cli, chat_server, tmp_path):
     assert system["metrics"] == {"recall@2": 0.75, "exact_match": 0.5, "cites_gold": 0.75, "f1": 0.625}
 
 
+def test_eval_rag_retrieval_only(cli, chat_server, tmp_path):
+    data = beir_dir(tmp_path / "beir")
+    rows = [json.loads(line) for line in (data / "queries.jsonl").read_text().splitlines()]
+    _write(data / "queries.jsonl", "".join(json.dumps({"_id": r["_id"], "text": r["text"]}) + "\n" for r in rows))
+    # (no answers: none are needed without generation)
+    code, out, err = cli("--json", "eval", "rag", "--data", data, "-p", "bm25", "--no-generate", "-k", "2")
+    assert code == 0, err
+    assert json.loads(out)["systems"][0]["name"] == "bm25"
+    assert json.loads(out)["systems"][0]["metrics"] == {"recall@2": 0.75} and not chat_server.requests
+    error_line(cli("eval", "rag", "--data", data, "-p", "bm25"), "--generator", "--no-generate")
+
+
 def test_eval_rag_human_table(cli, chat_server, tmp_path):
     data = beir_dir(tmp_path / "beir")
     code, out, err = cli("eval", "rag", "--data", data, "-p", "bm25", "--generator", chat_server.url,

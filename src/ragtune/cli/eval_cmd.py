@@ -133,8 +133,9 @@ def rag(
     data: Path = typer.Option(..., "--data", help="BEIR directory whose queries carry reference answers"),
     pipeline: list[str] = typer.Option(..., "--pipeline", "-p", help="retrieval spec per system (repeat to compare, "
                                        "e.g. dense:BASE and dense:runs/x/final)"),
-    generator: list[str] = typer.Option(..., "--generator", help="local model or OpenAI-compatible URL; one for "
-                                        "all systems or one per --pipeline"),
+    generator: Optional[list[str]] = typer.Option(None, "--generator", help="local model or OpenAI-compatible URL; "
+                                                  "one for all systems or one per --pipeline"),
+    no_generate: bool = typer.Option(False, "--no-generate", help="retrieval only: gold-passage recall per system"),
     generator_model: Optional[str] = typer.Option(None, "--generator-model", help="served model name, for a URL"),
     split: str = typer.Option("test", "--split", help="qrels split"),
     answer_field: str = typer.Option("final_decision", "--answer-field", help="query field (or metadata field) "
@@ -149,16 +150,20 @@ def rag(
     from ragtune.config.rag import RAGSection
     from ragtune.data.beir import load_beir
     from ragtune.data.embed import sample_queries
+    from ragtune.errors import ConfigError
     from ragtune.eval.rag import evaluate_rag, write_rag_results
     from ragtune.rag.generators import make_generator
     from ragtune.retrieval.spec import parse_spec
 
     for spec in pipeline:
         parse_spec(spec)
+    if not generator and not no_generate:
+        raise ConfigError("eval rag needs --generator MODEL|URL to answer, or --no-generate for gold-passage recall "
+                          "alone")
     ir = sample_queries(load_beir(data, split), max_queries, seed=42)
-    generators = [make_generator(g, generator_model) for g in generator]
+    generators = [] if no_generate else [make_generator(g, generator_model) for g in generator]
     label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
-    with RichReporter().phase("Answering"):
+    with RichReporter().phase("Retrieving" if no_generate else "Answering"):
         results = evaluate_rag(ir, str(data), pipeline, generators, RAGSection(k=k), answer_field, label_set)
     if out:
         write_rag_results(out, results, ir.name)

@@ -56,6 +56,8 @@ def evaluate_system(name: str, pipeline, generator, ir: IRData, answers: dict[st
                    enumerate(hits, start=1)]
         gold = {d for d, s in ir.qrels[qid].items() if s > 0}
         recalls.append(len(gold & {d for d, _ in hits}) / max(1, len(gold)))
+        if generator is None:  # retrieval only
+            continue
         answer = compose(question, sources, generator, settings)
         text, reference = answer.answer or "", answers[qid]
         plain = CITATION.sub("", text)  # the [n] marks the prompt asks for are not part of the answer
@@ -68,9 +70,10 @@ def evaluate_system(name: str, pipeline, generator, ir: IRData, answers: dict[st
         if len(examples) < 5:
             examples.append({"question": question, "answer": text, "reference": reference,
                              "cited": [s.id for s in cited(text, answer.sources)], "gold": sorted(gold)})
-    metrics = {f"recall@{settings.k}": float(np.mean(recalls)),
-               "accuracy" if labels else "exact_match": float(np.mean(correct)),
-               "cites_gold": float(np.mean(citing))}
+    metrics = {f"recall@{settings.k}": float(np.mean(recalls))}
+    if generator is not None:
+        metrics.update({"accuracy" if labels else "exact_match": float(np.mean(correct)),
+                        "cites_gold": float(np.mean(citing))})
     if f1s:
         metrics["f1"] = float(np.mean(f1s))
     return RAGResult(name, {k: round(v, 4) for k, v in metrics.items()}, examples)
@@ -79,19 +82,19 @@ def evaluate_system(name: str, pipeline, generator, ir: IRData, answers: dict[st
 def evaluate_rag(ir: IRData, data_dir: str, specs: list[str], generators: list, settings: RAGSection,
                  answer_field: str = "final_decision", labels: list[str] | None = None) -> list[RAGResult]:
     """Every (pipeline, generator) system on the same questions; generators pair with specs by position, or one
-    generator serves them all."""
+    generator serves them all. No generators: retrieval recall alone."""
     from ragtune.retrieval.pipeline import PipelineBuilder
 
-    if len(generators) not in (1, len(specs)):
+    if generators and len(generators) not in (1, len(specs)):
         raise DataError(f"{len(specs)} pipelines but {len(generators)} generators; give one generator, or one per "
                         "pipeline")
-    answers = reference_answers(data_dir, ir, answer_field)
+    answers = reference_answers(data_dir, ir, answer_field) if generators else {}
     labels = [label.lower() for label in labels or []]
     builder = PipelineBuilder(ir.corpus)
     results = []
     for i, spec in enumerate(specs):
-        generator = generators[i if len(generators) > 1 else 0]
-        name = f"{spec} -> {generator.name}"
+        generator = generators[i if len(generators) > 1 else 0] if generators else None
+        name = f"{spec} -> {generator.name}" if generator else spec
         results.append(evaluate_system(name, builder.build(spec), generator, ir, answers, settings, labels))
         log.info("%s: %s", name, results[-1].metrics)
     return results
