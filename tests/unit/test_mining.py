@@ -284,6 +284,26 @@ def test_data_mine_with_a_dense_or_hybrid_retriever(cli, pairs_file, tiny_embedd
     assert Counter(r["query"] for r in rows) == Counter({r["query"]: 2 for r in toy_pairs()})
 
 
+def test_the_mining_retriever_takes_its_retrieval_settings(cli, pairs_file, tiny_embedder, tmp_path):
+    from ragtune.data.mine import mining_tools
+    from ragtune.models.device import Placement
+
+    corpus = {f"d{i}": r["document"] for i, r in enumerate(toy_pairs())}
+    settings = HardNegativesSection(retriever=f"hybrid(bm25,dense:{tiny_embedder})",
+                                    bm25={"k1": 0.9, "b": 0.4, "stemming": False},
+                                    dense={"index": "hnsw", "cache": False}, fusion={"method": "wsum"})
+    retriever, _ = mining_tools(settings, corpus, None, Placement("cpu", "fp32", "tests"))
+    bm25, dense = retriever.parts
+    assert (bm25.settings.k1, bm25.settings.b, bm25.settings.stemming) == (0.9, 0.4, False)
+    assert dense.settings.index == "hnsw" and retriever.settings.method == "wsum"
+
+    out = tmp_path / "mined.jsonl"
+    code, _, err = cli("data", "mine", pairs_file, "--out", out, "bm25.k1=0.9", "bm25.language=english")
+    assert code == 0, err
+    error_line = one_line_error(cli("data", "mine", pairs_file, "--out", out, "bm25.k2=0.9"))
+    assert "bm25.k2" in error_line
+
+
 def test_data_mine_human_output_and_ntuples(cli, pairs_file, tmp_path):
     out = tmp_path / "mined.jsonl"
     code, stdout, err = cli("data", "mine", pairs_file, "-o", out, "num_negatives=3", "max_score=100")

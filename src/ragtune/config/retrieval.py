@@ -97,6 +97,11 @@ class HardNegativesSection(Section):
 
     retriever: str = Field("bm25", description="pipeline spec that proposes candidates: bm25, dense:MODEL, "
                            "hybrid(bm25,dense:MODEL); dense:base means the model being trained")
+    bm25: BM25Section = Field(default_factory=BM25Section, description="BM25 settings of the mining retriever")
+    dense: DenseSection = Field(default_factory=DenseSection, description="dense settings of the mining retriever "
+                                "(index, prompts, batch size)")
+    fusion: FusionSection = Field(default_factory=FusionSection, description="fusion settings of a hybrid mining "
+                                  "retriever")
     num_negatives: int = Field(3, gt=0, description="negatives kept per pair")
     range_min: int = Field(0, ge=0, description="skip the top N candidates (likely unlabelled positives)")
     range_max: int = Field(50, gt=0, description="sample from the top N candidates")

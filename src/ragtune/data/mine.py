@@ -154,8 +154,11 @@ def mine(pairs: list[tuple[str, str]], corpus: dict[str, str], retriever, settin
     return rows, report
 
 
-def build_mining_retriever(spec: str, corpus: dict[str, str], base_model: str | None = None, placement=None):
-    """The first stage named by `spec` over `corpus`; `dense:base` means `base_model`, built exact (flat)."""
+def build_mining_retriever(spec: str, corpus: dict[str, str], base_model: str | None = None, placement=None,
+                           settings: HardNegativesSection | None = None):
+    """The first stage named by `spec` over `corpus`, with the BM25, dense and fusion settings of `settings`;
+    `dense:base` means `base_model`."""
+    from ragtune.config.retrieval import RetrievalConfig
     from ragtune.retrieval.pipeline import PipelineBuilder
     from ragtune.retrieval.spec import parse_spec
 
@@ -165,8 +168,9 @@ def build_mining_retriever(spec: str, corpus: dict[str, str], base_model: str | 
     if parsed.reranker:
         raise DataError(f"hard_negatives.retriever '{spec}': a mining retriever has no reranker; use "
                         "hard_negatives.cross_encoder to filter false negatives instead")
-    builder = PipelineBuilder(corpus, placement=placement)
-    return builder.build(parsed).first
+    settings = settings or HardNegativesSection()
+    config = RetrievalConfig(bm25=settings.bm25, dense=settings.dense, fusion=settings.fusion)
+    return PipelineBuilder(corpus, config, placement=placement).build(parsed).first
 
 
 def log_report(report: MiningReport) -> None:
@@ -199,7 +203,7 @@ def mine_for_training(examples, corpus: dict[str, str], settings: HardNegativesS
 
 def mining_tools(settings: HardNegativesSection, corpus: dict[str, str], base_model: str | None, placement):
     """The retriever (and optional cross-encoder) a mining config asks for, built over `corpus`."""
-    retriever = build_mining_retriever(settings.retriever, corpus, base_model, placement)
+    retriever = build_mining_retriever(settings.retriever, corpus, base_model, placement, settings)
     reranker = None
     if settings.cross_encoder:
         from ragtune.models.load import load_cross_encoder
