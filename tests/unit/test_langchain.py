@@ -86,6 +86,24 @@ def test_embeddings_cache_repeated_documents_and_log_the_hit_rate(tiny_embedder,
     assert not np.allclose(prompted.embed_query("bone density"), query, atol=1e-3)
 
 
+def test_embeddings_cache_in_a_shared_store_is_per_model(tiny_embedder, tmp_path):
+    from langchain_core.stores import InMemoryByteStore
+
+    from tests.unit.test_index import perturbed_copy
+
+    store = InMemoryByteStore()  # stands in for a persistent ByteStore (LocalFileStore, Redis, ...)
+    first = RagtuneEmbeddings(tiny_embedder, store=store)
+    vectors = first.embed_documents(["bone density", "skin rash"])
+    again = RagtuneEmbeddings(tiny_embedder, store=store)  # a new process with the same store and model
+    assert again.embed_documents(["skin rash", "bone density"]) == [vectors[1], vectors[0]]
+    assert (again.hits, again.misses) == (2, 0)
+    other = RagtuneEmbeddings(perturbed_copy(tiny_embedder, tmp_path / "other"), store=store)
+    assert other.embed_documents(["bone density"])[0] != vectors[0] and (other.hits, other.misses) == (0, 1)
+    prompted = RagtuneEmbeddings(tiny_embedder, document_prompt="passage: ", store=store)
+    prompted.embed_documents(["bone density"])
+    assert (prompted.hits, prompted.misses) == (0, 1)
+
+
 def test_export_langchain_loads_in_faiss_with_the_same_top_hit(cli, index, tiny_embedder, tmp_path):
     from ragtune.retrieval.index import Index, search
 

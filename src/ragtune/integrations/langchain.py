@@ -8,10 +8,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.stores import ByteStore, InMemoryByteStore
 
 log = logging.getLogger(__name__)
 
@@ -38,43 +40,56 @@ class RagtuneRetriever(BaseRetriever):
 
 
 class RagtuneEmbeddings(Embeddings):
-    """Embeddings from a sentence-transformers model (e.g. RUN_DIR/final), unit-normalised, with an in-memory cache
-    so repeated documents are encoded once; the hit rate is logged on every call."""
+    """Embeddings from a sentence-transformers model (e.g. RUN_DIR/final), unit-normalised, cached so repeated
+    documents are encoded once; the hit rate is logged on every call.
+
+    The cache is any LangChain `ByteStore`: in memory by default, or a persistent one (langchain's
+    `LocalFileStore`, a Redis store, ...) to keep vectors across processes. Keys carry the model's weights
+    fingerprint and the document prompt, so one store can serve several models without mixing their vectors."""
 
     def __init__(self, model: str = "sentence-transformers/all-MiniLM-L6-v2", batch_size: int | None = None,
-                 query_prompt: str | None = None, document_prompt: str | None = None):
+                 query_prompt: str | None = None, document_prompt: str | None = None, store: ByteStore | None = None):
         from ragtune.models.device import choose_placement
         from ragtune.models.load import load_embedder
+        from ragtune.models.resolve import resolve_model
+        from ragtune.retrieval.cache import model_fingerprint
 
         self.placement = choose_placement()
-        self.model = load_embedder(model, self.placement)
+        path = resolve_model(model)
+        self.model = load_embedder(path, self.placement)
         self.batch_size = batch_size
         own = getattr(self.model, "prompts", None) or {}
         self.query_prompt = query_prompt if query_prompt is not None else own.get("query")
         self.document_prompt = document_prompt if document_prompt is not None else own.get("document")
-        self._cache: dict[str, list[float]] = {}
+        self.store = store if store is not None else InMemoryByteStore()
+        identity = f"{model_fingerprint(path) or model}\0{self.document_prompt or ''}"
+        self._namespace = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
         self.hits = self.misses = 0
 
-    def _encode(self, texts: list[str], prompt: str | None) -> list[list[float]]:
+    def _encode(self, texts: list[str], prompt: str | None) -> np.ndarray:
         from ragtune.retrieval.dense import encode
 
-        return encode(self.model, texts, self.placement, self.batch_size, prompt).tolist()
+        return encode(self.model, texts, self.placement, self.batch_size, prompt)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
-        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        keys = [f"ragtune:{self._namespace}:{hashlib.sha256(t.encode('utf-8')).hexdigest()}" for t in texts]
+        unique = list(dict.fromkeys(keys))
+        found = dict(zip(unique, self.store.mget(unique)))
+        todo = [k for k in unique if found[k] is None]
         if todo:
-            first = {k: t for k, t in zip(keys, texts)}
-            for key, vector in zip(todo, self._encode([first[k] for k in todo], self.document_prompt)):
-                self._cache[key] = vector
+            first = dict(zip(keys, texts))
+            fresh = [(k, vector.astype(np.float32).tobytes())
+                     for k, vector in zip(todo, self._encode([first[k] for k in todo], self.document_prompt))]
+            self.store.mset(fresh)
+            found.update(fresh)
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         log.info("embedding cache: %d of %d texts were cached (hit rate %.0f%% overall)", len(keys) - len(todo),
                  len(keys), 100 * self.hits / max(1, self.hits + self.misses))
-        return [self._cache[k] for k in keys]
+        return [np.frombuffer(found[k], dtype=np.float32).tolist() for k in keys]
 
     def embed_query(self, text: str) -> list[float]:
-        return self._encode([text], self.query_prompt)[0]
+        return self._encode([text], self.query_prompt)[0].tolist()
 
 
 class _SaveOnly(Embeddings):
