@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -399,16 +403,36 @@ def test_mining_memory_stays_bounded_over_a_large_corpus(tiny_embedder):
 
     retriever.search = recording_search
     settings = HardNegativesSection(num_negatives=2, range_max=20, batch_size=256, output="triplets")
+    # Python allocations by tracemalloc; native ones (FAISS, torch, numpy buffers) by sampling the resident size.
+    rss = Path("/proc/self/statm")
+    page = os.sysconf("SC_PAGE_SIZE") if rss.exists() else 0
+
+    def resident() -> int:
+        return int(rss.read_text().split()[1]) * page if page else 0
+
+    baseline, native_peak, done = resident(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            native_peak[0] = max(native_peak[0], resident())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     tracemalloc.start()
     try:
         rows, report = mine(pairs, corpus, retriever, settings)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+        done.set()
+        sampler.join()
     assert largest[0] == 256, largest
     assert report.pairs == n_queries and len(rows) == 2 * n_queries
     full_matrix = n_queries * n_docs * 4  # float32 scores of every query against every document: 800 MB
     assert peak < 150 * 2**20 < full_matrix / 5, f"peak {peak / 2**20:.0f} MiB"
+    growth = native_peak[0] - baseline
+    assert growth < full_matrix / 2, f"resident size grew {growth / 2**20:.0f} MiB"  # 0 where /proc is absent
 
 
 # --------------------------------------------------------------------------------------- hard negatives in training
