@@ -151,3 +151,13 @@ def test_the_langchain_example_runs_end_to_end(index, tiny_llm, tmp_path):
     assert len(sources) == 2
     assert all(line.split()[1].startswith(str(index.parent / "docs")) and "(chunk " in line for line in sources)
     assert "Traceback" not in proc.stderr
+
+
+def test_embeddings_cache_in_langchains_file_store(tiny_embedder, tmp_path):
+    storage = pytest.importorskip("langchain_classic.storage")
+    first = RagtuneEmbeddings(tiny_embedder, store=storage.LocalFileStore(tmp_path / "cache"))
+    vectors = first.embed_documents(["bone density", "skin rash"])
+    assert first.embed_documents([]) == []
+    again = RagtuneEmbeddings(tiny_embedder, store=storage.LocalFileStore(tmp_path / "cache"))
+    assert again.embed_documents(["skin rash"]) == [vectors[1]] and (again.hits, again.misses) == (1, 0)
+

@@ -93,6 +93,13 @@ class _ChatHandler(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(autouse=True)
+def _no_endpoint_settings_from_the_environment(monkeypatch):
+    """The endpoint tests count attempts and time limits: the user's own settings must not leak in."""
+    for name in ("OPENAI_API_KEY", "RAGTUNE_GENERATOR_TIMEOUT", "RAGTUNE_GENERATOR_RETRIES"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def chat_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
@@ -468,7 +475,8 @@ def test_endpoint_settings_come_from_the_environment(chat_server, monkeypatch):
     generator.generate([{"role": "user", "content": "hi"}])
     assert chat_server.requests[-1]["headers"]["Authorization"] == "Bearer sk-test"
     assert make_generator(chat_server.url, "m", api_key="other", timeout=1, retries=1).retries == 1
-    for name, value in [("RAGTUNE_GENERATOR_TIMEOUT", "soon"), ("RAGTUNE_GENERATOR_RETRIES", "0"),
+    for name, value in [("RAGTUNE_GENERATOR_TIMEOUT", "soon"), ("RAGTUNE_GENERATOR_TIMEOUT", "nan"),
+                        ("RAGTUNE_GENERATOR_TIMEOUT", "inf"), ("RAGTUNE_GENERATOR_RETRIES", "0"),
                         ("RAGTUNE_GENERATOR_RETRIES", "2.5")]:
         monkeypatch.setenv(name, value)
         with pytest.raises(ConfigError, match=f"{name}='{value}'"):
@@ -791,8 +799,11 @@ def test_eval_rag_retrieval_only(cli, chat_server, tmp_path):
     code, out, err = cli("--json", "eval", "rag", "--data", data, "-p", "bm25", "--no-generate", "-k", "2")
     assert code == 0, err
     assert json.loads(out)["systems"][0]["name"] == "bm25"
-    assert json.loads(out)["systems"][0]["metrics"] == {"recall@2": 0.75} and not chat_server.requests
+    assert json.loads(out)["systems"][0]["metrics"] == {"recall@2": 0.75}
     error_line(cli("eval", "rag", "--data", data, "-p", "bm25"), "--generator", "--no-generate")
+    error_line(cli("eval", "rag", "--data", data, "-p", "bm25", "--no-generate", "--generator", chat_server.url,
+                   "--generator-model", "m"), "--no-generate", "drop --generator")
+    assert not chat_server.requests
 
 
 def test_eval_rag_human_table(cli, chat_server, tmp_path):

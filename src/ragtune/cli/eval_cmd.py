@@ -157,6 +157,9 @@ def rag(
 
     for spec in pipeline:
         parse_spec(spec)
+    if generator and no_generate:
+        raise ConfigError("eval rag: --no-generate evaluates retrieval alone; drop --generator, or drop "
+                          "--no-generate to answer")
     if not generator and not no_generate:
         raise ConfigError("eval rag needs --generator MODEL|URL to answer, or --no-generate for gold-passage recall "
                           "alone")

@@ -78,30 +78,31 @@ class RerankSection(Section):
                                       "normalised over the top k): 0 = the reranker alone")
 
 
-class RetrievalConfig(Section):
+class FirstStageSettings(Section):
+    """How first stages are built: BM25, dense and their fusion."""
+
+    bm25: BM25Section = Field(default_factory=BM25Section)
+    dense: DenseSection = Field(default_factory=DenseSection)
+    fusion: FusionSection = Field(default_factory=FusionSection)
+
+
+class RetrievalConfig(FirstStageSettings):
     """How retrievers are built: `ragtune eval retrieval -c FILE`, `data mine`, and the RAG index."""
 
     task: ClassVar[str] = "retrieval"
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where models run")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="model precision; see model.precision")
-    bm25: BM25Section = Field(default_factory=BM25Section)
-    dense: DenseSection = Field(default_factory=DenseSection)
-    fusion: FusionSection = Field(default_factory=FusionSection)
     rerank: RerankSection = Field(default_factory=RerankSection)
     pipelines: list[str] = Field(default_factory=list,
                                  description="pipeline specs to evaluate when no --pipeline is given")
 
 
-class HardNegativesSection(Section):
-    """Mine hard negatives for each (query, positive) pair before training."""
+class HardNegativesSection(FirstStageSettings):
+    """Mine hard negatives for each (query, positive) pair before training; bm25, dense and fusion configure the
+    mining retriever."""
 
     retriever: str = Field("bm25", description="pipeline spec that proposes candidates: bm25, dense:MODEL, "
                            "hybrid(bm25,dense:MODEL); dense:base means the model being trained")
-    bm25: BM25Section = Field(default_factory=BM25Section, description="BM25 settings of the mining retriever")
-    dense: DenseSection = Field(default_factory=DenseSection, description="dense settings of the mining retriever "
-                                "(index, prompts, batch size)")
-    fusion: FusionSection = Field(default_factory=FusionSection, description="fusion settings of a hybrid mining "
-                                  "retriever")
     num_negatives: int = Field(3, gt=0, description="negatives kept per pair")
     range_min: int = Field(0, ge=0, description="skip the top N candidates (likely unlabelled positives)")
     range_max: int = Field(50, gt=0, description="sample from the top N candidates")

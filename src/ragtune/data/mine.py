@@ -158,7 +158,7 @@ def build_mining_retriever(spec: str, corpus: dict[str, str], base_model: str | 
                            settings: HardNegativesSection | None = None):
     """The first stage named by `spec` over `corpus`, with the BM25, dense and fusion settings of `settings`;
     `dense:base` means `base_model`."""
-    from ragtune.config.retrieval import RetrievalConfig
+    from ragtune.config.retrieval import FirstStageSettings, RetrievalConfig
     from ragtune.retrieval.pipeline import PipelineBuilder
     from ragtune.retrieval.spec import parse_spec
 
@@ -169,7 +169,7 @@ def build_mining_retriever(spec: str, corpus: dict[str, str], base_model: str | 
         raise DataError(f"hard_negatives.retriever '{spec}': a mining retriever has no reranker; use "
                         "hard_negatives.cross_encoder to filter false negatives instead")
     settings = settings or HardNegativesSection()
-    config = RetrievalConfig(bm25=settings.bm25, dense=settings.dense, fusion=settings.fusion)
+    config = RetrievalConfig(**{name: getattr(settings, name) for name in FirstStageSettings.model_fields})
     return PipelineBuilder(corpus, config, placement=placement).build(parsed).first
 
 

@@ -72,7 +72,10 @@ class RagtuneEmbeddings(Embeddings):
         return encode(self.model, texts, self.placement, self.batch_size, prompt)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        keys = [f"ragtune:{self._namespace}:{hashlib.sha256(t.encode('utf-8')).hexdigest()}" for t in texts]
+        if not texts:
+            return []
+        # '/'-separated: the key alphabet every ByteStore accepts (LocalFileStore takes [a-zA-Z0-9_.\-/] only)
+        keys = [f"ragtune/{self._namespace}/{hashlib.sha256(t.encode('utf-8')).hexdigest()}" for t in texts]
         unique = list(dict.fromkeys(keys))
         found = dict(zip(unique, self.store.mget(unique)))
         todo = [k for k in unique if found[k] is None]

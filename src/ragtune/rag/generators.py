@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import os
 import time
 import urllib.error
@@ -116,9 +117,9 @@ def _env_number(name: str, default, kind):
         value = kind(raw)
     except ValueError:
         value = 0
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} is not a positive {'number' if kind is float else 'whole number'}; "
-                          f"unset it or give one, e.g. {name}={default}")
+    if not math.isfinite(value) or value <= 0 or value > 86400:
+        raise ConfigError(f"{name}={raw!r} is not a positive {'number' if kind is float else 'whole number'} up to "
+                          f"86400; unset it or give one, e.g. {name}={default}")
     return value
 
 
@@ -127,8 +128,8 @@ def make_generator(spec: str, model_name: str | None = None, api_key: str | None
     """`http(s)://...` is an OpenAI-compatible endpoint (model name required); anything else a local model.
 
     For an endpoint, what is not given comes from the environment: OPENAI_API_KEY (sent as a bearer token),
-    RAGTUNE_GENERATOR_TIMEOUT (seconds one attempt may take in all, default 60) and RAGTUNE_GENERATOR_RETRIES
-    (attempts, default 3)."""
+    RAGTUNE_GENERATOR_TIMEOUT (seconds, default 60: for connecting, each wait, and the whole reply of one attempt)
+    and RAGTUNE_GENERATOR_RETRIES (attempts, default 3)."""
     if spec.startswith(("http://", "https://")):
         if not model_name:
             raise GeneratorError(f"--generator {spec} is an endpoint; name the served model with --generator-model "

@@ -25,19 +25,31 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ragtune"
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
 def model_fingerprint(path: str | Path) -> str | None:
-    """A hash of a saved model's weights, configs and vocabulary; None when `path` is not a local folder."""
+    """A hash of a saved model's weights, configs and vocabulary; None when `path` is not a local folder.
+
+    Remembered per process by each file's name, size and modification time, so checking the same model again
+    (index, query, cache key) does not read its weights again."""
     path = Path(path)
     if not path.is_dir():
         return None
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in MODEL_FILES
+                   and p.name != "README.md" and "checkpoint" not in p.parts[-2])
+    stats = [file.stat() for file in files]
+    key = (str(path.resolve()), *((str(f.relative_to(path)), st.st_size, st.st_mtime_ns) for f, st in zip(files, stats)))
+    if key in _FINGERPRINTS:
+        return _FINGERPRINTS[key]
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in MODEL_FILES
-                       and p.name != "README.md" and "checkpoint" not in p.parts[-2]):
+    for file in files:
         digest.update(str(file.relative_to(path)).encode() + b"\x00")
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
-    return digest.hexdigest()
+    _FINGERPRINTS[key] = digest.hexdigest()
+    return _FINGERPRINTS[key]
 
 
 class EmbeddingCache:

@@ -122,6 +122,7 @@ class Index:
         self.folder = _current(self.root)
         self.manifest = _manifest(self.folder)
         self.placement = placement or choose_placement()
+        self._embedder_path: str | None = None
         self._check_embedder(embedder)
         self.config = RetrievalConfig(**self.manifest["retrieval"])
         self._db = sqlite3.connect(f"file:{self.folder / 'chunks.sqlite'}?mode=ro", uri=True,
@@ -139,7 +140,10 @@ class Index:
         from ragtune.retrieval.cache import model_fingerprint
 
         built = self.manifest["embedder"]
-        if model_fingerprint(resolve_model(embedder)) != built["fingerprint"]:
+        path = resolve_model(embedder)
+        if model_fingerprint(path) == built["fingerprint"]:
+            self._embedder_path = str(path)  # the same weights, maybe elsewhere: serve from there
+        else:
             raise ModelError(f"{self.root}: built with embedder '{built['name']}'; '{embedder}' is a different "
                              "model, so its vectors would not match; use the index's own embedder or rebuild")
 
@@ -151,7 +155,7 @@ class Index:
         if now is not None and info.get("fingerprint") and now != info["fingerprint"]:
             raise ModelError(f"{self.root}: the embedder at {info['path']} has changed since this index was built "
                              "(its weights differ), so new vectors would not match the stored ones; rebuild with "
-                             "`ragtune index build`, or restore that model")
+                             "`ragtune index build --overwrite`, or put the original model back at that path")
 
     # ------------------------------------------------------------------------------------------------ reading
     @property
@@ -179,9 +183,11 @@ class Index:
             from ragtune.retrieval.dense import DenseRetriever
 
             info = self.manifest["embedder"]
-            self._check_weights(info)
-            model = load_embedder(info["path"], self.placement, info.get("max_seq_length"))
-            retriever = DenseRetriever(model, self.placement, self.config.dense, info["path"])
+            path = self._embedder_path or info["path"]
+            if self._embedder_path is None:
+                self._check_weights(info)
+            model = load_embedder(path, self.placement, info.get("max_seq_length"))
+            retriever = DenseRetriever(model, self.placement, self.config.dense, path)
             retriever.index = self.faiss()
             retriever.doc_ids = [r[0] for r in self._db.execute("SELECT id FROM chunks ORDER BY row")]
             self._dense = retriever
@@ -330,7 +336,8 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
 
 def _source_names(paths: list[str], known) -> list[str]:
     """The names the index knows files by: their spelling at indexing, matched exactly or as the same file on disk
-    (an absolute path for one indexed as relative, say); a file the index does not know keeps its own spelling."""
+    (an absolute path for one indexed as relative from the same working directory, say); a file the index does not
+    know keeps its own spelling."""
     on_disk: dict[Path, str] | None = None
     names = []
     for path in paths:
