@@ -313,6 +313,7 @@ def test_an_embedder_retrained_in_place_is_refused(cli, docs, tiny_embedder, tmp
     # The manifest points at the embedder's folder; new weights written there (train embed --overwrite into the
     # same run directory, say) must not be mixed with the stored vectors, with or without --embedder.
     embedder = shutil.copytree(tiny_embedder, tmp_path / "run" / "final")
+    original = shutil.copytree(tiny_embedder, tmp_path / "original-copy")
     index = tmp_path / "index"
     build(cli, docs, index, str(embedder))
     assert ask(cli, index, "heart rhythm", "mode=dense")["sources"]
@@ -323,6 +324,9 @@ def test_an_embedder_retrained_in_place_is_refused(cli, docs, tiny_embedder, tmp
     error_line(cli("index", "add", index, _write(docs / "new.txt", "Bone density.")), "changed")
     assert ask(cli, index, "heart rhythm", "mode=bm25")["sources"]  # BM25 needs no embedder
     assert info(cli, index)["version"] == "v000001"
+    code, _, err = cli("index", "add", index, docs, "--embedder", original)  # a copy of the original weights serves
+    assert code == 0, err
+    assert info(cli, index)["version"] == "v000002"
 
 
 def test_a_file_is_known_by_any_spelling_of_its_path(cli, built, docs, monkeypatch):
