@@ -329,7 +329,12 @@ def test_local_generator_answers_through_the_cli(cli, index, tiny_llm):
     assert isinstance(generator, LocalGenerator) and generator.name == tiny_llm
     assert generator.count_tokens("blood pressure") > 0
     text = generator.generate([{"role": "user", "content": "hello"}], max_new_tokens=4)
-    assert isinstance(text, str)
+    assert isinstance(text, str) and text.strip()  # the tiny model's words are random, but there are some
+    assert generator.generate([{"role": "user", "content": "hello"}], max_new_tokens=4) == text  # greedy: repeatable
+    assert generator.count_tokens(text) <= 4 + 2  # at most the new tokens asked for (plus special tokens)
+    again = json.loads(cli("--json", "query", index, "blood pressure", "--generator", tiny_llm, "-k", "2",
+                           "max_new_tokens=6")[1])
+    assert again["answer"] == result["answer"] and result["answer"].strip()
 
 
 def test_openai_generator_sends_the_context_and_question(cli, index, chat_server):
