@@ -258,6 +258,20 @@ def test_rerank_orders_passages_by_the_cross_encoder(cli, index, tiny_cross_enco
     assert len(result["sources"]) == 3 and "rerank_ms" in result["timings"]
 
 
+def test_rerank_max_length_truncates_the_pairs(cli, index, tiny_cross_encoder):
+    full = RAGPipeline.from_index(str(index), tiny_cross_encoder, settings=RAGSection(mode="bm25"))
+    short = RAGPipeline.from_index(str(index), tiny_cross_encoder,
+                                   settings=RAGSection(mode="bm25", rerank_max_length=12))
+    assert short.reranker.max_length == 12 and full.reranker.max_length > 12
+    question = "heart rhythm and blood pressure"
+    texts = [s.text for s in full.retrieve(question)]
+    assert any(full.reranker.score(question, [t])[0] != short.reranker.score(question, [t])[0] for t in texts)
+    code, out, err = cli("--json", "query", index, question, "--rerank", tiny_cross_encoder, "--no-generate",
+                         "rerank_max_length=12")
+    assert code == 0, err
+    assert json.loads(out)["sources"]
+
+
 # ------------------------------------------------------------------------------ context, prompt, citations
 def _sources(n: int, words: int = 10) -> list[Source]:
     return [Source(i + 1, f"id{i}", f"doc{i}.txt", "", 3 if i == 0 else None, 1.0 - i / 10,

@@ -22,6 +22,8 @@ class RAGSection(Section):
     mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="first stage: hybrid, dense or bm25")
     k: int = Field(5, gt=0, description="passages given to the generator")
     candidates: int = Field(50, gt=0, description="first-stage candidates (reranked when a reranker is set)")
+    rerank_max_length: int | None = Field(None, gt=0, description="truncate each (question, chunk) pair to N tokens "
+                                          "for the reranker, the main latency knob on CPU; default: the model's")
     min_score: float | None = Field(None, description="drop passages scoring below this (reranker or first stage)")
     max_per_source: int = Field(2, gt=0, description="at most N passages from one document")
     context_tokens: int = Field(1500, gt=0, description="token budget for the context")

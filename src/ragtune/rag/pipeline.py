@@ -53,10 +53,12 @@ class RAGPipeline:
         index = Index(path, placement)
         rerank = None
         if reranker:
+            from ragtune.config.retrieval import RerankSection
             from ragtune.models.load import load_cross_encoder
             from ragtune.retrieval.rerank import Reranker
 
-            rerank = Reranker(load_cross_encoder(reranker, placement), placement)
+            limit = (settings or RAGSection()).rerank_max_length
+            rerank = Reranker(load_cross_encoder(reranker, placement), placement, RerankSection(max_length=limit))
         make = None
         if generator:
             from ragtune.rag.generators import make_generator
