@@ -498,6 +498,14 @@ def test_bf16_on_cpu_runs_a_copy_and_agrees_with_fp32(embedder, cross_encoder):
     np.testing.assert_allclose(bf16_scores, fp32_scores, atol=0.02)  # bf16 keeps 8 bits of mantissa
 
 
+def test_a_query_longer_than_the_rerank_limit_is_truncated_too(cross_encoder):
+    from ragtune.retrieval.rerank import Reranker
+
+    long_query = " ".join(["cholesterol levels in the heart"] * 10)
+    scores = Reranker(cross_encoder, CPU, RerankSection(max_length=12)).score(long_query, DOCS)
+    assert scores.shape == (len(DOCS),) and np.isfinite(scores).all()
+
+
 def test_rerank_orders_the_head_and_keeps_the_tail(cross_encoder):
     from ragtune.retrieval.rerank import Reranker
 

@@ -42,8 +42,11 @@ class Reranker:
         model, context = self._module()
         tokenizer = model.tokenizer
         # Tokenize once, truncating the document only, then batch by token length so padding is minimal.
-        encoded = tokenizer([query] * len(documents), documents, truncation="only_second",
-                            max_length=self.max_length)
+        pairs = ([query] * len(documents), documents)
+        try:
+            encoded = tokenizer(*pairs, truncation="only_second", max_length=self.max_length)
+        except Exception:  # noqa: BLE001 (the Rust tokenizer raises a bare Exception) the query alone is too long
+            encoded = tokenizer(*pairs, truncation="longest_first", max_length=self.max_length)
         features = [{k: encoded[k][i] for k in encoded.keys()} for i in range(len(documents))]
         order = np.argsort([-len(f["input_ids"]) for f in features], kind="stable")
         transformer = model[0].auto_model
