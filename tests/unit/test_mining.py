@@ -281,7 +281,8 @@ def test_data_mine_with_a_dense_or_hybrid_retriever(cli, pairs_file, tiny_embedd
     assert code == 0, err
     report = json.loads(stdout)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert report["pairs"] == len(toy_pairs()) and report["removed"]["positives"] == report["pairs"]
+    # (a tiny random embedder may rank a positive below the top 10, so not every positive is met and removed)
+    assert report["pairs"] == len(toy_pairs()) and 0 < report["removed"]["positives"] <= report["pairs"]
     assert report["negatives"] == len(rows) == 2 * report["pairs"]
     assert all(r["negative"] != r["positive"] for r in rows)
     assert len({(r["query"], r["negative"]) for r in rows}) == len(rows)  # two different negatives per pair
