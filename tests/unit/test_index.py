@@ -343,6 +343,38 @@ def test_a_file_is_known_by_any_spelling_of_its_path(cli, built, docs, monkeypat
     assert {s for s, _ in all_chunks(built).values()} == {s for s, _ in before.values()} - {str(docs / "heart.txt")}
 
 
+def test_a_file_indexed_by_a_relative_path_is_known_from_any_working_directory(cli, docs, tiny_embedder, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.chdir(docs.parent)
+    index = tmp_path / "index"
+    build(cli, "docs", index, tiny_embedder)  # known as docs/heart.txt, ...
+    monkeypatch.chdir(docs)  # a cron job elsewhere
+    _write(docs / "heart.txt", HEART + "\nStatins lower cholesterol.\n")
+    code, out, err = cli("--json", "index", "add", index, "heart.txt", "lung.md")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["changed_sources"] == ["docs/heart.txt"] and report["unchanged_sources"] == ["docs/lung.md"]
+    assert not report["added_sources"]
+    assert {s for s, _ in all_chunks(index).values()} == {f"docs/{p.name}" for p in docs.iterdir()}
+    assert any("Statins" in t for s, t in all_chunks(index).values() if s == "docs/heart.txt")
+    code, out, err = cli("--json", "index", "delete", index, "--source", "./lung.md")
+    assert code == 0, err
+    assert json.loads(out)["removed_sources"] == ["docs/lung.md"]
+    assert "docs/lung.md" not in {s for s, _ in all_chunks(index).values()}
+
+
+def test_an_index_written_before_source_paths_were_stored_still_updates(cli, built, docs):
+    from ragtune.retrieval.index import _current
+
+    with sqlite3.connect(_current(built) / "chunks.sqlite") as db:  # the first format-1 layout: no path column
+        db.execute("ALTER TABLE sources DROP COLUMN path")
+    _write(docs / "heart.txt", HEART + "\nStatins lower cholesterol.\n")
+    code, out, err = cli("--json", "index", "add", built, docs)
+    assert code == 0, err
+    assert json.loads(out)["changed_sources"] == [str(docs / "heart.txt")]
+    assert ask(cli, built, "statins cholesterol", "mode=bm25")["sources"][0]["source"] == str(docs / "heart.txt")
+
+
 @pytest.mark.parametrize("command", ["info", "query", "add"])
 def test_a_newer_format_version_is_a_clear_error(cli, built, docs, command):
     manifest = built / "v000001" / "manifest.json"

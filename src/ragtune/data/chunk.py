@@ -255,9 +255,10 @@ class Chunker:
         return out
 
 
-def chunk_files(inputs: list[str | Path], chunker: Chunker, text_field: str = "text",
-                metadata: dict | None = None) -> tuple[list[Chunk], list[str]]:
-    """Chunks of every readable file, and a warning for each file skipped (unreadable or empty)."""
+def chunk_files(inputs: list[str | Path], chunker: Chunker, text_field: str = "text", metadata: dict | None = None,
+                names: dict[Path, str] | None = None) -> tuple[list[Chunk], list[str]]:
+    """Chunks of every readable file, and a warning for each file skipped (unreadable or empty). `names` gives
+    a file the source name it is known by (its spelling when an index first took it), which its chunk ids hash."""
     chunks, warnings = [], []
     for path in source_files(inputs):
         try:
@@ -269,6 +270,8 @@ def chunk_files(inputs: list[str | Path], chunker: Chunker, text_field: str = "t
         number = 0
         for document in documents:
             document.metadata = {**(metadata or {}), **document.metadata}
+            if names and path in names:
+                document.source = names[path]
             found = chunker.chunks(document, number)
             number += len(found)
             chunks += found

@@ -36,7 +36,7 @@ LEFTOVER = re.compile(r"\.lock|\.CURRENT\.tmp|\.staging-\d+|v\d{6}")  # what a c
 SCHEMA = """
 CREATE TABLE chunks (id TEXT PRIMARY KEY, row INTEGER UNIQUE, source TEXT, title TEXT, chunk INTEGER,
                      start INTEGER, "end" INTEGER, page INTEGER, text TEXT, metadata TEXT);
-CREATE TABLE sources (source TEXT PRIMARY KEY, content_hash TEXT, chunks INTEGER);
+CREATE TABLE sources (source TEXT PRIMARY KEY, content_hash TEXT, chunks INTEGER, path TEXT);
 CREATE INDEX chunks_source ON chunks(source);
 """
 
@@ -47,6 +47,20 @@ def file_hash(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Source:
+    """An indexed file: its content hash, its chunk count, and its absolute path at indexing, so that any spelling
+    of the same file, from any working directory, finds it."""
+
+    content_hash: str
+    chunks: int
+    path: str
+
+    @classmethod
+    def of(cls, file: Path, content_hash: str, chunks: int) -> "Source":
+        return cls(content_hash, chunks, str(file.resolve()))
 
 
 @dataclass
@@ -210,6 +224,15 @@ class Index:
         found = {r[0]: Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8])) for r in rows}
         return [found[i] for i in ids if i in found]
 
+    def sources(self) -> dict[str, Source]:
+        """Every indexed file by the name it was indexed under."""
+        if "path" in {column for _, column, *_ in self._db.execute("PRAGMA table_info(sources)")}:
+            rows = self._db.execute("SELECT source, content_hash, chunks, path FROM sources").fetchall()
+        else:  # written before paths were stored: relative names resolve from the working directory
+            rows = [(s, h, n, str(Path(s).resolve()))
+                    for s, h, n in self._db.execute("SELECT source, content_hash, chunks FROM sources")]
+        return {s: Source(h, n, p) for s, h, n, p in rows}
+
     def texts(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT id, text FROM chunks ORDER BY row"))
 
@@ -242,7 +265,7 @@ def _embedder_info(name: str, placement, config: RetrievalConfig, max_seq_length
 
 
 def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]], vectors: np.ndarray,
-                   source_hashes: dict[str, tuple[str, int]], config: RetrievalConfig) -> None:
+                   sources: dict[str, Source], config: RetrievalConfig) -> None:
     """Write every file of one index version into `staging`."""
     import faiss
 
@@ -257,19 +280,20 @@ def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]],
     counts: dict[str, int] = {}
     for chunk, _ in rows:
         counts[chunk.source] = counts.get(chunk.source, 0) + 1
-    db.executemany("INSERT INTO sources VALUES (?, ?, ?)",
-                   [(s, h, counts.get(s, 0)) for s, (h, _) in source_hashes.items()])
+    db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?)",
+                   [(s, rec.content_hash, counts.get(s, 0), rec.path) for s, rec in sources.items()])
     db.commit()
     db.close()
     faiss.write_index(build_faiss_index(vectors, config.dense), str(staging / "faiss.index"))
     BM25Retriever.build({c.id: c.text for c, _ in rows}, config.bm25).save(staging / "bm25")
-    manifest = {**manifest, "chunks": len(rows), "sources": len(source_hashes),
+    manifest = {**manifest, "chunks": len(rows), "sources": len(sources),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
-def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport) -> list[Chunk]:
-    chunks, warnings = chunk_files(files, chunker)
+def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport,
+                names: dict[Path, str] | None = None) -> list[Chunk]:
+    chunks, warnings = chunk_files(files, chunker, names=names)
     report.warnings += warnings
     return chunks
 
@@ -301,7 +325,7 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     counts: dict[str, int] = {}
     for chunk in chunks:
         counts[chunk.source] = counts.get(chunk.source, 0) + 1
-    hashes = {str(f): (file_hash(f), counts.get(str(f), 0)) for f in files}
+    hashes = {str(f): Source.of(f, file_hash(f), counts.get(str(f), 0)) for f in files}
     with _writer(out) as staging:  # with --overwrite, the old version stays live until the new one is complete
         _write_version(staging, manifest, [(c, c.source) for c in chunks], vectors, hashes, config)
     report.chunks_added = len(chunks)
@@ -334,16 +358,16 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
     return report
 
 
-def _source_names(paths: list[str], known) -> list[str]:
+def _source_names(paths: list[str], known: dict[str, Source]) -> list[str]:
     """The names the index knows files by: their spelling at indexing, matched exactly or as the same file on disk
-    (an absolute path for one indexed as relative from the same working directory, say); a file the index does not
-    know keeps its own spelling."""
+    (an absolute path for one indexed as relative, or a relative path from another working directory); a file the
+    index does not know keeps its own spelling."""
     on_disk: dict[Path, str] | None = None
     names = []
     for path in paths:
         if path not in known:
             if on_disk is None:
-                on_disk = {Path(s).resolve(): s for s in known}
+                on_disk = {Path(rec.path): name for name, rec in known.items()}
             path = on_disk.get(Path(path).resolve(), path)
         names.append(path)
     return names
@@ -354,23 +378,22 @@ def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = Non
     files = source_files(inputs)
 
     def plan(index: Index, report: ChangeReport):
-        known = dict(index._db.execute("SELECT source, content_hash FROM sources"))
-        fresh = {name: file_hash(f) for name, f in zip(_source_names([str(f) for f in files], known), files)}
-        for source, digest in fresh.items():
-            bucket = report.unchanged_sources if known.get(source) == digest else \
-                report.changed_sources if source in known else report.added_sources
+        known = index.sources()
+        fresh = {name: (f, file_hash(f)) for name, f in zip(_source_names([str(f) for f in files], known), files)}
+        for source, (_, digest) in fresh.items():
+            bucket = report.changed_sources if source in known and known[source].content_hash != digest else \
+                report.unchanged_sources if source in known else report.added_sources
             bucket.append(source)
-        todo = [Path(s) for s in report.added_sources + report.changed_sources]
+        todo = {fresh[s][0]: s for s in report.added_sources + report.changed_sources}  # file -> its name
         drop = set(report.changed_sources)
         keep = [cid for cid, src in index._db.execute("SELECT id, source FROM chunks ORDER BY row") if src not in drop]
         chunker = Chunker(index.manifest["chunker"]["chunk_size"], index.manifest["chunker"]["overlap"],
                           index.dense().model.tokenizer)
-        new_chunks = _new_chunks(todo, chunker, report) if todo else []
+        new_chunks = _new_chunks(list(todo), chunker, report, todo) if todo else []
         counts: dict[str, int] = {}
         for chunk in new_chunks:
             counts[chunk.source] = counts.get(chunk.source, 0) + 1
-        hashes = {s: (h, n) for s, h, n in index._db.execute("SELECT source, content_hash, chunks FROM sources")}
-        hashes.update({str(p): (fresh[str(p)], counts.get(str(p), 0)) for p in todo})
+        hashes = {**known, **{name: Source.of(f, fresh[name][1], counts.get(name, 0)) for f, name in todo.items()}}
         return keep, new_chunks, hashes
 
     return _change(root, plan, embedder, placement)
@@ -382,7 +405,7 @@ def delete_from_index(root: str | Path, sources: list[str] | None = None, ids: l
     sources, ids = list(sources or []), set(ids or [])
 
     def plan(index: Index, report: ChangeReport):
-        known = {s for (s,) in index._db.execute("SELECT source FROM sources")}
+        known = index.sources()
         named = _source_names(sources, known)
         missing = [s for s, name in zip(sources, named) if name not in known]
         present = {cid for (cid,) in index._db.execute("SELECT id FROM chunks")}
@@ -394,8 +417,7 @@ def delete_from_index(root: str | Path, sources: list[str] | None = None, ids: l
         report.removed_sources = named
         keep = [cid for cid, src in index._db.execute("SELECT id, source FROM chunks ORDER BY row")
                 if src not in named and cid not in ids]
-        hashes = {s: (h, n) for s, h, n in index._db.execute("SELECT source, content_hash, chunks FROM sources")
-                  if s not in named}
+        hashes = {s: rec for s, rec in known.items() if s not in named}
         return keep, [], hashes
 
     return _change(root, plan, None, placement)
