@@ -46,6 +46,9 @@ def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.delenv("RAGTUNE_DEBUG", raising=False)
+    import huggingface_hub.constants as hub  # read its environment at import, perhaps before this fixture ran
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
 
 
 def toy_pairs(n_per_topic: int = 8, seed: int = 0) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.conftest import toy_pairs, write_jsonl
 from tests.unit.test_bad_input import one_line_error
@@ -131,18 +132,23 @@ def test_k_larger_than_a_tiny_corpus(cli, tiny_embedder, tmp_path):
     assert bm25["documents"] == 3
 
 
-def test_unknown_ids_in_qrels(cli, tmp_path):
+@pytest.mark.parametrize("command", ["eval retrieval", "eval rag", "data mine"])
+def test_unknown_ids_in_qrels(cli, tmp_path, command):
     beir = make_beir(tmp_path / "beir")
     qrels = beir / "qrels" / "test.tsv"
     qrels.write_text(qrels.read_text() + "q999\td1\t1\nq998\td2\t1\nq1\td999\t1\n")
-    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25"), qrels,
-                   "2 unknown query ids (first: 'q999'", "1 judgements of unknown document ids (first: 'd999'",
-                   "--unknown-ids skip")
-    code, stdout, err = cli("--json", "eval", "retrieval", "--data", beir, "-p", "bm25", "--unknown-ids", "skip")
+    args = {"eval retrieval": ["eval", "retrieval", "--data", beir, "-p", "bm25"],
+            "eval rag": ["eval", "rag", "--data", beir, "-p", "bm25", "--no-generate"],
+            "data mine": ["data", "mine", beir, "--split", "test", "--out", tmp_path / "mined.jsonl"]}[command]
+    one_line_error(cli(*args), qrels, "2 unknown query ids (first: 'q999'",
+                   "1 judgements of unknown document ids (first: 'd999'", "--unknown-ids skip")
+    code, stdout, err = cli("--json", *args, "--unknown-ids", "skip")
     assert code == 0, err
-    assert strict_json(stdout)["pipelines"][0]["queries"] == 12  # the known judgements survive
-    one_line_error(cli("eval", "retrieval", "--data", beir, "-p", "bm25", "--unknown-ids", "ignore"),
-                   "--unknown-ids 'ignore'")
+    counts = {"eval retrieval": lambda out: out["pipelines"][0]["queries"],  # the known judgements survive
+              "eval rag": lambda out: out["questions"],
+              "data mine": lambda out: out["pairs"]}
+    assert counts[command](strict_json(stdout)) == 12
+    one_line_error(cli(*args, "--unknown-ids", "ignore"), "--unknown-ids 'ignore'")
 
 
 def test_empty_corpus_file(cli, tmp_path):

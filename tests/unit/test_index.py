@@ -92,6 +92,18 @@ def perturbed_copy(embedder: str, out: Path) -> str:
     return str(out)
 
 
+def hub_snapshot(monkeypatch, tmp_path: Path, repo_id: str, folder: str) -> str:
+    """`folder` placed in a private HF cache as the snapshot of `repo_id`, the way the hub leaves a download."""
+    import huggingface_hub.constants as constants
+
+    cache, revision = tmp_path / "hub", "0" * 40
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / revision)
+    _write(repo / "refs" / "main", revision)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return repo_id
+
+
 # --------------------------------------------------------------------------------------------------- round trip
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
 def test_build_info_query_round_trip(cli, docs, tiny_embedder, tmp_path, mode):
@@ -327,6 +339,19 @@ def test_an_embedder_retrained_in_place_is_refused(cli, docs, tiny_embedder, tmp
     code, _, err = cli("index", "add", index, docs, "--embedder", original)  # a copy of the original weights serves
     assert code == 0, err
     assert info(cli, index)["version"] == "v000002"
+
+
+def test_an_index_built_from_a_hub_id_refuses_another_hub_model(cli, docs, tiny_embedder, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "cache"))
+    hub_snapshot(monkeypatch, tmp_path, "org/embedder-a", tiny_embedder)
+    hub_snapshot(monkeypatch, tmp_path, "org/embedder-b", perturbed_copy(tiny_embedder, tmp_path / "b"))
+    index = tmp_path / "index"
+    build(cli, docs, index, "org/embedder-a")
+    assert json.loads((index / "v000001" / "manifest.json").read_text())["embedder"]["fingerprint"]
+    error_line(cli("index", "add", index, _write(docs / "new.txt", "Bone density."), "--embedder", "org/embedder-b"),
+               "org/embedder-b", "different model")
+    assert ask(cli, index, "heart rhythm", "mode=dense")["sources"]
+    assert list((tmp_path / "cache").rglob("*.npy"))  # a hub model's document vectors are cached too
 
 
 def test_a_file_is_known_by_any_spelling_of_its_path(cli, built, docs, monkeypatch):

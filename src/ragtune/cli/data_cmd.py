@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from ragtune.cli.eval_cmd import UNKNOWN_IDS
 from ragtune.cli.output import FLAGS, emit_json, say, show, table
 
 app = typer.Typer(no_args_is_help=True, help="Check and prepare training data.")
@@ -49,6 +50,7 @@ def mine(
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="corpus.jsonl or BEIR directory to mine from; "
                                           "default: the data's own documents"),
     split: str = typer.Option("train", "--split", help="qrels split of a BEIR directory"),
+    unknown_ids: str = UNKNOWN_IDS,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps"),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16"),
 ) -> int:
@@ -57,7 +59,8 @@ def mine(
     from ragtune.data.mine import mine_to_file
 
     settings = load_config("mine", config, overrides or [])
-    report = mine_to_file(str(data), str(out), settings, str(corpus) if corpus else None, split, device, precision)
+    report = mine_to_file(str(data), str(out), settings, str(corpus) if corpus else None, split, device, precision,
+                          unknown_ids)
     if FLAGS.json:
         emit_json({"out": str(out), "pairs": report.pairs, "candidates": report.candidates,
                    "removed": dict(report.removed), "negatives": report.negatives, "short_pairs": report.short_pairs})

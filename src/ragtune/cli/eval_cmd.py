@@ -10,6 +10,8 @@ import typer
 from ragtune.cli.output import FLAGS, RichReporter, emit_json, say, show, table
 
 app = typer.Typer(no_args_is_help=True, help="Evaluate models and pipelines on held-out data.")
+UNKNOWN_IDS = typer.Option("error", "--unknown-ids", help="qrels naming unknown query/document ids: error, or skip "
+                           "them with a count")
 
 
 def load_ir(data: Optional[Path], split: str, corpus: Optional[Path], queries: Optional[Path],
@@ -45,8 +47,8 @@ def retrieval(
     tune_split: str = typer.Option("dev", "--tune-split", help="qrels split for --tune-fusion (dev, or train)"),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="evaluate a seeded sample of N queries"),
     stat_test: str = typer.Option("student", "--stat-test", help="paired test against the first pipeline: "
-                                  "student (t-test) or fisher (randomisation)"),
-    unknown_ids: str = typer.Option("error", "--unknown-ids", help="qrels naming unknown ids: error or skip"),
+                                  "student (t-test), fisher (randomisation) or tukey"),
+    unknown_ids: str = UNKNOWN_IDS,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps"),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16"),
 ) -> int:
@@ -58,8 +60,6 @@ def retrieval(
     from ragtune.eval.retrieval import HEADLINE, evaluate_pipelines
     from ragtune.retrieval.spec import parse_spec
 
-    if unknown_ids not in ("error", "skip"):
-        raise ConfigError(f"--unknown-ids '{unknown_ids}': use error or skip")
     if stat_test not in ("student", "fisher", "tukey"):
         raise ConfigError(f"--stat-test '{stat_test}': use student, fisher or tukey")
     if device not in ("auto", "cpu", "cuda", "mps"):
@@ -145,13 +145,14 @@ def rag(
     k: int = typer.Option(5, "-k", min=1, help="passages per question"),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="a seeded sample of N questions"),
     out: Optional[Path] = typer.Option(None, "--out", help="write rag_results.json and rag_results.md here"),
+    unknown_ids: str = UNKNOWN_IDS,
 ) -> int:
     """End to end: gold-passage recall, answer accuracy (or EM/F1), and answers citing a gold passage."""
     from ragtune.config.rag import RAGSection
     from ragtune.data.beir import load_beir
     from ragtune.data.embed import sample_queries
     from ragtune.errors import ConfigError
-    from ragtune.eval.rag import evaluate_rag, write_rag_results
+    from ragtune.eval.rag import evaluate_rag, rag_payload, write_rag_results
     from ragtune.rag.generators import make_generator
     from ragtune.retrieval.spec import parse_spec
 
@@ -163,17 +164,15 @@ def rag(
     if not generator and not no_generate:
         raise ConfigError("eval rag needs --generator MODEL|URL to answer, or --no-generate for gold-passage recall "
                           "alone")
-    ir = sample_queries(load_beir(data, split), max_queries, seed=42)
+    ir = sample_queries(load_beir(data, split, unknown_ids), max_queries, seed=42)
     generators = [] if no_generate else [make_generator(g, generator_model) for g in generator]
     label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
     with RichReporter().phase("Retrieving" if no_generate else "Answering"):
         results = evaluate_rag(ir, str(data), pipeline, generators, RAGSection(k=k), answer_field, label_set)
     if out:
-        write_rag_results(out, results, ir.name)
+        write_rag_results(out, results, ir.name, len(ir.queries))
     if FLAGS.json:
-        from dataclasses import asdict
-
-        emit_json({"dataset": ir.name, "systems": [asdict(r) for r in results]})
+        emit_json(rag_payload(results, ir.name, len(ir.queries)))
         return 0
     names = list(results[0].metrics)
     show(table(f"{ir.name}: {len(ir.queries)} questions", ["system", *names],

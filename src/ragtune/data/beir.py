@@ -77,6 +77,10 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 def _check_ids(qrels: dict[str, dict[str, int]], queries: dict[str, str], corpus: dict[str, str], source: str,
                unknown_ids: str) -> dict[str, dict[str, int]]:
     """Count judgements naming unknown queries or documents; reject them, or skip them with a warning."""
+    if unknown_ids not in ("error", "skip"):
+        from ragtune.errors import ConfigError
+
+        raise ConfigError(f"--unknown-ids '{unknown_ids}': use error or skip")
     bad_queries = [q for q in qrels if q not in queries]
     bad_docs = [(q, d) for q, docs in qrels.items() if q in queries for d in docs if d not in corpus]
     if not bad_queries and not bad_docs:
@@ -90,7 +94,7 @@ def _check_ids(qrels: dict[str, dict[str, int]], queries: dict[str, str], corpus
     found = "; ".join(parts)
     if unknown_ids == "error":
         raise DataError(f"{source}: {found}; the files do not belong together, or pass --unknown-ids skip "
-                        "(data.unknown_ids=skip) to drop those judgements")
+                        "(data.unknown_ids=skip in a train config) to drop those judgements")
     log.warning("%s: %s; skipped", source, found)
     kept = {q: {d: s for d, s in docs.items() if d in corpus} for q, docs in qrels.items() if q in queries}
     kept = {q: docs for q, docs in kept.items() if docs}

@@ -214,7 +214,8 @@ def mining_tools(settings: HardNegativesSection, corpus: dict[str, str], base_mo
 
 
 def load_mining_input(data: str, corpus: str | None = None, split: str = "train", fmt: str = "auto",
-                      columns: dict[str, str] | None = None) -> tuple[list[tuple[str, str]], dict[str, str]]:
+                      columns: dict[str, str] | None = None,
+                      unknown_ids: str = "error") -> tuple[list[tuple[str, str]], dict[str, str]]:
     """(query, positive) pairs and the corpus to mine from: a BEIR directory, or a pairs file plus an optional
     corpus (a corpus.jsonl, or a BEIR directory); without one, the pairs' own documents form the corpus."""
     from pathlib import Path
@@ -225,7 +226,7 @@ def load_mining_input(data: str, corpus: str | None = None, split: str = "train"
     from ragtune.data.readers import read_rows
 
     if is_beir_dir(data):
-        ir = load_beir(data, split)
+        ir = load_beir(data, split, unknown_ids)
         examples, documents = examples_from_ir(ir), ir.corpus
     else:
         examples = normalise(read_rows(data), fmt, columns)
@@ -234,7 +235,7 @@ def load_mining_input(data: str, corpus: str | None = None, split: str = "train"
         raise DataError(f"{data}: mining needs (query, positive) pairs, but the data is {examples.format}")
     pairs = list(dict.fromkeys((r["anchor"], r["positive"]) for r in examples.rows))
     if corpus:
-        documents = load_beir(corpus, split).corpus if is_beir_dir(corpus) else _documents(Path(corpus), True)
+        documents = load_beir(corpus, split, unknown_ids).corpus if is_beir_dir(corpus) else _documents(Path(corpus), True)
         known = set(documents.values())
         missing = [p for _, p in pairs if p not in known]
         if missing:  # a corpus that lacks the positives was chunked or cleaned differently: mining it would mislead
@@ -250,14 +251,15 @@ def load_mining_input(data: str, corpus: str | None = None, split: str = "train"
 
 
 def mine_to_file(data: str, out: str, settings: HardNegativesSection, corpus: str | None = None,
-                 split: str = "train", device: str = "auto", precision: str = "auto") -> MiningReport:
+                 split: str = "train", device: str = "auto", precision: str = "auto",
+                 unknown_ids: str = "error") -> MiningReport:
     """`ragtune data mine`: read pairs, mine, write JSONL atomically; return the report."""
     import json
 
     from ragtune.models.device import choose_placement
     from ragtune.utils import write_atomic
 
-    pairs, documents = load_mining_input(data, corpus, split)
+    pairs, documents = load_mining_input(data, corpus, split, unknown_ids=unknown_ids)
     placement = choose_placement(device, precision)
     retriever, reranker = mining_tools(settings, documents, None, placement)
     rows, report = mine(pairs, documents, retriever, settings, reranker)

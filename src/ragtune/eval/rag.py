@@ -100,15 +100,19 @@ def evaluate_rag(ir: IRData, data_dir: str, specs: list[str], generators: list, 
     return results
 
 
-def write_rag_results(out: str | Path, results: list[RAGResult], dataset: str) -> Path:
+def rag_payload(results: list[RAGResult], dataset: str, questions: int) -> dict:
+    """What `eval rag --json` prints and rag_results.json holds."""
     from dataclasses import asdict
 
+    return {"dataset": dataset, "questions": questions, "systems": [asdict(r) for r in results]}
+
+
+def write_rag_results(out: str | Path, results: list[RAGResult], dataset: str, questions: int) -> Path:
     from ragtune.utils import write_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "rag_results.json", json.dumps({"dataset": dataset, "systems": [asdict(r) for r in results]},
-                                                      indent=2))
+    write_atomic(out / "rag_results.json", json.dumps(rag_payload(results, dataset, questions), indent=2))
     names = list(results[0].metrics)
     lines = ["| system | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [f"| `{r.name}` | " + " | ".join(f"{r.metrics[m]:.4f}" for m in names) + " |" for r in results]

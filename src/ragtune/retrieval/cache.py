@@ -28,13 +28,27 @@ def cache_root() -> Path:
 _FINGERPRINTS: dict[tuple, str] = {}
 
 
-def model_fingerprint(path: str | Path) -> str | None:
-    """A hash of a saved model's weights, configs and vocabulary; None when `path` is not a local folder.
+def model_folder(name: str | Path) -> Path | None:
+    """The local folder that holds a model: the path itself, or a hub id's snapshot in the HF cache; None when
+    neither is on disk."""
+    if Path(name).is_dir():
+        return Path(name)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name), local_files_only=True))
+    except Exception:  # noqa: BLE001 (not a repo id, or not cached) nothing on disk to fingerprint
+        return None
+
+
+def model_fingerprint(name: str | Path) -> str | None:
+    """A hash of a saved model's weights, configs and vocabulary (a local folder, or a hub id's cached snapshot);
+    None when the model is not on disk.
 
     Remembered per process by each file's name, size and modification time, so checking the same model again
     (index, query, cache key) does not read its weights again."""
-    path = Path(path)
-    if not path.is_dir():
+    path = model_folder(name)
+    if path is None:
         return None
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in MODEL_FILES
                    and p.name != "README.md" and "checkpoint" not in p.parts[-2])

@@ -155,7 +155,12 @@ class Index:
 
         built = self.manifest["embedder"]
         path = resolve_model(embedder)
-        if model_fingerprint(path) == built["fingerprint"]:
+        now = model_fingerprint(path)
+        if now is not None and built["fingerprint"] is not None:
+            same = now == built["fingerprint"]
+        else:  # weights not on disk to compare: only the same name will do
+            same = embedder in (built["name"], built.get("path"))
+        if same:
             self._embedder_path = str(path)  # the same weights, maybe elsewhere: serve from there
         else:
             raise ModelError(f"{self.root}: built with embedder '{built['name']}'; '{embedder}' is a different "
