@@ -211,7 +211,7 @@ def test_word_counting_without_a_tokenizer():
 
     chunks = Chunker(10, 2).chunks(Document(prose(45), "w.txt"))
     assert all(len(c.text.split()) <= 10 for c in chunks)
-    assert Chunker(10, 2).settings() == {"chunk_size": 10, "overlap": 2, "tokens": "words"}
+    assert Chunker(10, 2).settings() == {"chunk_size": 10, "overlap": 2, "tokens": "words", "text_field": "text"}
 
 
 @pytest.mark.parametrize("size,overlap", [(10, 10), (10, 12), (0, 0), (10, -1)])

@@ -117,7 +117,7 @@ def test_build_info_query_round_trip(cli, docs, tiny_embedder, tmp_path, mode):
     assert details["version"] == "v000001" and details["format_version"] == 1
     assert details["sources"] == 5 and details["chunks"] == len(chunks)
     assert details["embedder"] == tiny_embedder and details["dimension"] == 32
-    assert details["chunker"] == {"chunk_size": 24, "overlap": 4, "tokens": tiny_embedder}
+    assert details["chunker"] == {"chunk_size": 24, "overlap": 4, "tokens": tiny_embedder, "text_field": "text"}
 
     for chunk_id, (source, text) in list(chunks.items())[:4]:  # a chunk's own text finds that chunk first
         answer = ask(cli, index, text, f"mode={mode}", "-k", "3")
@@ -366,6 +366,44 @@ def test_a_file_is_known_by_any_spelling_of_its_path(cli, built, docs, monkeypat
     assert code == 0, err
     assert json.loads(out)["removed_sources"] == [str(docs / "heart.txt")]
     assert {s for s, _ in all_chunks(built).values()} == {s for s, _ in before.values()} - {str(docs / "heart.txt")}
+
+
+@pytest.mark.parametrize("command", ["index build", "data chunk"])
+def test_chunks_are_capped_at_what_the_embedder_reads(cli, docs, tiny_embedder, tmp_path, command):
+    from transformers import AutoTokenizer
+
+    from ragtune.retrieval.index import Index
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedder)
+    _write(docs / "long.txt", " ".join(f"heart rhythm word{i}" for i in range(300)))  # no boundary to split at
+    out = tmp_path / "out"
+    args = ["index", "build", docs, "--out", out] if command == "index build" else \
+        ["data", "chunk", docs, "--out", out]
+    code, _, err = cli(*args, "--embedder", tiny_embedder, "--chunk-size", "200", "--overlap", "8")
+    assert code == 0, err
+    assert "--chunk-size 200 is more than the embedder reads (62 tokens" in err  # max_seq_length 64 less CLS/SEP
+    if command == "index build":
+        index = Index(out)
+        assert index.manifest["chunker"]["chunk_size"] == 62
+        texts = list(index.texts().values())
+        index.close()
+    else:
+        texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
+    assert max(lengths) == 64 and len(lengths) > 10  # every token of every chunk fits the encoder
+
+
+def test_index_metadata_and_text_field(cli, tiny_embedder, tmp_path):
+    folder = tmp_path / "docs"
+    _write(folder / "a.jsonl", json.dumps({"body": "Statins lower cholesterol.", "topic": "heart"}) + "\n")
+    index = tmp_path / "index"
+    build(cli, folder, index, tiny_embedder, "--text-field", "body", "--meta", "team=cardio")
+    _write(folder / "b.jsonl", json.dumps({"body": "Asthma narrows the airways."}) + "\n")
+    code, _, err = cli("index", "add", index, folder / "b.jsonl", "--meta", "team=lungs", "--meta", "year=2024")
+    assert code == 0, err  # the build's text field serves the add
+    found = {s["text"]: s["metadata"] for s in ask(cli, index, "cholesterol asthma", "mode=bm25", "-k", "2")["sources"]}
+    assert found == {"Statins lower cholesterol.": {"team": "cardio", "topic": "heart", "record": 1},
+                     "Asthma narrows the airways.": {"team": "lungs", "year": 2024, "record": 1}}
 
 
 def test_a_file_indexed_by_a_relative_path_is_known_from_any_working_directory(cli, docs, tiny_embedder, tmp_path,

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from ragtune.cli.eval_cmd import UNKNOWN_IDS
+from ragtune.cli.index_cmd import CHUNK_SIZE, EMBEDDER, META, OVERLAP, TEXT_FIELD, metadata
 from ragtune.cli.output import FLAGS, emit_json, say, show, table
 
 app = typer.Typer(no_args_is_help=True, help="Check and prepare training data.")
@@ -77,24 +78,21 @@ def mine(
 def chunk(
     docs: list[Path] = typer.Argument(..., help="files and folders: .txt .md .html .pdf .jsonl"),
     out: Path = typer.Option(..., "--out", "-o", help="chunks.jsonl to write"),
-    embedder: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--embedder",
-                                 help="its tokenizer counts the chunk size"),
-    chunk_size: int = typer.Option(256, "--chunk-size", min=8, help="tokens per chunk"),
-    overlap: int = typer.Option(32, "--overlap", min=0, help="tokens shared by consecutive chunks"),
-    text_field: str = typer.Option("text", "--text-field", help="text field of .jsonl documents"),
-    meta: Optional[list[str]] = typer.Option(None, "--meta", help="KEY=VALUE added to every chunk (repeatable)"),
+    embedder: str = EMBEDDER,
+    chunk_size: int = CHUNK_SIZE,
+    overlap: int = OVERLAP,
+    text_field: str = TEXT_FIELD,
+    meta: Optional[list[str]] = META,
 ) -> int:
     """Split documents on headings, paragraphs and sentences into chunks with source, title, page and offsets."""
-    from transformers import AutoTokenizer
-
-    from ragtune.config.load import apply_overrides
     from ragtune.data.chunk import Chunker, chunk_files, write_chunks
     from ragtune.errors import DataError
-    from ragtune.models.resolve import resolve_model
+    from ragtune.models.device import choose_placement
+    from ragtune.models.load import load_embedder
 
-    metadata = apply_overrides({}, meta or [])
-    chunker = Chunker(chunk_size, overlap, AutoTokenizer.from_pretrained(resolve_model(embedder)))
-    chunks, warnings = chunk_files([str(d) for d in docs], chunker, text_field, metadata)
+    chunker = Chunker.for_embedder(load_embedder(embedder, choose_placement("cpu", "fp32")), chunk_size, overlap,
+                                   text_field)
+    chunks, warnings = chunk_files([str(d) for d in docs], chunker, metadata(meta))
     if not chunks:
         raise DataError(f"{', '.join(map(str, docs))}: no text to chunk ({'; '.join(warnings[:3])})")
     write_chunks(chunks, out)

@@ -11,6 +11,18 @@ from rich.markup import escape
 from ragtune.cli.output import FLAGS, RichReporter, emit_json, say, show, table
 
 app = typer.Typer(no_args_is_help=True, help="Build and update a persistent retrieval index (FAISS + BM25 + SQLite).")
+EMBEDDER = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--embedder",
+                        help="embedding model (hub id, path, or a ragtune run's final/); its tokenizer sizes chunks")
+CHUNK_SIZE = typer.Option(256, "--chunk-size", min=8, help="tokens per chunk (at most what the embedder reads)")
+OVERLAP = typer.Option(32, "--overlap", min=0, help="tokens shared by consecutive chunks")
+TEXT_FIELD = typer.Option("text", "--text-field", help="text field of .jsonl documents")
+META = typer.Option(None, "--meta", help="KEY=VALUE added to every chunk's metadata (repeatable)")
+
+
+def metadata(meta: Optional[list[str]]) -> dict:
+    from ragtune.config.load import apply_overrides
+
+    return apply_overrides({}, meta or [])
 
 
 def _render(report, what: str) -> int:
@@ -32,12 +44,11 @@ def _render(report, what: str) -> int:
 @app.command("build")
 def build(docs: list[Path] = typer.Argument(..., help="files and folders (.txt .md .html .pdf .jsonl)"),
           out: Path = typer.Option(..., "--out", "-o", help="index folder to create"),
-          embedder: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--embedder",
-                                       help="embedding model (hub id, path, or a ragtune run's final/)"),
+          embedder: str = EMBEDDER,
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="retrieval settings (bm25, dense, "
                                                 "fusion) for the index"),
-          chunk_size: int = typer.Option(256, "--chunk-size", min=8, help="chunk size in embedder tokens"),
-          overlap: int = typer.Option(32, "--overlap", min=0, help="tokens shared by consecutive chunks"),
+          chunk_size: int = CHUNK_SIZE, overlap: int = OVERLAP, text_field: str = TEXT_FIELD,
+          meta: Optional[list[str]] = META,
           overwrite: bool = typer.Option(False, "--overwrite", help="rebuild an existing index")) -> int:
     """Chunk, embed and index documents into a new index folder."""
     from ragtune.config import load_config
@@ -45,19 +56,21 @@ def build(docs: list[Path] = typer.Argument(..., help="files and folders (.txt .
 
     settings = load_config("retrieval", config)
     with RichReporter().phase("Building the index"):
-        report = build_index(out, [str(d) for d in docs], embedder, settings, chunk_size, overlap, overwrite)
+        report = build_index(out, [str(d) for d in docs], embedder, settings, chunk_size, overlap, overwrite,
+                             text_field=text_field, metadata=metadata(meta))
     return _render(report, f"index {out}")
 
 
 @app.command("add")
 def add(index: Path = typer.Argument(..., help="index folder"),
         docs: list[Path] = typer.Argument(..., help="new or changed files and folders"),
-        embedder: Optional[str] = typer.Option(None, "--embedder", help="must be the index's own embedder")) -> int:
+        embedder: Optional[str] = typer.Option(None, "--embedder", help="must be the index's own embedder"),
+        meta: Optional[list[str]] = META) -> int:
     """Index new and changed documents (by content hash); unchanged ones are skipped."""
     from ragtune.retrieval.index import add_to_index
 
     with RichReporter().phase("Updating the index"):
-        report = add_to_index(index, [str(d) for d in docs], embedder)
+        report = add_to_index(index, [str(d) for d in docs], embedder, metadata=metadata(meta))
     return _render(report, f"index {index}")
 
 

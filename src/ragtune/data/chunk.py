@@ -224,6 +224,7 @@ class Chunker:
     chunk_size: int = 256
     overlap: int = 32
     tokenizer: object | None = None
+    text_field: str = "text"  # the text of a .jsonl document
 
     def __post_init__(self):
         if self.chunk_size <= 0 or self.overlap < 0 or self.overlap >= self.chunk_size:
@@ -237,7 +238,22 @@ class Chunker:
 
     def settings(self) -> dict:
         name = getattr(self.tokenizer, "name_or_path", None) if self.tokenizer is not None else "words"
-        return {"chunk_size": self.chunk_size, "overlap": self.overlap, "tokens": name}
+        return {"chunk_size": self.chunk_size, "overlap": self.overlap, "tokens": name, "text_field": self.text_field}
+
+    @classmethod
+    def for_embedder(cls, model, chunk_size: int, overlap: int, text_field: str = "text") -> "Chunker":
+        """Chunks sized in a sentence-transformers model's tokens that it reads whole: a size above its max sequence
+        length (less the special tokens it adds) would lose each chunk's tail from its vector, so it is capped."""
+        cls(chunk_size, overlap)  # a bad size or overlap is reported as the user gave it
+        tokenizer = model.tokenizer
+        if model.max_seq_length:
+            limit = model.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
+            if chunk_size > limit:
+                log.warning("--chunk-size %d is more than the embedder reads (%d tokens after its special tokens); "
+                            "chunks are capped at %d tokens so every token reaches the vector", chunk_size, limit,
+                            limit)
+                chunk_size = limit
+        return cls(chunk_size, overlap, tokenizer, text_field)
 
     def chunks(self, document: Document, first: int = 0) -> list[Chunk]:
         text = document.text
@@ -255,14 +271,14 @@ class Chunker:
         return out
 
 
-def chunk_files(inputs: list[str | Path], chunker: Chunker, text_field: str = "text", metadata: dict | None = None,
+def chunk_files(inputs: list[str | Path], chunker: Chunker, metadata: dict | None = None,
                 names: dict[Path, str] | None = None) -> tuple[list[Chunk], list[str]]:
     """Chunks of every readable file, and a warning for each file skipped (unreadable or empty). `names` gives
     a file the source name it is known by (its spelling when an index first took it), which its chunk ids hash."""
     chunks, warnings = [], []
     for path in source_files(inputs):
         try:
-            documents = list(read_documents(path, text_field))
+            documents = list(read_documents(path, chunker.text_field))
         except DataError as exc:
             warnings.append(f"{exc}; skipped")
             continue

@@ -296,16 +296,18 @@ def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]],
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
-def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport,
+def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport, metadata: dict | None = None,
                 names: dict[Path, str] | None = None) -> list[Chunk]:
-    chunks, warnings = chunk_files(files, chunker, names=names)
+    chunks, warnings = chunk_files(files, chunker, metadata, names)
     report.warnings += warnings
     return chunks
 
 
 def build_index(out: str | Path, inputs: list[str], embedder: str, config: RetrievalConfig | None = None,
-                chunk_size: int = 256, overlap: int = 32, overwrite: bool = False, placement=None) -> ChangeReport:
-    """Chunk, embed and index every document under `inputs` into a new index at `out`."""
+                chunk_size: int = 256, overlap: int = 32, overwrite: bool = False, placement=None,
+                text_field: str = "text", metadata: dict | None = None) -> ChangeReport:
+    """Chunk, embed and index every document under `inputs` into a new index at `out`; `metadata` is added to
+    every chunk."""
     from ragtune.models.device import choose_placement
 
     start = time.perf_counter()
@@ -319,9 +321,9 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     placement = placement or choose_placement(config.device, config.precision)
     Chunker(chunk_size, overlap)  # a bad size fails before the embedder loads
     retriever, info = _embedder_info(embedder, placement, config, None)
-    chunker = Chunker(chunk_size, overlap, retriever.model.tokenizer)
+    chunker = Chunker.for_embedder(retriever.model, chunk_size, overlap, text_field)
     report = ChangeReport(added_sources=[str(f) for f in files])
-    chunks = _new_chunks(files, chunker, report)
+    chunks = _new_chunks(files, chunker, report, metadata)
     if not chunks:
         raise DataError(f"{', '.join(inputs)}: no text to index ({'; '.join(report.warnings[:3])})")
     vectors = retriever.encode_documents([c.text for c in chunks])
@@ -378,8 +380,10 @@ def _source_names(paths: list[str], known: dict[str, Source]) -> list[str]:
     return names
 
 
-def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = None, placement=None) -> ChangeReport:
-    """Index new and changed files (found by content hash); unchanged ones cost nothing."""
+def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = None, placement=None,
+                 metadata: dict | None = None) -> ChangeReport:
+    """Index new and changed files (found by content hash), chunked as at the build; unchanged ones cost nothing.
+    `metadata` is added to every new chunk."""
     files = source_files(inputs)
 
     def plan(index: Index, report: ChangeReport):
@@ -392,9 +396,10 @@ def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = Non
         todo = {fresh[s][0]: s for s in report.added_sources + report.changed_sources}  # file -> its name
         drop = set(report.changed_sources)
         keep = [cid for cid, src in index._db.execute("SELECT id, source FROM chunks ORDER BY row") if src not in drop]
-        chunker = Chunker(index.manifest["chunker"]["chunk_size"], index.manifest["chunker"]["overlap"],
-                          index.dense().model.tokenizer)
-        new_chunks = _new_chunks(list(todo), chunker, report, todo) if todo else []
+        settings = index.manifest["chunker"]
+        chunker = Chunker(settings["chunk_size"], settings["overlap"], index.dense().model.tokenizer,
+                          settings.get("text_field", "text"))
+        new_chunks = _new_chunks(list(todo), chunker, report, metadata, todo) if todo else []
         counts: dict[str, int] = {}
         for chunk in new_chunks:
             counts[chunk.source] = counts.get(chunk.source, 0) + 1
