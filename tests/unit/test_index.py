@@ -391,6 +391,12 @@ def test_chunks_are_capped_at_what_the_embedder_reads(cli, docs, tiny_embedder, 
         texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
     lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
     assert max(lengths) == 64 and len(lengths) > 10  # every token of every chunk fits the encoder
+    code, _, err = cli(*args, "--embedder", tiny_embedder, "--overwrite" if command == "index build" else "-q")
+    assert code == 0 and "capped" not in err, err  # no size given: what the embedder reads, without a warning
+    if command == "index build":
+        index = Index(out)
+        assert index.manifest["chunker"]["chunk_size"] == 62
+        index.close()
 
 
 def test_index_metadata_and_text_field(cli, tiny_embedder, tmp_path):

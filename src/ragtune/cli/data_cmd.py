@@ -79,7 +79,7 @@ def chunk(
     docs: list[Path] = typer.Argument(..., help="files and folders: .txt .md .html .pdf .jsonl"),
     out: Path = typer.Option(..., "--out", "-o", help="chunks.jsonl to write"),
     embedder: str = EMBEDDER,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: Optional[int] = CHUNK_SIZE,
     overlap: int = OVERLAP,
     text_field: str = TEXT_FIELD,
     meta: Optional[list[str]] = META,

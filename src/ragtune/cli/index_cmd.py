@@ -13,7 +13,8 @@ from ragtune.cli.output import FLAGS, RichReporter, emit_json, say, show, table
 app = typer.Typer(no_args_is_help=True, help="Build and update a persistent retrieval index (FAISS + BM25 + SQLite).")
 EMBEDDER = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--embedder",
                         help="embedding model (hub id, path, or a ragtune run's final/); its tokenizer sizes chunks")
-CHUNK_SIZE = typer.Option(256, "--chunk-size", min=8, help="tokens per chunk (at most what the embedder reads)")
+CHUNK_SIZE = typer.Option(None, "--chunk-size", min=8, help="tokens per chunk, at most what the embedder reads "
+                          "(default: 256, or less where the embedder reads less)")
 OVERLAP = typer.Option(32, "--overlap", min=0, help="tokens shared by consecutive chunks")
 TEXT_FIELD = typer.Option("text", "--text-field", help="text field of .jsonl documents")
 META = typer.Option(None, "--meta", help="KEY=VALUE added to every chunk's metadata (repeatable)")
@@ -47,7 +48,7 @@ def build(docs: list[Path] = typer.Argument(..., help="files and folders (.txt .
           embedder: str = EMBEDDER,
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="retrieval settings (bm25, dense, "
                                                 "fusion) for the index"),
-          chunk_size: int = CHUNK_SIZE, overlap: int = OVERLAP, text_field: str = TEXT_FIELD,
+          chunk_size: Optional[int] = CHUNK_SIZE, overlap: int = OVERLAP, text_field: str = TEXT_FIELD,
           meta: Optional[list[str]] = META,
           overwrite: bool = typer.Option(False, "--overwrite", help="rebuild an existing index")) -> int:
     """Chunk, embed and index documents into a new index folder."""

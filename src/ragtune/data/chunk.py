@@ -241,14 +241,18 @@ class Chunker:
         return {"chunk_size": self.chunk_size, "overlap": self.overlap, "tokens": name, "text_field": self.text_field}
 
     @classmethod
-    def for_embedder(cls, model, chunk_size: int, overlap: int, text_field: str = "text") -> "Chunker":
+    def for_embedder(cls, model, chunk_size: int | None, overlap: int, text_field: str = "text") -> "Chunker":
         """Chunks sized in a sentence-transformers model's tokens that it reads whole: a size above its max sequence
-        length (less the special tokens it adds) would lose each chunk's tail from its vector, so it is capped."""
-        cls(chunk_size, overlap)  # a bad size or overlap is reported as the user gave it
+        length (less the special tokens it adds) would lose each chunk's tail from its vector, so it is capped.
+        No size: 256 tokens, or what the model reads if that is less."""
         tokenizer = model.tokenizer
-        if model.max_seq_length:
-            limit = model.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
-            if chunk_size > limit:
+        limit = model.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False) if model.max_seq_length \
+            else None
+        if chunk_size is None:
+            chunk_size = min(cls.chunk_size, limit or cls.chunk_size)
+        else:
+            cls(chunk_size, overlap)  # a bad size or overlap is reported as the user gave it
+            if limit is not None and chunk_size > limit:
                 log.warning("--chunk-size %d is more than the embedder reads (%d tokens after its special tokens); "
                             "chunks are capped at %d tokens so every token reaches the vector", chunk_size, limit,
                             limit)

@@ -304,7 +304,7 @@ def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport, metad
 
 
 def build_index(out: str | Path, inputs: list[str], embedder: str, config: RetrievalConfig | None = None,
-                chunk_size: int = 256, overlap: int = 32, overwrite: bool = False, placement=None,
+                chunk_size: int | None = None, overlap: int = 32, overwrite: bool = False, placement=None,
                 text_field: str = "text", metadata: dict | None = None) -> ChangeReport:
     """Chunk, embed and index every document under `inputs` into a new index at `out`; `metadata` is added to
     every chunk."""
@@ -319,7 +319,7 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
         raise RunDirError(f"{out}: exists and is not a ragtune index; choose an empty or new folder")
     files = source_files(inputs)
     placement = placement or choose_placement(config.device, config.precision)
-    Chunker(chunk_size, overlap)  # a bad size fails before the embedder loads
+    Chunker(chunk_size or Chunker.chunk_size, overlap)  # a bad size fails before the embedder loads
     retriever, info = _embedder_info(embedder, placement, config, None)
     chunker = Chunker.for_embedder(retriever.model, chunk_size, overlap, text_field)
     report = ChangeReport(added_sources=[str(f) for f in files])
