@@ -109,6 +109,13 @@ def test_config_show_lists_every_option(cli):
     assert {"model.name", "data.train", "data.eval", "output.dir", "loss", "matryoshka_dims", "prompts.query"} <= set(rows)
 
 
+@pytest.mark.parametrize(("task", "heading"), [("embed", "ragtune train embed: options"),
+                                              ("query", "query settings: options")])
+def test_config_show_heading_names_the_command(cli, task, heading):
+    code, out, err = cli("config", "show", task)
+    assert code == 0 and heading in " ".join(out.split()), err
+
+
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_config_show_works_for_every_task(cli, task):
     code, out, err = cli("--json", "config", "show", task)

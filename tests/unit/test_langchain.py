@@ -86,6 +86,17 @@ def test_embeddings_cache_repeated_documents_and_log_the_hit_rate(tiny_embedder,
     assert not np.allclose(prompted.embed_query("bone density"), query, atol=1e-3)
 
 
+def test_embeddings_take_the_models_own_prompts_as_the_index_does(tiny_embedder):
+    from ragtune.integrations.langchain import RagtuneEmbeddings
+
+    config = Path(tiny_embedder) / "config_sentence_transformers.json"
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps({**data, "prompts": {"query": "query: ", "passage": "passage: "}}))
+    embeddings = RagtuneEmbeddings(tiny_embedder)  # "passage" is the document prompt's other name
+    assert (embeddings.query_prompt, embeddings.document_prompt) == ("query: ", "passage: ")
+    assert RagtuneEmbeddings(tiny_embedder, document_prompt="").document_prompt == ""
+
+
 def test_embeddings_cache_in_a_shared_store_is_per_model(tiny_embedder, tmp_path):
     from langchain_core.stores import InMemoryByteStore
 

@@ -23,6 +23,7 @@ def show_config(task: str = typer.Argument(..., help="embed")) -> int:
     if FLAGS.json:
         emit_json(rows)
         return 0
-    show(table(f"ragtune train {task}: options (override with key=value)", ["key", "type", "default", "help"],
+    command = f"ragtune train {task}" if task in ("embed", "rerank", "llm", "seq2seq") else f"{task} settings"
+    show(table(f"{command}: options (override with key=value)", ["key", "type", "default", "help"],
                [[r["key"], r["type"], r["default"], r["help"]] for r in rows]))
     return 0

@@ -49,18 +49,20 @@ class RagtuneEmbeddings(Embeddings):
 
     def __init__(self, model: str = "sentence-transformers/all-MiniLM-L6-v2", batch_size: int | None = None,
                  query_prompt: str | None = None, document_prompt: str | None = None, store: ByteStore | None = None):
+        from ragtune.config.base import PromptsSection
+        from ragtune.config.retrieval import DenseSection
         from ragtune.models.device import choose_placement
         from ragtune.models.load import load_embedder
         from ragtune.models.resolve import resolve_model
         from ragtune.retrieval.cache import model_fingerprint
+        from ragtune.retrieval.dense import model_prompts
 
         self.placement = choose_placement()
         path = resolve_model(model)
         self.model = load_embedder(path, self.placement)
         self.batch_size = batch_size
-        own = getattr(self.model, "prompts", None) or {}
-        self.query_prompt = query_prompt if query_prompt is not None else own.get("query")
-        self.document_prompt = document_prompt if document_prompt is not None else own.get("document")
+        prompts = DenseSection(prompts=PromptsSection(query=query_prompt, document=document_prompt))
+        self.query_prompt, self.document_prompt = model_prompts(self.model, prompts)  # as the index encodes
         self.store = store if store is not None else InMemoryByteStore()
         identity = f"{model_fingerprint(path) or model}\0{self.document_prompt or ''}"
         self._namespace = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
