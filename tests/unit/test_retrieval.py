@@ -152,6 +152,16 @@ def test_dense_scores_are_cosine_similarities(embedder):
     np.testing.assert_allclose([s for _, s in hits], (docs @ q.T)[:, 0], atol=1e-5)
 
 
+def test_a_dot_product_model_ranks_by_raw_dot_products(embedder):
+    queries, corpus = toy_corpus()
+    embedder.similarity_fn_name = "dot"  # as config_sentence_transformers.json says for a dot-product model
+    (hits,) = dense(corpus, embedder, cache=False).search(queries[:1], 100)
+    q = embedder.encode(queries[:1], normalize_embeddings=False)
+    docs = embedder.encode([corpus[d] for d, _ in hits], normalize_embeddings=False)
+    assert not np.allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-3)  # the lengths count
+    np.testing.assert_allclose([s for _, s in hits], (docs @ q.T)[:, 0], rtol=1e-4, atol=1e-4)
+
+
 def test_dense_empty_corpus_is_a_data_error(embedder):
     with pytest.raises(DataError, match="corpus is empty"):
         dense({}, embedder)

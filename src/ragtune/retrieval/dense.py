@@ -33,15 +33,23 @@ def reduced_precision_copy(model, placement: Placement):
     return copy_.to(placement.dtype), nullcontext()
 
 
+def unit_vectors(model) -> bool:
+    """Whether a model's embeddings are compared as unit vectors (cosine, the default) rather than by raw dot
+    product: a model trained for dot product ranks by vector length too, so its vectors stay as they are."""
+    return getattr(model, "similarity_fn_name", None) not in ("dot", "dot_product")
+
+
 def encode(model, texts: list[str], placement: Placement, batch_size: int | None = None, prompt: str | None = None,
            show_progress: bool = False) -> np.ndarray:
-    """Unit-normalised float32 embeddings, (n, dim). Texts go longest first in batches, in reduced precision."""
+    """Float32 embeddings, (n, dim), unit-normalised unless the model scores by dot product. Texts go longest first
+    in batches, in reduced precision."""
     if not texts:
         return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
     encoder, context = reduced_precision_copy(model, placement)
     with context:
-        embeddings = encoder.encode(texts, batch_size=batch_size or placement.encode_batch_size, prompt=prompt, normalize_embeddings=True,
-                                    convert_to_tensor=True, show_progress_bar=show_progress)
+        embeddings = encoder.encode(texts, batch_size=batch_size or placement.encode_batch_size, prompt=prompt,
+                                    normalize_embeddings=unit_vectors(model), convert_to_tensor=True,
+                                    show_progress_bar=show_progress)
     return np.ascontiguousarray(embeddings.float().cpu().numpy(), dtype=np.float32)
 
 
@@ -55,7 +63,7 @@ def model_prompts(model, settings: DenseSection) -> tuple[str | None, str | None
 
 
 def build_faiss_index(embeddings: np.ndarray, settings: DenseSection):
-    """An inner-product FAISS index over unit vectors: exact (flat), HNSW or IVF."""
+    """An inner-product FAISS index (over unit vectors for cosine models): exact (flat), HNSW or IVF."""
     import faiss
 
     n, dim = embeddings.shape
@@ -103,7 +111,7 @@ class DenseRetriever:
         if fingerprint is None:
             return None
         return texts_fingerprint(texts, fingerprint, self.document_prompt, self.model.max_seq_length,
-                                 self.placement.precision, "normalized")
+                                 self.placement.precision, "normalized" if unit_vectors(self.model) else "raw")
 
     def encode_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         key = self._cache_key(texts)
@@ -125,8 +133,9 @@ class DenseRetriever:
         encoder, context = self._encoder
         with context:
             batch_size = self.settings.batch_size or self.placement.encode_batch_size
-            embeddings = encoder.encode(texts, batch_size=batch_size, prompt=self.query_prompt, normalize_embeddings=True,
-                                        convert_to_tensor=True, show_progress_bar=False)
+            embeddings = encoder.encode(texts, batch_size=batch_size, prompt=self.query_prompt,
+                                        normalize_embeddings=unit_vectors(self.model), convert_to_tensor=True,
+                                        show_progress_bar=False)
         return np.ascontiguousarray(embeddings.float().cpu().numpy(), dtype=np.float32)
 
     @classmethod
