@@ -271,6 +271,22 @@ def test_data_mine_writes_triplets_that_validate_and_train(cli, pairs_file, tiny
     assert (tmp_path / "run" / "final").is_dir() and "triplets" in (tmp_path / "run" / "train.log").read_text()
 
 
+@pytest.mark.parametrize("output", ["triplets", "ntuples", "labeled_pairs"])
+def test_every_mining_output_trains_a_reranker(cli, pairs_file, tiny_cross_encoder, tmp_path, output):
+    from tests.unit.test_train_rerank import tiny_rerank_overrides
+
+    out = tmp_path / "mined.jsonl"
+    code, _, err = cli("data", "mine", pairs_file, "--out", out, f"output={output}", "num_negatives=2", "range_max=10")
+    assert code == 0, err
+    run_dir = tmp_path / "run"
+    code, _, err = cli("train", "rerank", f"data.train={out}", *tiny_rerank_overrides(tiny_cross_encoder, run_dir),
+                       "--allow-regression")
+    assert code == 0, err
+    log = (run_dir / "train.log").read_text()
+    assert "hard negatives: kept" not in log  # the mined negatives are used as they are, not mined again
+    assert json.loads((run_dir / "eval_after.json").read_text())["metrics"]["ndcg@10"] > 0
+
+
 @pytest.mark.parametrize("kind", ["dense", "hybrid"])
 def test_data_mine_with_a_dense_or_hybrid_retriever(cli, pairs_file, tiny_embedder, tmp_path, kind):
     dense = f"dense:{tiny_embedder}"

@@ -228,3 +228,23 @@ def test_resume_after_kill_reaches_the_end(cli, tiny_cross_encoder, pairs_file, 
 
     score = CrossEncoder(str(killed / "final"), device="cpu").predict([("bone density", "a study of bone density")])
     assert math.isfinite(float(score[0]))
+
+
+def test_the_best_evaluation_is_the_model_in_final(cli, tiny_cross_encoder, tmp_path):
+    from safetensors.torch import load_file
+
+    data = tmp_path / "train.jsonl"
+    write_jsonl(data, labelled_pairs(6))
+    run_dir = tmp_path / "run"
+    code, _, err = cli("train", "rerank", f"data.train={data}", *tiny_rerank_overrides(tiny_cross_encoder, run_dir, 6),
+                       "train.learning_rate=3e-3", "train.save_total_limit=10", "--allow-regression")
+    assert code == 0, err
+    evals = [(m["step"], m["eval_ndcg@10"]) for m in _metrics(run_dir) if "eval_ndcg@10" in m]
+    assert [step for step, _ in evals] == [2, 4, 6]
+    best_step, best = max(evals, key=lambda e: (e[1], -e[0]))  # the first of equal bests, as the Trainer keeps
+    assert best_step < 6  # this seeded run peaks early (0.51, 0.44, 0.50), so the last weights are not the best
+    after = _eval(run_dir, "after")
+    assert after["best_step"] == best_step and after["metrics"]["ndcg@10"] == pytest.approx(best)
+    final = load_file(run_dir / "final" / "model.safetensors")
+    chosen = load_file(run_dir / "checkpoints" / f"checkpoint-{best_step}" / "model.safetensors")
+    assert final.keys() == chosen.keys() and all((final[k] == chosen[k]).all() for k in final)
