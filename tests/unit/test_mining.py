@@ -388,28 +388,33 @@ def test_data_mine_bad_data_file(cli, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- bounded memory
 
-def test_mining_memory_stays_bounded_over_a_large_corpus(tiny_embedder):
+@pytest.mark.parametrize("kind", ["dense", "bm25", "hybrid"])
+def test_mining_memory_stays_bounded_over_a_large_corpus(tiny_embedder, kind):
     """100,000 documents x 2,000 queries: batches of 256 queries, never a query-by-corpus score matrix."""
     import tracemalloc
 
-    from ragtune.config.retrieval import DenseSection
+    from ragtune.config.retrieval import DenseSection, FusionSection
     from ragtune.data.mine import mine
     from ragtune.models.device import Placement
     from ragtune.models.load import load_embedder
+    from ragtune.retrieval.bm25 import BM25Retriever
     from ragtune.retrieval.dense import DenseRetriever, build_faiss_index
+    from ragtune.retrieval.pipeline import HybridRetriever
 
     n_docs, n_queries = 100_000, 2_000
+    corpus = {f"d{i}": f"doc {i} about topic{i % 100}" for i in range(n_docs)}  # each topic: 1,000 documents
+    pairs = [(f"query {i} about topic{i * 50 % 100}", corpus[f"d{i * 50}"]) for i in range(n_queries)]
     placement = Placement("cpu", "fp32", "tests")
     model = load_embedder(tiny_embedder, placement)
     vectors = np.random.default_rng(0).standard_normal((n_docs, model.get_sentence_embedding_dimension()),
                                                        dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    retriever = DenseRetriever(model, placement, DenseSection(cache=False))
-    retriever.index = build_faiss_index(vectors, retriever.settings)
+    dense = DenseRetriever(model, placement, DenseSection(cache=False))
+    dense.index = build_faiss_index(vectors, dense.settings)
+    dense.doc_ids = list(corpus)
     del vectors
-    corpus = {f"d{i}": f"doc {i}" for i in range(n_docs)}
-    retriever.doc_ids = list(corpus)
-    pairs = [(f"query {i}", f"doc {i * 50}") for i in range(n_queries)]
+    retriever = {"dense": lambda: dense, "bm25": lambda: BM25Retriever.build(corpus),
+                 "hybrid": lambda: HybridRetriever([BM25Retriever.build(corpus), dense], FusionSection())}[kind]()
 
     largest = [0]
     search = retriever.search

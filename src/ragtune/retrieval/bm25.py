@@ -39,6 +39,7 @@ class BM25Retriever:
         self.doc_ids: list[str] = []
         self._model = None
         self._stemmer = None
+        self._rows: tuple[int, dict[str, int]] | None = None  # (corpus size, row of each document id)
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
         import bm25s
@@ -106,7 +107,9 @@ class BM25Retriever:
 
     def scores_for(self, query: str, doc_ids: list[str]) -> np.ndarray:
         """BM25 scores of given documents for one query (used to score a known positive when mining)."""
-        position = {d: i for i, d in enumerate(self.doc_ids)}
+        if self._rows is None or self._rows[0] != len(self.doc_ids):  # built once, not per query
+            self._rows = (len(self.doc_ids), {d: i for i, d in enumerate(self.doc_ids)})
+        position = self._rows[1]
         vocab = self._model.vocab_dict
         terms = [w for w in self._tokenize([query])[0] if w in vocab]
         if not terms:
