@@ -8,9 +8,30 @@ from pathlib import Path
 from typing import Any
 
 
+def output_file(path: str | Path) -> Path:
+    """`path` as a file to write; an existing folder there is refused in one line (checked before the work)."""
+    from ragtune.errors import RunDirError
+
+    path = Path(path)
+    if path.is_dir():
+        raise RunDirError(f"{path}: is a folder; give the path of a file to write")
+    return path
+
+
+def output_folder(path: str | Path) -> Path:
+    """`path` as a folder to write into; an existing file there is refused in one line (checked before the work)."""
+    from ragtune.errors import RunDirError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: is a file; give the path of a folder to write into")
+    return path
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
+    path = output_file(path)
+    output_folder(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")

@@ -592,3 +592,27 @@ def test_brackets_in_a_path_are_shown(cli, tmp_path):
 def test_markup_in_a_field_name_does_not_crash(cli, tmp_path):
     path = _write(tmp_path / "d.jsonl", '{"[/x]": "a", "y": "b"}\n')
     one_line_error(cli("data", "validate", path), path, "[/x]")
+
+
+# ------------------------------------------------------------------------------------- outputs of the wrong kind
+
+@pytest.mark.parametrize("command", ["data chunk", "data mine", "eval retrieval", "eval rag", "data synth",
+                                     "export langchain"])
+def test_an_output_of_the_wrong_kind_is_refused_before_the_work(cli, pairs_file, tiny_embedder, tmp_path, command):
+    beir = make_beir(tmp_path / "beir")
+    docs = _write(tmp_path / "docs" / "a.txt", "Statins lower cholesterol.").parent
+    chunks = _write(tmp_path / "chunks.jsonl", json.dumps({"id": "c1", "text": "Statins lower cholesterol.",
+                                                           "source": "a.txt"}) + "\n")
+    folder, file = tmp_path / "a-folder", _write(tmp_path / "a-file.txt", "keep me")
+    folder.mkdir()
+    down = ["--generator", "http://127.0.0.1:9/v1", "--generator-model", "m"]  # never reached
+    args, out, kind = {
+        "data chunk": (["data", "chunk", docs, "--embedder", tiny_embedder, "--out"], folder, "is a folder"),
+        "data mine": (["data", "mine", pairs_file, "--out"], folder, "is a folder"),
+        "eval retrieval": (["eval", "retrieval", "--data", beir, "-p", "bm25", "--out"], file, "is a file"),
+        "eval rag": (["eval", "rag", "--data", beir, "-p", "bm25", "--no-generate", "--out"], file, "is a file"),
+        "data synth": (["data", "synth", chunks, *down, "--out"], file, "is a file"),
+        "export langchain": (["export", "langchain", tmp_path / "no-index"], file, "is a file"),
+    }[command]
+    one_line_error(cli(*args, out), out, kind)
+    assert file.read_text() == "keep me" and list(folder.iterdir()) == []  # nothing written, nothing left behind

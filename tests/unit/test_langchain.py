@@ -148,6 +148,10 @@ def test_export_langchain_loads_in_faiss_with_the_same_top_hit(cli, index, tiny_
     assert "pickle" in stdout and (out / "index.faiss").is_file()
     error_line(cli("export", "langchain", tmp_path / "nowhere", tmp_path / "lc2"), "not a ragtune index")
     assert not (tmp_path / "lc2").exists()
+    live = sorted(p.relative_to(index) for p in index.rglob("*"))
+    for inside in (index, index / "v000001", index.parent):  # the index itself, a part of it, a folder holding it
+        error_line(cli("export", "langchain", index, inside, "--overwrite"), "choose a folder apart from the index")
+    assert sorted(p.relative_to(index) for p in index.rglob("*")) == live
 
 
 def test_the_langchain_example_runs_end_to_end(index, tiny_llm, tmp_path):

@@ -610,7 +610,7 @@ def test_synth_from_an_index_with_the_library(cli, passages, tiny_embedder, tmp_
     from ragtune.rag.synth import synth_from
 
     build(cli, passages, tmp_path / "idx", tiny_embedder, "--chunk-size", "64")  # a chunk per passage
-    written, report = synth_from(str(tmp_path / "idx"), str(tmp_path / "out"), QuestionWriter(), questions=4,
+    written, report = synth_from(str(tmp_path / "idx"), str(tmp_path / "out"), QuestionWriter, questions=4,
                                  round_trip_k=3, max_chunks=4)
     assert (report.chunks, report.generated) == (4, 16)
     assert report.removed["a copy of the chunk"] == 4 and report.removed["a near-duplicate"] >= 4
@@ -638,6 +638,21 @@ def test_synth_filter_functions():
     assert not near_duplicate("anything at all here", [])
     assert parse_questions("1. What is a?\n2) Why b here?\n- How c works?\n• Who d is?\nQ5: When e ends?\nno\n\n") \
         == ["What is a?", "Why b here?", "How c works?", "Who d is?", "When e ends?"]
+
+
+def test_synth_keeps_an_earlier_runs_files_unless_told(cli, chunks_file, chat_server, tmp_path):
+    chat_server.reply = QuestionWriter()
+    out = tmp_path / "synth"
+    args = ["data", "synth", chunks_file, "--out", out, "--generator", chat_server.url, "--generator-model", "m"]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    first = (out / "pairs.jsonl").read_text()
+    (out / "pairs.jsonl").write_text("edited by hand\n")
+    error_line(cli(*args), str(out), "pairs.jsonl, rerank.jsonl", "--overwrite")
+    assert (out / "pairs.jsonl").read_text() == "edited by hand\n"
+    code, _, err = cli(*args, "--overwrite")
+    assert code == 0, err
+    assert (out / "pairs.jsonl").read_text() == first
 
 
 def test_synth_where_nothing_survives_is_one_line_error(cli, chunks_file, chat_server, tmp_path):
@@ -677,12 +692,12 @@ def test_synth_with_the_local_tiny_llm_ends_cleanly(cli, passages, tiny_embedder
         assert not (out / "pairs.jsonl").exists()
 
 
-def test_synth_bad_input_is_one_line_error(cli, tmp_path, chat_server):
+def test_synth_bad_input_is_one_line_error(cli, tmp_path, chat_server, chunks_file):
     args = ["--generator", chat_server.url, "--generator-model", "m", "--out", tmp_path / "o"]
     error_line(cli("data", "synth", _write(tmp_path / "p.jsonl", '{"query": "a", "document": "b"}\n'), *args),
                "not a ragtune chunk")
     error_line(cli("data", "synth", tmp_path / "missing.jsonl", *args), "missing.jsonl")
-    error_line(cli("data", "synth", tmp_path / "p.jsonl", "--generator", chat_server.url, "--out", tmp_path / "o"),
+    error_line(cli("data", "synth", chunks_file, "--generator", chat_server.url, "--out", tmp_path / "o"),
                "--generator-model")
 
 

@@ -58,7 +58,9 @@ def mine(
     """Mine hard negatives for each pair with BM25, dense or hybrid retrieval; print what each filter removed."""
     from ragtune.config import load_config
     from ragtune.data.mine import mine_to_file
+    from ragtune.utils import output_file
 
+    output_file(out)
     settings = load_config("mine", config, overrides or [])
     report = mine_to_file(str(data), str(out), settings, str(corpus) if corpus else None, split, device, precision,
                           unknown_ids)
@@ -89,7 +91,9 @@ def chunk(
     from ragtune.errors import DataError
     from ragtune.models.device import choose_placement
     from ragtune.models.load import load_embedder
+    from ragtune.utils import output_file
 
+    output_file(out)
     chunker = Chunker.for_embedder(load_embedder(embedder, choose_placement("cpu", "fp32")), chunk_size, overlap,
                                    text_field)
     chunks, warnings = chunk_files([str(d) for d in docs], chunker, metadata(meta))
@@ -121,14 +125,14 @@ def synth(
     rag_sft: bool = typer.Option(False, "--rag-sft", help="also write LLM data: retrieved context + question -> "
                                  "answer from the source chunk"),
     max_chunks: Optional[int] = typer.Option(None, "--max-chunks", min=1, help="use the first N chunks"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the files of an earlier run in --out"),
 ) -> int:
     """Generate questions for each chunk, keep those the retriever can answer, write training data."""
     from ragtune.rag.generators import make_generator
     from ragtune.rag.synth import synth_from
 
-    make = make_generator(generator, generator_model)
-    written, report = synth_from(str(source), str(out), make, questions, round_trip_k, negatives, rag_sft,
-                                 max_chunks)
+    written, report = synth_from(str(source), str(out), lambda: make_generator(generator, generator_model), questions,
+                                 round_trip_k, negatives, rag_sft, max_chunks, overwrite)
     if FLAGS.json:
         emit_json({"written": [str(p) for p in written], "chunks": report.chunks, "generated": report.generated,
                    "removed": dict(report.removed), "kept": report.kept})

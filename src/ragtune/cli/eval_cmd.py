@@ -59,7 +59,10 @@ def retrieval(
     from ragtune.eval.results import write_results
     from ragtune.eval.retrieval import HEADLINE, evaluate_pipelines
     from ragtune.retrieval.spec import parse_spec
+    from ragtune.utils import output_folder
 
+    if out:
+        output_folder(out)  # before the evaluation, not after it
     if stat_test not in ("student", "fisher", "tukey"):
         raise ConfigError(f"--stat-test '{stat_test}': use student, fisher or tukey")
     if device not in ("auto", "cpu", "cuda", "mps"):
@@ -155,7 +158,10 @@ def rag(
     from ragtune.eval.rag import evaluate_rag, rag_payload, write_rag_results
     from ragtune.rag.generators import make_generator
     from ragtune.retrieval.spec import parse_spec
+    from ragtune.utils import output_folder
 
+    if out:
+        output_folder(out)
     for spec in pipeline:
         parse_spec(spec)
     if generator and no_generate:

@@ -118,7 +118,7 @@ NOTE = """This folder was written by `ragtune export langchain` for langchain_co
 
 index.faiss is a plain FAISS file. index.pkl is LangChain's docstore, and LangChain's loader reads it with
 pickle, which can run code: load only folders you (or ragtune) wrote. The ragtune index itself has no pickle.
-Vectors are unit-normalised, so inner product is cosine similarity.
+Vectors are unit-normalised for cosine models (inner product is then cosine similarity), raw for dot-product ones.
 """
 
 
@@ -132,8 +132,12 @@ def export_langchain(index_path: str | Path, out: str | Path, overwrite: bool = 
 
     from ragtune.errors import RunDirError
     from ragtune.retrieval.index import Index
+    from ragtune.utils import output_folder
 
-    out = Path(out)
+    out, source = output_folder(out), Path(index_path).resolve()
+    if out.resolve() == source or source in out.resolve().parents or out.resolve() in source.parents:
+        raise RunDirError(f"{out}: is the index {index_path}, lies inside it or holds it; choose a folder apart from "
+                          "the index")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunDirError(f"{out}: exists; pass --overwrite to replace it or choose another folder")
     index = Index(index_path)

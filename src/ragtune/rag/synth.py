@@ -123,12 +123,22 @@ def write_synth(out_dir: str | Path, data: dict[str, list[dict]]) -> list[Path]:
     return written
 
 
-def synth_from(source: str, out_dir: str, generator, questions: int = 3, round_trip_k: int = 5,
-               negatives: int = 3, rag_sft: bool = False, max_chunks: int | None = None):
-    """`ragtune data synth`: chunks from an index (searched with its hybrid retrieval) or a chunks.jsonl (searched
-    with BM25 over the chunks); returns the files written and the report."""
-    from ragtune.data.chunk import read_chunks
+SYNTH_FILES = ("pairs.jsonl", "rerank.jsonl", "rag_sft.jsonl")
 
+
+def synth_from(source: str, out_dir: str, make_generator, questions: int = 3, round_trip_k: int = 5,
+               negatives: int = 3, rag_sft: bool = False, max_chunks: int | None = None, overwrite: bool = False):
+    """`ragtune data synth`: chunks from an index (searched with its hybrid retrieval) or a chunks.jsonl (searched
+    with BM25 over the chunks); returns the files written and the report. The output folder and the source are
+    checked before `make_generator` (no arguments) loads the generator."""
+    from ragtune.data.chunk import read_chunks
+    from ragtune.errors import RunDirError
+    from ragtune.utils import output_folder
+
+    earlier = [name for name in SYNTH_FILES if (output_folder(out_dir) / name).exists()]
+    if earlier and not overwrite:
+        raise RunDirError(f"{out_dir}: holds {', '.join(earlier)} from an earlier run; pass --overwrite to replace "
+                          "them, or choose another folder")
     path = Path(source)
     if (path / "CURRENT").is_file():
         from ragtune.retrieval.index import Index
@@ -148,5 +158,5 @@ def synth_from(source: str, out_dir: str, generator, questions: int = 3, round_t
 
         def search(question: str, k: int) -> list[str]:
             return [d for d, _ in bm25.search([question], k)[0]]
-    data, report = synthesize(chunks, generator, search, questions, round_trip_k, negatives, rag_sft)
+    data, report = synthesize(chunks, make_generator(), search, questions, round_trip_k, negatives, rag_sft)
     return write_synth(out_dir, data), report
