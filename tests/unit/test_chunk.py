@@ -380,6 +380,22 @@ def test_read_chunks_refuses_other_jsonl(tmp_path):
         read_chunks(path)
 
 
+@pytest.mark.parametrize(("change", "needles"), [
+    ({"text": 123}, ["chunks.jsonl:2:", "field 'text' should be str, got int"]),
+    ({"chunk": "2"}, ["chunks.jsonl:2:", "field 'chunk' should be int, got str"]),
+    ({"page": True}, ["chunks.jsonl:2:", "field 'page' should be int or null, got bool"]),
+    ({"id": "c1"}, ["chunks.jsonl:2:", "chunk id 'c1' already appears at line 1"]),
+])
+def test_read_chunks_checks_types_and_unique_ids(tmp_path, change, needles):
+    rows = [{"id": f"c{i}", "text": f"text {i}", "source": "a.txt", "title": "a", "chunk": i, "start": 0, "end": 6}
+            for i in (1, 2)]
+    rows[1].update(change)
+    path = _write(tmp_path / "chunks.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as error:
+        read_chunks(path)
+    assert all(n in str(error.value) for n in needles), str(error.value)
+
+
 def test_a_bom_and_crlf_text_file_reads_cleanly(tokenizer, tmp_path):
     path = _write(tmp_path / "bom.txt", "\ufeffBone density.\r\n\r\nJoint pain.\r\n".encode("utf-8"))
     [document] = read_documents(path)

@@ -173,9 +173,15 @@ def test_query_json_gives_ranked_chunks_with_sources_as_indexed(cli, tmp_path, t
 
 
 def test_query_bad_settings_are_one_line_errors(cli, index, tmp_path):
+    from ragtune.errors import ConfigError
+
     error_line(cli("query", index, "q", "--no-generate", "mode=sparse"), "mode")
     error_line(cli("query", index, "q", "--no-generate", "prompt=no slots here"), "{context}", "{question}")
     error_line(cli("query", tmp_path / "nowhere", "q", "--no-generate"), "not a ragtune index")
+    for empty in ("", "   \n"):
+        error_line(cli("query", index, empty, "--no-generate"), "the question is empty")
+    with pytest.raises(ConfigError, match="the question is empty"):
+        pipeline(index, mode="bm25").retrieve(" ")
 
 
 def test_a_prompt_with_stray_braces_is_refused_before_anything_loads(cli, index, tmp_path):

@@ -23,8 +23,9 @@ def query(index: Path = typer.Argument(..., help="index folder built with `ragtu
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="query settings (YAML/JSON)")) -> int:
     """Answer a question from an index, citing the chunks it used."""
     from ragtune.config import load_config
-    from ragtune.rag.pipeline import RAGPipeline
+    from ragtune.rag.pipeline import RAGPipeline, check_question
 
+    check_question(question)  # before any model loads
     settings = load_config("query", config, [*(overrides or []), *([f"k={k}"] if k else [])])
     pipeline = RAGPipeline.from_index(str(index), rerank, None if no_generate else generator, generator_model,
                                       settings)

@@ -308,14 +308,30 @@ def write_chunks(chunks: list[Chunk], out: str | Path) -> None:
     write_atomic(out, "".join(c.to_json() + "\n" for c in chunks))
 
 
+CHUNK_TYPES = {"id": (str,), "text": (str,), "source": (str,), "title": (str, type(None)), "chunk": (int,),
+               "start": (int,), "end": (int,), "page": (int, type(None)), "metadata": (dict,)}
+
+
 def read_chunks(path: str | Path) -> list[Chunk]:
+    """Chunks written by `ragtune data chunk`, every field of the right type and every id once."""
     from ragtune.data.readers import read_rows
 
-    out = []
+    out, seen = [], {}
     for row in read_rows(path):
         try:
-            out.append(Chunk(**row.data))
+            chunk = Chunk(**row.data)
         except TypeError:
             raise DataError(f"{row.where}: not a ragtune chunk (fields id, text, source, ...); write chunks with "
                             "`ragtune data chunk`") from None
+        for name, kind in CHUNK_TYPES.items():
+            value = getattr(chunk, name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                expected = " or ".join("null" if k is type(None) else k.__name__ for k in kind)
+                raise DataError(f"{row.where}: field '{name}' should be {expected}, got {type(value).__name__} "
+                                f"({str(value)[:30]!r}); write chunks with `ragtune data chunk`")
+        if chunk.id in seen:
+            raise DataError(f"{row.where}: chunk id '{chunk.id}' already appears at line {seen[chunk.id]}; every "
+                            "chunk needs its own id (re-run `ragtune data chunk`)")
+        seen[chunk.id] = row.line
+        out.append(chunk)
     return out

@@ -37,6 +37,14 @@ class Answer:
         return asdict(self)
 
 
+def check_question(question: str) -> None:
+    from ragtune.errors import ConfigError
+
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError(f"the question is empty ({question!r}); ask something, e.g. ragtune query INDEX "
+                          "\"What lowers blood pressure?\"")
+
+
 class RAGPipeline:
     """Answers questions from an index, optionally through a reranker, with a local or remote generator."""
 
@@ -68,6 +76,7 @@ class RAGPipeline:
 
     def retrieve(self, question: str, timings: dict[str, float] | None = None) -> list[Source]:
         """Ranked, thresholded, per-document-limited passages for the question."""
+        check_question(question)
         timings = timings if timings is not None else {}
         s = self.settings
         start = time.perf_counter()
