@@ -7,8 +7,11 @@ from typing import Iterable
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """Return ` (did you mean 'x'?)` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    """Return ` (did you mean 'x'?)` for the closest choice (by spelling, or a choice that `name` ends or starts
+    with as a word, such as 'k' for 'top_k'), or an empty string."""
+    choices = list(choices)
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
+    close = close or [c for c in choices if str(name).endswith(f"_{c}") or str(name).startswith(f"{c}_")][:1]
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

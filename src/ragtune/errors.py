@@ -46,3 +46,14 @@ def where(path: object, line: int | None = None, field: str | None = None) -> st
     if field is not None:
         text += f": field '{field}'"
     return text
+
+
+def missing_path(path) -> DataError:
+    """The error for a file or folder that is not there: a dangling or looping link says so."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_symlink():
+        return DataError(f"{path}: a symbolic link that leads nowhere (its target is missing, or links loop); point "
+                         "it at a real file or folder")
+    return DataError(f"{path}: no such file or folder; check the path (relative paths start from {Path.cwd()})")

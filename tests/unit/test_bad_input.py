@@ -205,6 +205,8 @@ BEIR_CASES = {
     "corpus_text_is_a_list": ("corpus.jsonl", '{"_id": "d0", "text": ["a"]}\n', [":1:", "'text'"]),
     "corpus_empty": ("corpus.jsonl", "", ["empty"]),
     "queries_missing_id": ("queries.jsonl", '{"text": "a"}\n', [":1:", "'_id'"]),
+    "corpus_repeated_id": ("corpus.jsonl", '{"_id": "d0", "text": "a"}\n{"_id": "d1", "text": "b"}\n'
+                           '{"_id": "d0", "text": "c"}\n', [":3:", "_id 'd0' already appears at line 1"]),
     "queries_non_utf8": ("queries.jsonl", b'{"_id": "q0", "text": "\xff"}\n', [":1:", "UTF-8"]),
 }
 

@@ -346,7 +346,7 @@ def test_human_output_lists_the_skipped_files(cli, tiny_embedder, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no_supported_files", "empty_folder", "unsupported_file", "missing",
-                                  "nothing_readable", "non_string_text"])
+                                  "link_loop", "nothing_readable", "non_string_text"])
 def test_nothing_to_chunk_is_one_line_error(cli, tiny_embedder, tmp_path, case):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -361,7 +361,12 @@ def test_nothing_to_chunk_is_one_line_error(cli, tiny_embedder, tmp_path, case):
         target = _write(folder / "a.csv", "x,y\n")
         needles = ["unsupported file type '.csv'"]
     elif case == "missing":
-        target, needles = folder / "nope", ["no such file"]
+        target, needles = folder / "nope", ["no such file", "check the path"]
+    elif case == "link_loop":
+        target = folder / "l1"
+        target.symlink_to(folder / "l2")
+        (folder / "l2").symlink_to(target)
+        needles = ["symbolic link that leads nowhere"]
     elif case == "nothing_readable":
         _write(folder / "empty.txt", "")
         _write(folder / "bad.pdf", b"garbage")
@@ -370,7 +375,7 @@ def test_nothing_to_chunk_is_one_line_error(cli, tiny_embedder, tmp_path, case):
         target = _write(folder / "d.jsonl", '{"text": ["a", "list"]}\n')
         needles = [f"{target}:1:", "'text'", "--text-field"]
     out = tmp_path / "chunks.jsonl"
-    error_line(cli("data", "chunk", target, "--out", out, "--embedder", tiny_embedder), *needles)
+    one_line_error(cli("data", "chunk", target, "--out", out, "--embedder", tiny_embedder), *needles)  # no warnings too
     assert not out.exists()
 
 

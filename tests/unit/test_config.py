@@ -122,3 +122,18 @@ def test_config_show_works_for_every_task(cli, task):
     assert code == 0, err
     rows = {r["key"]: r for r in json.loads(out)}
     assert rows and all(r["help"] for r in rows.values())
+
+
+@pytest.mark.parametrize(("name", "suggestion"), [("nme", "name"), ("top_k", "k"), ("k_top", "k"), ("zzz", None)])
+def test_did_you_mean_by_spelling_or_by_a_word_of_the_name(name, suggestion):
+    from ragtune.choices import did_you_mean
+
+    hint = did_you_mean(name, ["name", "k", "mode"])
+    assert hint == (f" (did you mean '{suggestion}'?)" if suggestion else "")
+
+
+def test_an_unknown_query_setting_suggests_the_close_one():
+    from ragtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown key 'top_k' \(did you mean 'k'\?\)"):
+        load_config("query", None, ["top_k=3"])

@@ -430,7 +430,8 @@ def test_spec_parses_every_shape():
 BAD_SPECS = {  # spec: the column the error points at
     "": 1, "bm": 1, "sparse": 1, "BM25": 1, "bm25x": 5, "bm25)": 5, "dense:": 7, "dense:m@5": 8,
     "hybrid(bm25)": 1, "hybrid()": 8, "hybrid(bm25,": 13, "hybrid(bm25,dense:m": 20, "hybrid(bm25 dense:m)": 12,
-    "bm25+rerank:": 13, "bm25+rerank:m@": 15, "bm25+rerank:m@0": 15, "bm25+rerank:a+rerank:b": 14,
+    "bm25+rerank:": 13, "bm25+rerank:m@": 15, "bm25+rerank:m@0": 15, "bm25+rerank:m@-5": 15, "bm25+rerank:m@0.5": 15,
+    "bm25+rerank:a+rerank:b": 14,
     "bm25+dense:m": 5,
 }
 

@@ -38,13 +38,19 @@ def _field(row, name: str) -> str:
 
 
 def _documents(path: Path, with_title: bool) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
+    lines: dict[str, int | None] = {}
     for row in read_rows(path):
         text = _field(row, "text")
         title = row.data.get("title") or "" if with_title else ""
         if not isinstance(title, str):
             raise DataError(f"{row.where}: field 'title' must be a string, got {type(title).__name__}")
-        out[_field(row, "_id")] = f"{title} {text}".strip() if title else text
+        key = _field(row, "_id")
+        if key in lines:
+            raise DataError(f"{row.where}: _id '{key}' already appears at line {lines[key]}; give every record its "
+                            "own _id (judgements name records by it)")
+        lines[key] = row.line
+        out[key] = f"{title} {text}".strip() if title else text
     return out
 
 

@@ -17,7 +17,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ragtune.errors import DataError
+from ragtune.errors import DataError, missing_path
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,9 @@ def _pdf(path: Path) -> Iterator[Document]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    pypdf_log = logging.getLogger("pypdf")
+    level = pypdf_log.level
+    pypdf_log.setLevel(logging.ERROR)  # its repair notes on a damaged file; ragtune's own line says what matters
     try:
         reader = PdfReader(str(path))
         if reader.is_encrypted:
@@ -123,6 +126,8 @@ def _pdf(path: Path) -> Iterator[Document]:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise DataError(f"{path}: not a readable PDF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+    finally:
+        pypdf_log.setLevel(level)
 
 
 def _jsonl(path: Path, text_field: str) -> Iterator[Document]:
@@ -159,23 +164,25 @@ def read_documents(path: Path, text_field: str = "text") -> Iterator[Document]:
 def source_files(inputs: list[str | Path]) -> list[Path]:
     """Every supported file under the given files and folders, sorted; unsupported files are reported."""
     files: list[Path] = []
+    skipped: list[Path] = []
     for item in inputs:
         path = Path(item)
         if not path.exists():
-            raise DataError(f"{path}: no such file or folder")
+            raise missing_path(path)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file()  # nothing hidden: .git/, .venv/, .cache
                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            skipped = [p for p in found if p.suffix.lower() not in SUFFIXES]
-            for p in skipped:
-                log.warning("%s: skipped (not one of %s)", p, ", ".join(SUFFIXES))
+            skipped += [p for p in found if p.suffix.lower() not in SUFFIXES]
             files += [p for p in found if p.suffix.lower() in SUFFIXES]
         elif path.suffix.lower() in SUFFIXES:
             files.append(path)
         else:
             raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(SUFFIXES)}")
     if not files:
-        raise DataError(f"{', '.join(map(str, inputs))}: no {', '.join(SUFFIXES)} files to ingest")
+        raise DataError(f"{', '.join(map(str, inputs))}: no {', '.join(SUFFIXES)} files to ingest"
+                        + (f" ({len(skipped)} of other types, first: {skipped[0].name})" if skipped else ""))
+    for path in skipped:
+        log.warning("%s: skipped (not one of %s)", path, ", ".join(SUFFIXES))
     return list(dict.fromkeys(files))  # a file named twice (itself and its folder) is read once
 
 
@@ -297,9 +304,7 @@ def chunk_files(inputs: list[str | Path], chunker: Chunker, metadata: dict | Non
             chunks += found
         if len(chunks) == before:
             warnings.append(f"{path}: no text (empty document, or a scanned PDF without a text layer); skipped")
-    for warning in warnings:
-        log.warning(warning)
-    return chunks, warnings
+    return chunks, warnings  # the caller shows the warnings, or folds them into its error when nothing is left
 
 
 def write_chunks(chunks: list[Chunk], out: str | Path) -> None:

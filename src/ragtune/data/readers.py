@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ragtune.errors import DataError
+from ragtune.errors import DataError, missing_path
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
@@ -144,7 +144,7 @@ def data_files(path: str | Path) -> list[Path]:
     """The readable files behind `path`: the file itself, or every supported file in a folder."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file or folder; check data.train / data.eval")
+        raise missing_path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and _base_suffix(p) in SUFFIXES)
         if not files:

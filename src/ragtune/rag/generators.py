@@ -98,9 +98,11 @@ class OpenAIGenerator:
                 problem = f"a broken HTTP reply ({type(exc).__name__}: {exc})"
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 problem = f"a reply that is not a chat completion ({type(exc).__name__}: {exc})"
-            log.warning("generator %s: attempt %d of %d failed: %s", self.base_url, attempt, self.retries, problem)
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+            if attempt < self.retries:  # the last failure is the error itself
+                wait = self.backoff * 2 ** (attempt - 1)
+                log.warning("generator %s: attempt %d of %d failed: %s; retrying in %.0f s", self.base_url, attempt,
+                            self.retries, problem, wait)
+                time.sleep(wait)
         raise GeneratorError(f"generator endpoint {self.base_url} (model '{self.name}'): {problem} after "
                              f"{self.retries} attempts; check that the server is up and speaks /chat/completions, "
                              "or use --no-generate for retrieval only")

@@ -5,6 +5,7 @@ A bad spec fails with the column where parsing stopped and what was expected the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ragtune.errors import ConfigError
@@ -61,7 +62,7 @@ class _Parser:
             if char in ",)" and depth == 0 or self.text.startswith(RERANK, self.pos):
                 break
             rest = self.text[self.pos + 1:].split(")")[0].split(",")[0]
-            if char == "@" and (rest.isdigit() or not rest):
+            if char == "@" and re.fullmatch(r"[-+]?[\d.]*", rest):  # @K, or a bad count such as @-5 or @0.5
                 break
             depth += (char == "(") - (char == ")")
             self.pos += 1
