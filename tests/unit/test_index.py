@@ -234,9 +234,38 @@ def test_add_one_file_and_human_output(cli, built, docs):
     assert code == 0, err
     assert "sources added" in out and "chunks added" in out
     assert ask(cli, built, "spine posture", "mode=bm25", "-k", "1")["sources"][0]["source"] == str(new)
-    code, out, err = cli("index", "add", built, _write(docs / "blank.txt", "   "))
+    code, out, err = cli("index", "add", built, _write(docs / "blank.txt", "   "), _write(docs / "skin.txt", "Sun."))
     assert code == 0, err
     assert "skipped:" in out and "blank.txt" in out
+
+
+UNREADABLE = {"latin1.txt": "Caf\xe9 au lait, cr\xe8me br\xfbl\xe9e.".encode("latin-1"), "broken.jsonl": "{not json\n",
+              "blank.txt": "   "}
+
+
+@pytest.mark.parametrize("name", UNREADABLE)
+def test_add_of_only_unreadable_files_is_a_clear_error(cli, built, tmp_path, name):
+    bad = _write(tmp_path / "more" / name, UNREADABLE[name])
+    error_line(cli("index", "add", built, bad), str(bad), "no text to index")
+    details = info(cli, built)
+    assert details["version"] == "v000001" and details["sources"] == 5
+
+
+def test_add_skips_an_unreadable_file_among_good_ones(cli, built, docs):
+    before = all_chunks(built)
+    _write(docs / "heart.txt", UNREADABLE["latin1.txt"])  # a changed file that cannot be read keeps its old chunks
+    bad = _write(docs / "latin1.txt", UNREADABLE["latin1.txt"])
+    good = _write(docs / "skin.txt", "Sun exposure causes a skin rash.")
+    code, out, err = cli("--json", "index", "add", built, docs)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["added_sources"] == [str(good)] and report["changed_sources"] == [] and report["chunks_removed"] == 0
+    assert any(str(bad) in w for w in report["warnings"]) and any(str(docs / "heart.txt") in w for w in report["warnings"])
+    assert info(cli, built)["sources"] == 6
+    after = all_chunks(built)
+    assert {i: after[i] for i in before} == before and str(bad) not in {s for s, _ in after.values()}
+    with sqlite3.connect(built / "v000002" / "chunks.sqlite") as db:
+        assert str(bad) not in {s for (s,) in db.execute("SELECT source FROM sources")}
 
 
 @pytest.mark.parametrize("case", ["missing_path", "not_an_index", "no_index_there", "unsupported_file"])
@@ -454,6 +483,60 @@ def test_a_newer_format_version_is_a_clear_error(cli, built, docs, command):
     error_line(cli(*args), "format version 99", "upgrade ragtune")
 
 
+MALFORMED = {  # manifest -> manifest, and what the error says
+    "a_list": (lambda m: [1, 2], ["should be a JSON object"]),
+    "no_embedder": (lambda m: {k: v for k, v in m.items() if k != "embedder"}, ["field 'embedder'", "missing"]),
+    "no_chunk_size": (lambda m: {**m, "chunker": {"overlap": 4}}, ["field 'chunker.chunk_size'", "missing"]),
+    "dimension_big": (lambda m: {**m, "embedder": {**m["embedder"], "dimension": "big"}},
+                      ["field 'embedder.dimension'", "should be an integer", '"big"']),
+    "version_one": (lambda m: {**m, "format_version": "one"}, ["field 'format_version'", "should be an integer", '"one"']),
+    "retrieval_list": (lambda m: {**m, "retrieval": []}, ["field 'retrieval'", "should be a JSON object"]),
+    "retrieval_bad": (lambda m: {**m, "retrieval": {"bm25": {"k1": -1}}}, ["field 'retrieval'", "bm25.k1"]),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_manifest_is_a_clear_error(cli, built, docs, case):
+    manifest = built / "v000001" / "manifest.json"
+    change, needles = MALFORMED[case]
+    manifest.write_text(json.dumps(change(json.loads(manifest.read_text()))))
+    written = manifest.read_text()
+    for args in (["index", "info", built], ["query", built, "heart", "--no-generate"], ["index", "add", built, docs]):
+        line = error_line(cli(*args), manifest, *needles, "index build --overwrite")
+        assert "newer" not in line
+    assert manifest.read_text() == written and (built / "CURRENT").read_text() == "v000001"
+
+
+def garbage(path: Path) -> None:
+    path.write_bytes(b"\x00garbage, not what ragtune wrote\xff" * 40)
+
+
+DAMAGE = {  # what to damage, how, and the file the error names
+    "sqlite_garbage": ("chunks.sqlite", garbage, "chunks.sqlite"),
+    "sqlite_missing": ("chunks.sqlite", Path.unlink, "chunks.sqlite"),
+    "faiss_garbage": ("faiss.index", garbage, "faiss.index"),
+    "faiss_missing": ("faiss.index", Path.unlink, "faiss.index"),
+    "bm25_missing": ("bm25", shutil.rmtree, "bm25"),
+    "bm25_meta_garbage": ("bm25/ragtune_bm25.json", garbage, "bm25"),
+    "bm25_arrays_missing": ("bm25", lambda p: [f.unlink() for f in p.iterdir() if f.name != "ragtune_bm25.json"], "bm25"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_a_damaged_index_file_is_a_clear_error(cli, built, case):
+    target, damage, named = DAMAGE[case]
+    damage(built / "v000001" / target)
+    for args in (["index", "info", built], ["query", built, "heart", "--no-generate"]):
+        error_line(cli(*args), built / "v000001" / named, "index build --overwrite")
+
+
+def test_a_faiss_index_of_another_dimension_is_a_clear_error(cli, built):
+    manifest = built / "v000001" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "embedder": {**data["embedder"], "dimension": 7}}))
+    error_line(cli("query", built, "heart", "--no-generate"), "faiss.index", "32-dimensional", "says 7")
+
+
 def test_a_damaged_index_is_a_clear_error(cli, built, docs):
     (built / "CURRENT").write_text("")
     error_line(cli("index", "add", built, docs), "manifest.json", "rebuild")
@@ -488,6 +571,12 @@ def test_build_over_an_existing_index_needs_overwrite(cli, built, docs, tiny_emb
     build(cli, other, built, tiny_embedder, "--overwrite")
     assert {s for s, _ in all_chunks(built).values()} == {str(p) for p in other.iterdir()}
     assert (built / (built / "CURRENT").read_text()).is_dir()
+
+
+def test_build_refuses_a_file_as_its_output(cli, docs, tiny_embedder, tmp_path):
+    out = _write(tmp_path / "f.txt", "x")
+    error_line(cli("index", "build", docs, "--out", out, "--embedder", tiny_embedder), out, "is a file", "folder")
+    assert out.read_text() == "x"
 
 
 def test_build_refuses_a_folder_that_is_not_an_index(cli, docs, tiny_embedder, tmp_path):

@@ -26,8 +26,9 @@ import numpy as np
 
 from ragtune.config.retrieval import RetrievalConfig
 from ragtune.data.chunk import Chunk, Chunker, chunk_files, source_files
-from ragtune.errors import DataError, ModelError, RunDirError
+from ragtune.errors import ConfigError, DataError, ModelError, RunDirError, where
 from ragtune.retrieval.base import Hits
+from ragtune.utils import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ CREATE TABLE chunks (id TEXT PRIMARY KEY, row INTEGER UNIQUE, source TEXT, title
 CREATE TABLE sources (source TEXT PRIMARY KEY, content_hash TEXT, chunks INTEGER, path TEXT);
 CREATE INDEX chunks_source ON chunks(source);
 """
+REBUILD = "rebuild the index with `ragtune index build --overwrite`"
+# what every reader of a manifest relies on; a field's parent comes before it
+MANIFEST_FIELDS = {"embedder": dict, "embedder.name": str, "embedder.dimension": int, "embedder.path": str,
+                   "chunker": dict, "chunker.chunk_size": int, "chunker.overlap": int, "retrieval": dict}
+KINDS = {dict: "a JSON object", int: "an integer", str: "a string"}
 
 
 def file_hash(path: Path) -> str:
@@ -82,16 +88,75 @@ def _current(root: Path) -> Path:
     return root / pointer.read_text(encoding="utf-8").strip()
 
 
+def _damaged(path: str | Path, problem: str) -> DataError:
+    return DataError(f"{path}: {problem}; {REBUILD}")
+
+
+def _wrong_field(manifest: dict, name: str, kind: type) -> str | None:
+    """Why the dotted field `name` of the manifest is not a `kind`, or None when it is."""
+    value = manifest
+    for key in name.split("."):
+        if key not in value:
+            return f"is missing (it should be {KINDS[kind]})"
+        value = value[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        return f"should be {KINDS[kind]}, not {json.dumps(value)}"
+    return None
+
+
 def _manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"{folder}: unreadable manifest.json ({exc}); rebuild the index") from None
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise DataError(f"{folder.parent}: index format version {version} is newer than this ragtune reads "
-                        f"({FORMAT_VERSION}); upgrade ragtune or rebuild the index with this version")
+        raise _damaged(path, f"unreadable ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise _damaged(path, f"should be a JSON object, not {type(manifest).__name__}")
+    problem = _wrong_field(manifest, "format_version", int)
+    if problem:
+        raise _damaged(where(path, field="format_version"), problem)
+    if manifest["format_version"] > FORMAT_VERSION:
+        raise DataError(f"{folder.parent}: index format version {manifest['format_version']} is newer than this "
+                        f"ragtune reads ({FORMAT_VERSION}); upgrade ragtune or rebuild the index with this version")
+    for name, kind in MANIFEST_FIELDS.items():
+        problem = _wrong_field(manifest, name, kind)
+        if problem:
+            raise _damaged(where(path, field=name), problem)
     return manifest
+
+
+def _retrieval_config(folder: Path, manifest: dict) -> RetrievalConfig:
+    from ragtune.config.load import validate_config
+
+    try:
+        return validate_config("retrieval", manifest["retrieval"])
+    except ConfigError as exc:
+        raise _damaged(where(folder / "manifest.json", field="retrieval"), "; ".join(exc.problems)) from None
+
+
+def _open_chunks(path: Path) -> sqlite3.Connection:
+    """The chunk database, read-only; read once here so that a damaged file fails now, not mid-query."""
+    if not path.is_file():
+        raise _damaged(path, "missing")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        db.execute("SELECT (SELECT COUNT(*) FROM chunks), (SELECT COUNT(*) FROM sources)").fetchone()
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise _damaged(path, f"not a readable chunk database ({exc})") from None
+    return db
+
+
+def _counts(chunks: list[Chunk]) -> dict[str, int]:
+    """Chunks per source."""
+    counts: dict[str, int] = {}
+    for chunk in chunks:
+        counts[chunk.source] = counts.get(chunk.source, 0) + 1
+    return counts
+
+
+def _no_text(inputs: list[str], report: ChangeReport) -> DataError:
+    return DataError(f"{', '.join(inputs)}: no text to index ({'; '.join(report.warnings[:3])})")
 
 
 @contextmanager
@@ -138,9 +203,8 @@ class Index:
         self.placement = placement or choose_placement()
         self._embedder_path: str | None = None
         self._check_embedder(embedder)
-        self.config = RetrievalConfig(**self.manifest["retrieval"])
-        self._db = sqlite3.connect(f"file:{self.folder / 'chunks.sqlite'}?mode=ro", uri=True,
-                                   check_same_thread=False)
+        self.config = _retrieval_config(self.folder, self.manifest)
+        self._db = _open_chunks(self.folder / "chunks.sqlite")
         self._dense = self._bm25 = self._faiss = None
         # Read this version's FAISS and BM25 files now: a long-lived reader must not find them removed by later
         # writes (only the live and the previous version are kept).
@@ -156,7 +220,7 @@ class Index:
         built = self.manifest["embedder"]
         path = resolve_model(embedder)
         now = model_fingerprint(path)
-        if now is not None and built["fingerprint"] is not None:
+        if now is not None and built.get("fingerprint") is not None:
             same = now == built["fingerprint"]
         else:  # weights not on disk to compare: only the same name will do
             same = embedder in (built["name"], built.get("path"))
@@ -186,7 +250,17 @@ class Index:
         if self._faiss is None:
             import faiss
 
-            self._faiss = faiss.read_index(str(self.folder / "faiss.index"))
+            path = self.folder / "faiss.index"
+            if not path.is_file():
+                raise _damaged(path, "missing")
+            try:
+                loaded = faiss.read_index(str(path))
+            except RuntimeError:
+                raise _damaged(path, "not a readable FAISS index (damaged or not written by ragtune)") from None
+            if loaded.d != self.manifest["embedder"]["dimension"]:
+                raise _damaged(path, f"holds {loaded.d}-dimensional vectors, but manifest.json says "
+                                     f"{self.manifest['embedder']['dimension']}")
+            self._faiss = loaded
             if hasattr(self._faiss, "make_direct_map"):  # IVF: allow reconstructing vectors by row
                 self._faiss.make_direct_map()
         return self._faiss
@@ -216,7 +290,13 @@ class Index:
         if self._bm25 is None:
             from ragtune.retrieval.bm25 import BM25Retriever
 
-            self._bm25 = BM25Retriever.load(self.folder / "bm25")
+            folder = self.folder / "bm25"
+            try:
+                self._bm25 = BM25Retriever.load(folder)
+            except DataError as exc:
+                raise DataError(f"{exc}; {REBUILD}") from None
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise _damaged(folder, f"not a readable BM25 index ({' '.join(str(exc).split())})") from None
         return self._bm25
 
     def chunks(self, ids: list[str]) -> list[Chunk]:
@@ -282,9 +362,7 @@ def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]],
     db.executemany('INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                    [(c.id, i, c.source, c.title, c.chunk, c.start, c.end, c.page, c.text,
                      json.dumps(c.metadata, ensure_ascii=False)) for i, (c, _) in enumerate(rows)])
-    counts: dict[str, int] = {}
-    for chunk, _ in rows:
-        counts[chunk.source] = counts.get(chunk.source, 0) + 1
+    counts = _counts([c for c, _ in rows])
     db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?)",
                    [(s, rec.content_hash, counts.get(s, 0), rec.path) for s, rec in sources.items()])
     db.commit()
@@ -311,7 +389,7 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     from ragtune.models.device import choose_placement
 
     start = time.perf_counter()
-    out, config = Path(out), config or RetrievalConfig()
+    out, config = output_folder(out), config or RetrievalConfig()
     if (out / "CURRENT").exists() and not overwrite:
         raise RunDirError(f"{out}: an index exists; pass --overwrite to rebuild it, or use `ragtune index add`")
     if out.exists() and not (out / "CURRENT").exists() and any(not LEFTOVER.fullmatch(p.name)
@@ -322,17 +400,16 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     Chunker(chunk_size or Chunker.chunk_size, overlap)  # a bad size fails before the embedder loads
     retriever, info = _embedder_info(embedder, placement, config, None)
     chunker = Chunker.for_embedder(retriever.model, chunk_size, overlap, text_field)
-    report = ChangeReport(added_sources=[str(f) for f in files])
+    report = ChangeReport()
     chunks = _new_chunks(files, chunker, report, metadata)
     if not chunks:
-        raise DataError(f"{', '.join(inputs)}: no text to index ({'; '.join(report.warnings[:3])})")
+        raise _no_text(inputs, report)
     vectors = retriever.encode_documents([c.text for c in chunks])
     manifest = {"format_version": FORMAT_VERSION, "embedder": info, "chunker": chunker.settings(),
                 "retrieval": json.loads(config.model_dump_json(exclude={"pipelines"}))}
-    counts: dict[str, int] = {}
-    for chunk in chunks:
-        counts[chunk.source] = counts.get(chunk.source, 0) + 1
-    hashes = {str(f): Source.of(f, file_hash(f), counts.get(str(f), 0)) for f in files}
+    counts = _counts(chunks)
+    hashes = {str(f): Source.of(f, file_hash(f), counts[str(f)]) for f in files if str(f) in counts}  # none skipped
+    report.added_sources = list(hashes)
     with _writer(out) as staging:  # with --overwrite, the old version stays live until the new one is complete
         _write_version(staging, manifest, [(c, c.source) for c in chunks], vectors, hashes, config)
     report.chunks_added = len(chunks)
@@ -394,16 +471,19 @@ def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = Non
                 report.unchanged_sources if source in known else report.added_sources
             bucket.append(source)
         todo = {fresh[s][0]: s for s in report.added_sources + report.changed_sources}  # file -> its name
-        drop = set(report.changed_sources)
-        keep = [cid for cid, src in index._db.execute("SELECT id, source FROM chunks ORDER BY row") if src not in drop]
         settings = index.manifest["chunker"]
         chunker = Chunker(settings["chunk_size"], settings["overlap"], index.dense().model.tokenizer,
                           settings.get("text_field", "text"))
         new_chunks = _new_chunks(list(todo), chunker, report, metadata, todo) if todo else []
-        counts: dict[str, int] = {}
-        for chunk in new_chunks:
-            counts[chunk.source] = counts.get(chunk.source, 0) + 1
-        hashes = {**known, **{name: Source.of(f, fresh[name][1], counts.get(name, 0)) for f, name in todo.items()}}
+        if todo and not new_chunks:
+            raise _no_text(inputs, report)
+        counts = _counts(new_chunks)  # a file without chunks was skipped: the index keeps it as it was, or not at all
+        report.added_sources = [s for s in report.added_sources if s in counts]
+        report.changed_sources = [s for s in report.changed_sources if s in counts]
+        drop = set(report.changed_sources)
+        keep = [cid for cid, src in index._db.execute("SELECT id, source FROM chunks ORDER BY row") if src not in drop]
+        hashes = {**known, **{name: Source.of(f, fresh[name][1], counts[name]) for f, name in todo.items()
+                              if name in counts}}
         return keep, new_chunks, hashes
 
     return _change(root, plan, embedder, placement)
