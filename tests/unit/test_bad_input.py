@@ -618,3 +618,4 @@ def test_an_output_of_the_wrong_kind_is_refused_before_the_work(cli, pairs_file,
     }[command]
     one_line_error(cli(*args, out), out, kind)
     assert file.read_text() == "keep me" and list(folder.iterdir()) == []  # nothing written, nothing left behind
+    one_line_error(cli(*args, file / "below"), f"{file} is a file, so nothing can be written below it")

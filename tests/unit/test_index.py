@@ -576,6 +576,7 @@ def test_build_over_an_existing_index_needs_overwrite(cli, built, docs, tiny_emb
 def test_build_refuses_a_file_as_its_output(cli, docs, tiny_embedder, tmp_path):
     out = _write(tmp_path / "f.txt", "x")
     error_line(cli("index", "build", docs, "--out", out, "--embedder", tiny_embedder), out, "is a file", "folder")
+    error_line(cli("index", "build", docs, "--out", out / "idx", "--embedder", tiny_embedder), f"{out} is a file")
     assert out.read_text() == "x"
 
 
