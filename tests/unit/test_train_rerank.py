@@ -97,6 +97,29 @@ def test_labelled_pairs_train_without_mining(cli, tiny_cross_encoder, tmp_path):
     assert (run_dir / "final" / "config.json").exists()
 
 
+def test_num_layers_trains_and_saves_a_shallower_reranker(cli, tiny_cross_encoder, tmp_path):
+    # The tiny cross-encoder has 2 layers; the first one alone is a reranker with half the compute per pair.
+    data = write_jsonl(tmp_path / "labelled.jsonl", labelled_pairs())
+    run_dir = tmp_path / "run"
+    code, out, err = cli("train", "rerank", f"data.train={data}", "data.hard_negatives=null", "model.num_layers=1",
+                         *tiny_rerank_overrides(tiny_cross_encoder, run_dir), "--allow-regression")
+    assert code == 0, err
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(str(run_dir / "final"), device="cpu")
+    assert model.model.config.num_hidden_layers == 1 and len(model.model.bert.encoder.layer) == 1
+    assert math.isfinite(float(model.predict([("a query", "a document")])[0]))
+    assert "its first 1 layers" in (run_dir / "summary.md").read_text()
+
+
+def test_num_layers_deeper_than_the_model_is_refused(cli, tiny_cross_encoder, tmp_path):
+    data = write_jsonl(tmp_path / "labelled.jsonl", labelled_pairs())
+    code, _, err = cli("train", "rerank", f"data.train={data}", "data.hard_negatives=null", "model.num_layers=3",
+                       *tiny_rerank_overrides(tiny_cross_encoder, tmp_path / "run"))
+    assert code == 2 and "model.num_layers=3" in err and "only 2 transformer layers" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("loss", "layout", "rows", "extra"), [
     ("bce", "pointwise", labelled_pairs, []),
     ("mnrl", "tuples", triplets, []),

@@ -8,7 +8,13 @@ from pydantic import Field, field_validator
 
 from ragtune.choices import one_of
 from ragtune.config.retrieval import HardNegativesSection
-from ragtune.config.schema import EvalSection, OutputSection, RetrievalDataSection, TaskConfig
+from ragtune.config.schema import EvalSection, ModelSection, OutputSection, RetrievalDataSection, TaskConfig
+
+
+class RerankModelSection(ModelSection):
+    num_layers: int | None = Field(
+        None, gt=0, description="keep only the first N transformer layers of the start model: a shallower, faster "
+        "reranker (about N/depth of the compute per pair); the saved model has N layers. Default: all of them")
 
 
 class RerankEvalSection(EvalSection):
@@ -27,6 +33,7 @@ class RerankConfig(TaskConfig):
     """Fine-tune a sentence-transformers CrossEncoder as a reranker."""
 
     task: ClassVar[str] = "rerank"
+    model: RerankModelSection = Field(default_factory=RerankModelSection)
     data: RerankDataSection = Field(default_factory=RerankDataSection)
     eval: RerankEvalSection = Field(default_factory=RerankEvalSection)
     output: OutputSection = Field(default_factory=lambda: OutputSection(dir="runs/rerank"))

@@ -16,7 +16,7 @@ from typing import Iterator
 from ragtune.errors import ConfigError
 
 
-def transformer_layers(encoder):
+def transformer_layers(encoder, setting: str = "train.freeze_layers"):
     """The encoder's list of transformer layers: the ModuleList as long as config.num_hidden_layers."""
     import torch
 
@@ -24,8 +24,21 @@ def transformer_layers(encoder):
     for module in encoder.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == depth:
             return module
-    raise ConfigError(f"train.freeze_layers: no list of {depth} transformer layers found in "
-                      f"{type(encoder).__name__}; set train.freeze_layers=0 for this model")
+    raise ConfigError(f"{setting}: no list of {depth} transformer layers found in {type(encoder).__name__}; "
+                      f"leave {setting} unset for this model")
+
+
+def keep_first_layers(encoder, layers: int | None) -> None:
+    """Drop every transformer layer above the first `layers` (None keeps them all): a shallower, faster model
+    that starts from the bottom of a deeper one. The config says the new depth, so the saved model loads as it is."""
+    if not layers:
+        return
+    blocks = transformer_layers(encoder, "model.num_layers")
+    if layers > len(blocks):
+        raise ConfigError(f"model.num_layers={layers}: the model has only {len(blocks)} transformer layers; "
+                          f"use at most {len(blocks)}")
+    del blocks[layers:]
+    encoder.config.num_hidden_layers = layers
 
 
 def _embeddings(encoder):

@@ -16,6 +16,7 @@ from ragtune.models.device import choose_placement
 from ragtune.models.load import load_cross_encoder
 from ragtune.progress import Reporter
 from ragtune.train import recipe
+from ragtune.train.freezing import keep_first_layers
 from ragtune.train.recipe import TrainResult
 from ragtune.train.rerank_losses import RERANK_LOSSES, build_rerank_loss
 from ragtune.train.run_log import run_logging
@@ -64,6 +65,7 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
     rows, mining_report = _training_rows(cfg, data, placement, reporter)
     recipe.seed_everything(cfg.train.seed)  # the new scoring head starts the same on every run
     model = load_cross_encoder(cfg.model.name, placement, new_head=True)
+    keep_first_layers(model.model, cfg.model.num_layers)
     recipe.set_dropout(model, cfg.model.dropout)
     if cfg.model.max_seq_length:
         model.max_seq_length = cfg.model.max_seq_length
@@ -97,7 +99,8 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
 
         final, best, after = recipe.conclude(trainer, run_dir, model.save_pretrained, cfg.eval.primary_metric,
                                              evaluate_after)
-        details = {"model": cfg.model.name, "data": str(cfg.data.train), "eval split": data.eval.name,
+        layers = f" (its first {cfg.model.num_layers} layers)" if cfg.model.num_layers else ""
+        details = {"model": cfg.model.name + layers, "data": str(cfg.data.train), "eval split": data.eval.name,
                    "before": f"{cfg.eval.first_stage} alone",
                    "after": f"{cfg.eval.first_stage} + reranker over the top {cfg.eval.rerank_top_k}",
                    "train rows": str(len(rows)), "loss": cfg.loss,
