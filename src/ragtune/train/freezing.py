@@ -1,4 +1,5 @@
-"""Freeze the bottom of an encoder, and reuse what the frozen bottom computed.
+"""An encoder's transformer layers: keep only the first N, freeze the bottom, and reuse what the frozen bottom
+computed.
 
 With `train.freeze_layers=k` the token embeddings and the first k transformer layers never change, so the backward
 pass stops above them and, for any text, their output is the same before and after training. `FrozenPrefixCache`
