@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from ragtune.cli.quickstart_cmd import packaged
 from ragtune.data.beir import load_beir
 from ragtune.data.embed import examples_from_ir
+from ragtune.models.device import cpu_summary
 from ragtune.progress import Reporter
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -25,7 +26,7 @@ def pubmedqa_pairs() -> list[dict]:
 
 def machine() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine()}
+            "cpu": cpu_summary()}
 
 
 def write_result(name: str, payload: dict) -> Path:

@@ -31,7 +31,7 @@ def environment_checks() -> list[Check]:
     import torch
 
     from ragtune.config.schema import DEFAULT_EMBEDDER
-    from ragtune.models.device import choose_placement, cpu_supports_bf16
+    from ragtune.models.device import choose_placement, cpu_summary, cpu_supports_bf16
     from ragtune.models.resolve import resolve_model
 
     checks = [Check("python", True, platform.python_version())]
@@ -40,8 +40,9 @@ def environment_checks() -> list[Check]:
     checks.append(Check("cuda", True, f"{torch.cuda.device_count()} device(s), bf16 "
                         f"{'yes' if torch.cuda.is_bf16_supported() else 'no'}" if cuda else "not available"))
     checks.append(Check("mps", True, "available" if torch.backends.mps.is_available() else "not available"))
-    checks.append(Check("cpu bf16", True, "native (AVX512-BF16/AMX): bf16 autocast on" if cpu_supports_bf16()
-                        else "no native bf16: fp32 on CPU"))
+    checks.append(Check("cpu", True, cpu_summary()))
+    checks.append(Check("cpu bf16", True, "offered (AVX512-BF16/AMX): precision auto times fp32 against bf16 per "
+                        "model and keeps the faster (cached)" if cpu_supports_bf16() else "no native bf16: fp32 on CPU"))
     placement = choose_placement()
     checks.append(Check("placement", True, f"{placement.device} / {placement.precision} ({placement.reason})"))
     free = shutil.disk_usage(Path.cwd()).free / 2**30

@@ -466,7 +466,7 @@ def test_train_embed_mines_hard_negatives(cli, pairs_file, tiny_embedder, tmp_pa
     run = tmp_path / "run"
     code, stdout, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run),
                             "data.hard_negatives.retriever=bm25", "data.hard_negatives.num_negatives=2",
-                            "--allow-regression")
+                            "loss=mnrl", "--allow-regression")
     assert code == 0, err
     output = stdout + err
     assert "hard negatives:" in output and "kept" in output
@@ -486,3 +486,38 @@ def test_train_embed_hard_negatives_need_pairs(cli, tiny_embedder, tmp_path):
                        *tiny_train_overrides(tiny_embedder, run), "data.hard_negatives.retriever=bm25"),
                    "data.hard_negatives", "scored_pairs")
     assert not run.exists()
+
+
+def test_a_pair_with_nothing_left_gets_random_non_positive_documents():
+    # Every candidate scores above 95% of the positive's score, so the relative margin leaves nothing to choose.
+    close = [("a", 9.9), ("P", 10.0), ("b", 9.8)]
+    corpus = {**CORPUS, "P2": "another positive"}
+    pairs = [("the query", "the positive"), ("the query", "another positive")]
+    rows, report = mine_fixed(hits=close, pairs=pairs, corpus=corpus, relative_margin=0.05, num_negatives=2,
+                              range_max=3, short="random", output="ntuples")
+    assert len(rows) == 2 and report.short_pairs == 2 and report.random_fills == 4
+    for row in rows:
+        assert len(row["negatives"]) == 2 and len(set(row["negatives"])) == 2
+        assert not {"the positive", "another positive", "doc a", "doc b"} & set(row["negatives"])
+    assert "4 random documents filled up the short pairs" in report.lines()
+    dropped, report = mine_fixed(hits=close, pairs=pairs[:1], relative_margin=0.05, range_max=3, output="ntuples",
+                                 num_negatives=1, short="random")
+    assert len(dropped) == 1
+    with pytest.raises(DataError, match="kept no negatives"):  # the default for `data mine` still drops them
+        mine_fixed(hits=close, pairs=pairs[:1], relative_margin=0.05, range_max=3, output="ntuples")
+
+
+def test_train_embed_mines_pairs_by_default_and_keeps_given_negatives(cli, tiny_embedder, pairs_file, tmp_path):
+    code, out, err = cli("train", "embed", f"data.train={pairs_file}",
+                         *tiny_train_overrides(tiny_embedder, tmp_path / "run"), "--allow-regression")
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "hard negatives:" in flat and "removed by relative margin" in flat
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "retriever: dense:base" in config and "loss: gist" in config
+    rows = [{"query": f"q {i}", "positive": f"doc {i}", "negative": f"neg {i}"} for i in range(24)]
+    triplets = write_jsonl(tmp_path / "triplets.jsonl", rows)
+    code, out, err = cli("train", "embed", f"data.train={triplets}",
+                         *tiny_train_overrides(tiny_embedder, tmp_path / "run2"), "--allow-regression")
+    assert code == 0, err
+    assert "hard negatives:" not in out

@@ -43,7 +43,8 @@ def test_frozen_layers_stay_put_and_the_rest_trains(cli, tiny_embedder, pairs_fi
     monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "cache"))  # the base model is encoded, not read back
     run_dir = tmp_path / "run"
     code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run_dir),
-                       "train.freeze_layers=1", "model.dropout=0", "train.learning_rate=1e-2", "--allow-regression")
+                       "train.freeze_layers=1", "model.dropout=0", "train.learning_rate=1e-2",
+                       "train.base_as_candidate=false", "--allow-regression")
     assert code == 0, err
     base, tuned = load_file(f"{tiny_embedder}/model.safetensors"), load_file(run_dir / "final" / "model.safetensors")
 
@@ -105,7 +106,7 @@ def test_losses_train_on_their_formats(cli, tiny_embedder, tmp_path, loss, rows)
 
 def test_matryoshka_and_prompts(cli, tiny_embedder, pairs_file, tmp_path):
     code, _, err = cli("train", "embed", f"data.train={pairs_file}", "matryoshka_dims=[32,16,8]",
-                       "prompts.query=query: ", "prompts.document=passage: ",
+                       "prompts.query=query: ", "prompts.document=passage: ", "train.base_as_candidate=false",
                        *tiny_train_overrides(tiny_embedder, tmp_path / "run"), "--allow-regression")
     assert code == 0, err
     assert "MatryoshkaLoss" in (tmp_path / "run" / "final" / "README.md").read_text()
@@ -129,7 +130,8 @@ def test_resume_after_kill_reaches_the_same_end(cli, tiny_embedder, pairs_file, 
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    common = [f"data.train={pairs_file}", "train.length_buckets=false", "--allow-regression"]
+    common = [f"data.train={pairs_file}", "train.length_buckets=false", "train.base_as_candidate=false",
+              "--allow-regression"]
     code, _, err = cli("train", "embed", *common, *tiny_train_overrides(tiny_embedder, tmp_path / "straight"))
     assert code == 0, err
 
@@ -137,8 +139,9 @@ def test_resume_after_kill_reaches_the_same_end(cli, tiny_embedder, pairs_file, 
     args = ["train", "embed", *common, *tiny_train_overrides(tiny_embedder, killed)]
     run_killed_at_step_2(args, killed)
 
-    code, _, err = cli(*args, "--resume")
+    code, out, err = cli(*args, "--resume")
     assert code == 0, err
+    assert f"resumingfrom{killed / 'checkpoints' / 'checkpoint-2'}(step2)" in "".join(out.split())
     texts = ["what about asthma attack", "bone density study"]
     a = SentenceTransformer(str(tmp_path / "straight" / "final"), device="cpu").encode(texts)
     b = SentenceTransformer(str(killed / "final"), device="cpu").encode(texts)
@@ -189,6 +192,7 @@ def test_the_best_evaluation_is_the_model_in_final(cli, tiny_embedder, pairs_fil
     run_dir = tmp_path / "run"
     code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run_dir),
                        "train.max_steps=6", "train.learning_rate=2e-1", "train.save_total_limit=10",
+                       "train.base_as_candidate=false", "loss=mnrl", "data.hard_negatives=null",
                        "--allow-regression")
     assert code == 0, err
     evals = [(m["step"], m["eval_ndcg@10"]) for m in _metrics(run_dir) if "eval_ndcg@10" in m]
@@ -200,3 +204,85 @@ def test_the_best_evaluation_is_the_model_in_final(cli, tiny_embedder, pairs_fil
     final = load_file(run_dir / "final" / "model.safetensors")
     chosen = load_file(run_dir / "checkpoints" / f"checkpoint-{best_step}" / "model.safetensors")
     assert final.keys() == chosen.keys() and all((final[k] == chosen[k]).all() for k in final)
+
+
+def test_resume_without_a_complete_checkpoint_says_so(cli, tiny_embedder, pairs_file, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # killed mid-save: no .complete marker
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run_dir),
+                       "--resume", "--allow-regression")
+    assert code == 0, err
+    line = next(line for line in err.splitlines() if "--resume" in line)
+    assert str(run_dir / "checkpoints") in line and "incomplete checkpoints (checkpoint-2)" in line
+    assert "from step 0" in line
+
+
+def test_no_checkpoint_beating_the_base_keeps_the_base_and_exits_nonzero(cli, tiny_embedder, pairs_file, tmp_path):
+    from safetensors.torch import load_file
+
+    # A huge learning rate wrecks the tiny model at every step, so the base model (step 0) stays the best candidate.
+    args = ["train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, tmp_path / "r1"),
+            "train.learning_rate=5.0", "train.warmup_ratio=0"]
+    code, _, err = cli(*args)
+    after = json.loads((tmp_path / "r1" / "eval_after.json").read_text())
+    before = json.loads((tmp_path / "r1" / "eval_before.json").read_text())["metrics"]["ndcg@10"]
+    if after["metrics"]["ndcg@10"] > before:
+        pytest.skip("the wrecked model still beat its base on this platform")
+    assert code == 1 and after["kept_base"] is True
+    assert "no checkpoint beat the base model, so final/ is the base model" in " ".join(err.split())
+    base, final = load_file(f"{tiny_embedder}/model.safetensors"), load_file(tmp_path / "r1" / "final" /
+                                                                             "model.safetensors")
+    assert base.keys() == final.keys() and all(base[k].equal(final[k]) for k in base)
+    assert "final/ is the base model" in (tmp_path / "r1" / "summary.md").read_text()
+    code, _, _ = cli(*args, f"output.dir={tmp_path / 'r2'}", "--allow-regression")
+    assert code == 0 and json.loads((tmp_path / "r2" / "eval_after.json").read_text())["kept_base"] is True
+
+
+def test_a_tuned_checkpoint_that_beats_the_base_is_kept(cli, tiny_embedder, pairs_file, tmp_path):
+    run_dir = tmp_path / "run"
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run_dir),
+                       "train.max_steps=6", "train.learning_rate=2e-1", "--allow-regression")
+    assert code == 0, err
+    after = json.loads((run_dir / "eval_after.json").read_text())
+    before = json.loads((run_dir / "eval_before.json").read_text())["metrics"]["ndcg@10"]
+    assert (after["metrics"]["ndcg@10"] > before) == (not after["kept_base"])
+
+
+def test_gist_masks_what_the_base_model_ranks_above_the_positive(tiny_embedder):
+    import torch
+
+    from ragtune.models.device import Placement
+    from ragtune.models.load import load_embedder
+    from ragtune.train.losses import build_loss
+
+    model = load_embedder(tiny_embedder, Placement("cpu", "fp32", "test")).eval()
+    loss = build_loss(model, "gist", {}, [])
+    assert loss.guide is not model and not any(p.requires_grad for p in loss.guide.parameters())
+    # The second row's positive is the first row's query itself: the base model ranks it above the first row's own
+    # positive, so for the first query it is a false negative and leaves that query's softmax.
+    anchors = ["asthma attack lung capacity", "bone density calcium intake", "skin rash sun exposure"]
+    positives = ["a study of lung smoking damage", anchors[0], "wound healing of the skin"]
+    features = [model.tokenize(anchors), model.tokenize(positives)]
+    value = loss(features, None)
+    with torch.no_grad():
+        a, p = (torch.nn.functional.normalize(model(dict(f))["sentence_embedding"], dim=-1) for f in features)
+        sims = a @ p.T
+        masked = sims.clone()
+        for i in range(3):
+            masked[i][(sims[i] > sims[i, i]) & (torch.arange(3) != i)] = -torch.inf
+        expected = torch.nn.functional.cross_entropy(masked / 0.05, torch.arange(3))
+        plain = torch.nn.functional.cross_entropy(sims / 0.05, torch.arange(3))
+    assert torch.isinf(masked[0, 1])
+    assert value.item() == pytest.approx(expected.item(), rel=1e-4) and value.item() != pytest.approx(plain.item())
+
+
+def test_gist_trains_and_refuses_rows_with_several_negatives(cli, tiny_embedder, pairs_file, tmp_path):
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", "loss=gist",
+                       *tiny_train_overrides(tiny_embedder, tmp_path / "run"), "--allow-regression")
+    assert code == 0, err
+    rows = [{"query": f"q {i}", "positive": f"doc {i}", "negatives": [f"neg {i}", f"other {i}"]} for i in range(24)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    code, _, err = cli("train", "embed", f"data.train={data}", "loss=gist",
+                       *tiny_train_overrides(tiny_embedder, tmp_path / "run2"))
+    assert code == 2 and "at most 1 negative" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run2").exists()

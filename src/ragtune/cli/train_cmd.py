@@ -16,7 +16,7 @@ CONFIG = typer.Option(None, "--config", "-c", help="YAML/JSON config file")
 OVERRIDES = typer.Argument(None, help="dotted overrides, e.g. train.learning_rate=3e-5 model.name=PATH")
 RESUME = typer.Option(False, "--resume", help="continue from the newest complete checkpoint")
 OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing run directory")
-ALLOW = typer.Option(False, "--allow-regression", help="exit 0 even if the tuned model scores below its base")
+ALLOW = typer.Option(False, "--allow-regression", help="exit 0 even if no tuned checkpoint beats its base")
 
 
 HEADLINE = ("ndcg@10", "mrr@10", "map@100", "recall@10", "recall@100", "accuracy@1", "perplexity", "rouge_l",
@@ -29,6 +29,7 @@ def render_result(result, allow_regression: bool) -> int:
     if FLAGS.json:
         emit_json({"run_dir": str(result.run_dir), "primary_metric": comparison.primary_metric,
                    "before": comparison.before, "after": comparison.after, "regressed": comparison.regressed,
+                   "kept_base": comparison.kept_base,
                    "train_seconds": result.train_seconds})
     headline = {comparison.primary_metric, *HEADLINE}
     from ragtune.eval.report import greater_is_better
@@ -40,7 +41,7 @@ def render_result(result, allow_regression: bool) -> int:
     rows = [[m, b, a, f"{colour(m, d)}{d:+.4f}"] for m, b, a, d in comparison.rows()
             if m in headline or FLAGS.verbose]
     show(table("before / after on the held-out split (all metrics: eval_after.json, -v)", ["metric", "before", "after", "delta"], rows))
-    if comparison.regressed:
+    if comparison.failed:
         if not FLAGS.json:
             from ragtune.cli.output import errors
 

@@ -65,9 +65,20 @@ class DataSection(Section):
     max_eval_queries: int | None = Field(None, gt=0, description="evaluate on a seeded sample of N queries")
 
 
+def default_hard_negatives() -> HardNegativesSection:
+    """Mined by default for (query, document) pairs: one negative per pair from the base model's top 50, known
+    positives excluded, and anything scoring above 95% of the positive's score dropped as a likely unlabelled
+    positive (positive-aware mining, as in NV-Retriever and sentence-transformers' `relative_margin`); a pair with no
+    candidate left gets a random document instead, so no pair is lost."""
+    return HardNegativesSection(retriever="dense:base", num_negatives=1, range_max=50, relative_margin=0.05,
+                                short="random")
+
+
 class RetrievalDataSection(DataSection):
     hard_negatives: HardNegativesSection | None = Field(
-        None, description="mine hard negatives before training, e.g. {retriever: bm25, num_negatives: 3}")
+        default_factory=default_hard_negatives,
+        description="mine hard negatives for (query, document) pairs before training; default: one per pair from "
+        "the base model's top 50, none above 95% of the positive's score; null turns mining off")
 
 
 class TrainSection(Section):
@@ -110,6 +121,10 @@ class EmbedTrainSection(TrainSection):
     freeze_layers: int = Field(
         0, ge=0, description="keep the token embeddings and the first N transformer layers fixed; the backward "
         "pass stops above them (faster steps, fewer weights to move on small data)"
+    )
+    base_as_candidate: bool = Field(
+        True, description="count the base model (step 0) as a checkpoint candidate: when no tuned checkpoint beats "
+        "it on the held-out split, final/ is the base model and the run exits 1"
     )
 
 
@@ -160,7 +175,8 @@ class EmbedConfig(TaskConfig):
     task: ClassVar[str] = "embed"
     data: RetrievalDataSection = Field(default_factory=RetrievalDataSection)
     train: EmbedTrainSection = Field(default_factory=EmbedTrainSection)
-    loss: str = Field("mnrl", description="loss short name: mnrl, cached_mnrl, contrastive, online_contrastive, "
+    loss: str = Field("gist", description="loss short name: gist (MNRL whose negatives the base model checks for "
+                      "unlabelled positives), cached_gist, mnrl, cached_mnrl, contrastive, online_contrastive, "
                       "cosine, cosent")
     loss_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the loss")
     matryoshka_dims: list[int] = Field(

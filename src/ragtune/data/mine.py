@@ -32,11 +32,14 @@ class MiningReport:
     removed: Counter = field(default_factory=Counter)
     negatives: int = 0
     short_pairs: int = 0  # pairs left with fewer than num_negatives survivors
+    random_fills: int = 0  # negatives drawn at random for short pairs (short: random)
 
     def lines(self) -> list[str]:
         out = [f"{self.pairs} pairs, {self.candidates} candidates retrieved"]
         out += [f"removed by {name}: {self.removed[name]}" for name in FILTERS if name in self.removed]
         out.append(f"kept {self.negatives} negatives; {self.short_pairs} pairs had fewer than asked")
+        if self.random_fills:
+            out.append(f"{self.random_fills} random documents filled up the short pairs")
         return out
 
 
@@ -99,6 +102,20 @@ def _rows(query: str, positive: str, negatives: list[str], output: str) -> list[
     return [{"query": query, "positive": positive, "negatives": negatives}]
 
 
+def _random_documents(corpus: dict[str, str], exclude: set[str], n: int, rng: random.Random) -> Hits:
+    """Up to `n` documents drawn at random from `corpus`, none of them in `exclude`."""
+    ids = list(corpus)
+    found: Hits = []
+    for _ in range(20 * n):  # rejection sampling: the excluded set is small against the corpus
+        if len(found) == n or len(exclude) >= len(ids):
+            break
+        doc = rng.choice(ids)
+        if doc not in exclude:
+            found.append((doc, float("-inf")))
+            exclude = exclude | {doc}
+    return found
+
+
 def mine(pairs: list[tuple[str, str]], corpus: dict[str, str], retriever, settings: HardNegativesSection,
          reranker=None, known_positives: dict[str, set[str]] | None = None) -> tuple[list[dict], MiningReport]:
     """Mine negatives for (query, positive text) pairs; every positive must be a document of `corpus`.
@@ -144,7 +161,13 @@ def mine(pairs: list[tuple[str, str]], corpus: dict[str, str], retriever, settin
                 chosen += take
             if len(chosen) < settings.num_negatives:
                 report.short_pairs += 1
-                if settings.output == "ntuples" or not chosen:
+                if settings.short == "random":
+                    # from outside the retrieved list: what the filters took out there may be unlabelled positives
+                    fill = _random_documents(corpus, known[query] | {d for d, _ in ranked} | {d for d, _ in chosen},
+                                             settings.num_negatives - len(chosen), rng)
+                    chosen += fill
+                    report.random_fills += len(fill)
+                if len(chosen) < settings.num_negatives and (settings.output == "ntuples" or not chosen):
                     continue  # n-tuples need the same width on every row
             report.negatives += len(chosen)
             rows += _rows(query, positive, [corpus[d] for d, _ in chosen], settings.output)

@@ -16,7 +16,8 @@ def greater_is_better(metric: str) -> bool:
 class Comparison:
     primary_metric: str
     before: dict[str, float]
-    after: dict[str, float]
+    after: dict[str, float]  # the best tuned checkpoint's
+    kept_base: bool = False  # no checkpoint beat the base model, so final/ is the base model
 
     @property
     def delta(self) -> float:
@@ -37,10 +38,20 @@ class Comparison:
                 if m in self.before]
 
     @property
+    def failed(self) -> bool:
+        """The run did not produce a better model: it regressed, or the base model was kept."""
+        return self.regressed or self.kept_base
+
+    @property
     def verdict(self) -> str:
         p, d = self.primary_metric, self.delta
         moved = f"{'rose' if d > 0 else 'fell'} by {abs(d):.4f} ({self.before[p]:.4f} -> {self.after[p]:.4f})"
-        return f"REGRESSION: {p} {moved}" if self.regressed else f"improved: {p} {moved}"
+        label = "REGRESSION" if self.regressed else "NO GAIN" if self.kept_base else "improved"
+        verdict = f"{label}: {p} {moved}"
+        if self.kept_base:
+            verdict += ("; no checkpoint beat the base model, so final/ is the base model (the best checkpoint stays "
+                        "in checkpoints/): check the data, or try another learning rate")
+        return verdict
 
 
 def summary_markdown(comparison: Comparison, title: str, details: dict[str, str]) -> str:

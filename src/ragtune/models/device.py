@@ -12,6 +12,8 @@ class Placement:
     device: str  # cuda | mps | cpu
     precision: str  # bf16 | fp16 | fp32
     reason: str
+    # precision: auto on a CPU that offers bf16: fp32 until `settle` has measured which is faster for a workload
+    measure: bool = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -37,6 +39,28 @@ class Placement:
         return torch.autocast(device_type=device_type, dtype=self.dtype, enabled=self.precision != "fp32")
 
 
+# What the CPU offers for the matmuls that matter here, by /proc/cpuinfo flag.
+CPU_FEATURES = {"AVX2": ("avx2",), "AVX512": ("avx512f",), "VNNI": ("avx512_vnni", "avx_vnni"),
+                "BF16": ("avx512_bf16",), "AMX": ("amx_bf16", "amx_tile")}
+
+
+def cpu_features() -> dict[str, bool]:
+    """Which of AVX2, AVX512, VNNI, AVX512-BF16 and AMX this CPU has (all False where /proc/cpuinfo is absent)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = set(next((line for line in cpuinfo if line.startswith("flags")), "").split())
+    except OSError:
+        flags = set()
+    return {name: any(f in flags for f in names) for name, names in CPU_FEATURES.items()}
+
+
+def cpu_summary() -> str:
+    """'Intel(R) Xeon(R) ...: AVX2 AVX512 VNNI BF16 AMX' (the instruction sets it lacks marked with a minus)."""
+    from ragtune.models.precision_probe import cpu_model
+
+    return f"{cpu_model()}: " + " ".join(n if has else f"-{n}" for n, has in cpu_features().items())
+
+
 def cpu_supports_bf16() -> bool:
     """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX), so autocast speeds things up."""
     probe = getattr(torch.backends, "mkldnn", None)
@@ -46,12 +70,8 @@ def cpu_supports_bf16() -> bool:
                 return False
         except RuntimeError:
             return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = cpuinfo.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        return False
+    features = cpu_features()
+    return features["BF16"] or features["AMX"]
 
 
 def choose_placement(device: str = "auto", precision: str = "auto") -> Placement:
@@ -72,5 +92,17 @@ def choose_placement(device: str = "auto", precision: str = "auto") -> Placement
             return Placement(device, "bf16", "CUDA with bf16 support")
         return Placement(device, "fp16", "CUDA without bf16: fp16")
     if device == "cpu" and cpu_supports_bf16():
-        return Placement(device, "bf16", "CPU with native bf16 (AVX512-BF16/AMX): bf16 autocast")
+        return Placement(device, "fp32", "CPU offers bf16 (AVX512-BF16/AMX): measured per model", measure=True)
     return Placement(device, "fp32", f"{device} without fast bf16")
+
+
+def settle(placement: Placement, model, workload: str) -> Placement:
+    """The placement `model` should run `workload` (train, encode, rerank) with: on a CPU whose `auto` precision is
+    still open, the faster of fp32 and bf16 as measured on this model (cached per CPU, torch and model shape);
+    otherwise `placement` as it is."""
+    if not placement.measure:
+        return placement
+    from ragtune.models.precision_probe import probe, transformer_of
+
+    verdict = probe(transformer_of(model), workload)
+    return Placement(placement.device, verdict.precision, verdict.reason(workload))

@@ -11,7 +11,7 @@ import logging
 from ragtune.config import EmbedConfig
 from ragtune.data.embed import load_embed_data
 from ragtune.eval.retrieval import evaluate_model, ir_evaluator
-from ragtune.models.device import choose_placement
+from ragtune.models.device import choose_placement, settle
 from ragtune.models.load import load_embedder
 from ragtune.models.resolve import resolve_model
 from ragtune.progress import Reporter
@@ -47,7 +47,12 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     # Everything that can be checked without weights is checked first.
     data = load_embed_data(cfg.data, cfg.train.seed)
     scores = [r["score"] for r in data.train.rows] if data.train.format == "scored_pairs" else None
-    check_loss_fits(cfg.loss, data.train.format, scores)
+    # The default mining applies to pairs; given negatives (triplets) are kept unless mining is asked for.
+    mining_asked = cfg.data.hard_negatives is not None and (
+        data.train.format == "pairs" or "hard_negatives" in cfg.data.model_fields_set)
+    mined = cfg.data.hard_negatives.num_negatives if mining_asked else 0
+    given = len(data.train.columns) - 2 if data.train.format == "triplets" else 0
+    check_loss_fits(cfg.loss, data.train.format, scores, mined or given)
     placement = choose_placement(cfg.model.device, cfg.model.precision)
     recipe.seed_everything(cfg.train.seed)
     model = load_embedder(cfg.model.name, placement, cfg.model.max_seq_length)
@@ -55,7 +60,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     freeze_bottom(model, cfg.train.freeze_layers)
     loss = build_loss(model, cfg.loss, cfg.loss_args, cfg.matryoshka_dims)
     mining = None
-    if cfg.data.hard_negatives:
+    if mining_asked:
         from ragtune.data.mine import mine_for_training, mining_tools
 
         with reporter.phase("Mining hard negatives"):
@@ -65,7 +70,9 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
     with run_logging(run_dir / "train.log"):
-        reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason})")
+        training, encoding = settle(placement, model, "train"), settle(placement, model, "encode")
+        reporter.note(f"device {placement.device}; training {training.precision} ({training.reason}); encoding "
+                      f"{encoding.precision} ({encoding.reason})")
         reporter.note(f"data: {len(data.train.rows)} {data.train.format} training examples; eval {data.eval.name}: "
                       f"{len(data.eval.queries)} queries over {len(data.eval.corpus)} documents")
         for warning in data.train.warnings[:20]:
@@ -74,7 +81,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
             reporter.note(f"hard negatives: {line}")
         base_path = resolve_model(cfg.model.name)  # untouched weights: their corpus embeddings may be cached
         # The bf16 CPU path encodes with a copy of the weights, which the frozen-layer cache cannot see.
-        bf16_copy = placement.device == "cpu" and placement.precision != "fp32"
+        bf16_copy = encoding.device == "cpu" and encoding.precision != "fp32"
         frozen = FrozenPrefixCache(model, 0 if bf16_copy else cfg.train.freeze_layers)
 
         def evaluate_base() -> dict[str, float]:
@@ -84,7 +91,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, data.eval.name, evaluate_base)
 
         train_dataset = datasets.Dataset.from_list(data.train.rows)
-        kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
+        kwargs = training_kwargs(cfg.train, run_dir, training, cfg.eval.primary_metric, show_progress=False)
         kwargs.update(batch_sampler=cfg.train.batch_sampler, prompts=_prompt_map(cfg, data.train.columns))
         args = build_training_args(SentenceTransformerTrainingArguments, kwargs)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
@@ -92,7 +99,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
                                                                     frozen.replaying),
                                              callbacks=recipe.callbacks(run_dir, cfg, reporter))
         with length_bucketing(model, cfg.train.length_buckets):
-            train_seconds = recipe.train(trainer, run_dir, resume)
+            train_seconds = recipe.train(trainer, run_dir, resume, reporter)
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(train_dataset))
 
@@ -103,11 +110,17 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
 
         final, best, after = recipe.conclude(trainer, run_dir, model.save_pretrained, cfg.eval.primary_metric,
                                              evaluate_after)
+
+        def save_base(path: str) -> None:
+            load_embedder(cfg.model.name, placement, cfg.model.max_seq_length).save_pretrained(path)
+
+        kept_base = cfg.train.base_as_candidate and recipe.keep_base_unless_beaten(
+            run_dir, cfg.eval.primary_metric, before, after, save_base)
         if frozen.states:
             log.info(frozen.summary())
         details = {"model": cfg.model.name, "data": str(cfg.data.train), "eval split": data.eval.name,
                    "train examples": str(len(train_dataset)), "loss": cfg.loss,
-                   "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}
+                   "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
-                                   f"ragtune train embed: {run_dir.name}", best)
+                                   f"ragtune train embed: {run_dir.name}", best, kept_base)
         return TrainResult(run_dir, comparison, train_seconds, len(train_dataset))

@@ -13,7 +13,7 @@ from ragtune.config.generate import LLMConfig
 from ragtune.data.sft import load_sft_data
 from ragtune.data.sft_tokens import encode_all, marked
 from ragtune.eval.generation import EvalItem, GenerationEvaluator
-from ragtune.models.device import choose_placement
+from ragtune.models.device import choose_placement, settle
 from ragtune.models.generator import (
     apply_lora,
     chat_prompt,
@@ -102,6 +102,7 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
     if cfg.method in ("lora", "qlora"):
         new_ids = tokenizer.convert_tokens_to_ids(added) if added else None
         model = apply_lora(model, cfg.lora, cfg.method, new_ids, cfg.train.gradient_checkpointing)
+    placement = settle(placement, model, "train")
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
     with run_logging(run_dir / "train.log"):
@@ -122,7 +123,7 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
                                       eval_dataset=datasets.Dataset.from_list(eval_rows), processing_class=tokenizer,
                                       callbacks=recipe.callbacks(run_dir, cfg, reporter))
         trainer.ragtune_evaluator = evaluator
-        train_seconds = recipe.train(trainer, run_dir, resume)
+        train_seconds = recipe.train(trainer, run_dir, resume, reporter)
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))
 

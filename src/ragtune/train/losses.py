@@ -14,6 +14,7 @@ class LossSpec:
     formats: tuple[str, ...]  # data formats the loss accepts
     label_kind: str  # "" | "binary" | "score": what the score column must hold
     citation: str
+    max_negatives: int | None = None  # negatives per row the loss takes (None: any number)
 
 
 def _st_loss(name: str) -> Callable[..., Any]:
@@ -25,11 +26,35 @@ def _st_loss(name: str) -> Callable[..., Any]:
     return build
 
 
+def _guided(name: str) -> Callable[..., Any]:
+    """A GISTEmbed loss guided by a frozen copy of the model as it starts (the base model): an in-batch or mined
+    negative that the base model scores above the pair's positive is taken for an unlabelled positive and left out
+    of the softmax. Without anchor-anchor and positive-positive terms and at MNRL's temperature (scale 20), it is
+    MNRL with false-negative protection."""
+
+    def build(model, **kwargs):
+        import copy
+
+        from sentence_transformers.sentence_transformer import losses
+
+        guide = copy.deepcopy(model).eval()
+        for parameter in guide.parameters():
+            parameter.requires_grad_(False)
+        settings = {"temperature": 0.05, "contrast_anchors": False, "contrast_positives": False, **kwargs}
+        return getattr(losses, name)(model, guide, **settings)
+
+    return build
+
+
 LOSSES: dict[str, LossSpec] = {
     "mnrl": LossSpec(_st_loss("MultipleNegativesRankingLoss"), ("pairs", "triplets"), "",
                      "Henderson et al. 2017, Efficient Natural Language Response Suggestion"),
     "cached_mnrl": LossSpec(_st_loss("CachedMultipleNegativesRankingLoss"), ("pairs", "triplets"), "",
                             "Gao et al. 2021, Scaling Deep Contrastive Learning Batch Size (GradCache)"),
+    "gist": LossSpec(_guided("GISTEmbedLoss"), ("pairs", "triplets"), "",
+                     "Solatorio 2024, GISTEmbed: Guided In-sample Selection of Training Negatives", max_negatives=1),
+    "cached_gist": LossSpec(_guided("CachedGISTEmbedLoss"), ("pairs", "triplets"), "",
+                            "Solatorio 2024, GISTEmbed (with GradCache)", max_negatives=1),
     "contrastive": LossSpec(_st_loss("ContrastiveLoss"), ("scored_pairs",), "binary",
                             "Hadsell et al. 2006, Dimensionality Reduction by Learning an Invariant Mapping"),
     "online_contrastive": LossSpec(_st_loss("OnlineContrastiveLoss"), ("scored_pairs",), "binary",
@@ -40,9 +65,12 @@ LOSSES: dict[str, LossSpec] = {
 }
 
 
-def check_loss_fits(loss: str, data_format: str, scores: list[float] | None = None) -> None:
-    """Fail before training when the loss cannot train on this data format."""
+def check_loss_fits(loss: str, data_format: str, scores: list[float] | None = None, negatives: int = 0) -> None:
+    """Fail before training when the loss cannot train on this data format (or this many negatives per row)."""
     spec = LOSSES[loss]
+    if spec.max_negatives is not None and negatives > spec.max_negatives:
+        raise ConfigError(f"loss '{loss}' takes at most {spec.max_negatives} negative per row but the data has "
+                          f"{negatives}; use loss=mnrl, or keep one negative (data.hard_negatives.num_negatives=1)")
     if data_format not in spec.formats:
         fits = [name for name, s in LOSSES.items() if data_format in s.formats]
         raise ConfigError(f"loss '{loss}' needs {' or '.join(spec.formats)} data but the data is {data_format}; "

@@ -86,14 +86,25 @@ def callbacks(run_dir: Path, cfg: TaskConfig, reporter: Reporter) -> list:
     return found
 
 
-def train(trainer, run_dir: Path, resume: bool) -> float:
+def _resume_point(run_dir: Path, reporter: Reporter) -> Path | None:
+    """The checkpoint to resume from, said on the console; a warning when there is none yet."""
+    folder = run_dir / "checkpoints"
+    partial = sorted(p.name for p in folder.glob("checkpoint-*")) if folder.is_dir() else []
+    checkpoint = newest_checkpoint(run_dir)
+    if checkpoint:
+        reporter.note(f"resuming from {checkpoint} (step {checkpoint.name.split('-')[1]})")
+        return checkpoint
+    found = f"only incomplete checkpoints ({', '.join(partial)}), removed" if partial else "no checkpoint"
+    log.warning("--resume: %s holds %s; training starts again from step 0", folder, found)
+    return None
+
+
+def train(trainer, run_dir: Path, resume: bool, reporter: Reporter) -> float:
     """Run the trainer (from the newest complete checkpoint when resuming); return the training seconds."""
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # metrics.jsonl and the CLI display the logs instead
-    checkpoint = newest_checkpoint(run_dir) if resume else None
-    if checkpoint:
-        log.info("resuming from %s", checkpoint)
+    checkpoint = _resume_point(run_dir, reporter) if resume else None
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return float(output.metrics.get("train_runtime", 0.0))
 
@@ -132,6 +143,18 @@ def conclude(trainer, run_dir: Path, save: Callable[[str], None], primary_metric
     return final, best, after if after is not None else evaluate_after()
 
 
+def keep_base_unless_beaten(run_dir: Path, primary_metric: str, before: dict, after: dict,
+                            save_base: Callable[[str], None]) -> bool:
+    """The base model (step 0) is a checkpoint candidate too: when no tuned checkpoint beat it on the held-out
+    split, final/ becomes the base model. Returns whether it did."""
+    if Comparison(primary_metric, before, after).improvement > 0:
+        return False
+    save_final(save_base, run_dir)
+    log.warning("no checkpoint beat the base model on %s (%.4f against %.4f); %s is the base model",
+                primary_metric, after[primary_metric], before[primary_metric], run_dir / "final")
+    return True
+
+
 def save_with_tokenizer(model, tokenizer) -> Callable[[str], None]:
     def save(path: str) -> None:
         model.save_pretrained(path)
@@ -141,11 +164,11 @@ def save_with_tokenizer(model, tokenizer) -> Callable[[str], None]:
 
 
 def finish(run_dir: Path, cfg: TaskConfig, before: dict, after: dict, final: Path, split: str,
-           details: dict[str, str], title: str, best: int | None = None) -> Comparison:
+           details: dict[str, str], title: str, best: int | None = None, kept_base: bool = False) -> Comparison:
     """eval_after.json and summary.md (the before/after table and the verdict)."""
     write_json(run_dir / "eval_after.json", {"model": str(final), "split": split, "metrics": after,
-                                             "best_step": best})
-    comparison = Comparison(cfg.eval.primary_metric, before, after)
+                                             "best_step": best, "kept_base": kept_base})
+    comparison = Comparison(cfg.eval.primary_metric, before, after, kept_base)
     write_atomic(run_dir / "summary.md", summary_markdown(comparison, title, {**details, "final model": str(final)}))
     log.info(comparison.verdict)
     return comparison

@@ -12,7 +12,7 @@ from ragtune.config import RerankConfig
 from ragtune.data.embed import load_embed_data
 from ragtune.data.rerank import add_teacher_margins, groups_from_examples, rerank_rows
 from ragtune.eval.rerank import Candidates, rerank_evaluator
-from ragtune.models.device import choose_placement
+from ragtune.models.device import choose_placement, settle
 from ragtune.models.load import load_cross_encoder
 from ragtune.progress import Reporter
 from ragtune.train import recipe
@@ -75,7 +75,9 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
     with run_logging(run_dir / "train.log"):
-        reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason})")
+        training, scoring = settle(placement, model, "train"), settle(placement, model, "rerank")
+        reporter.note(f"device {placement.device}; training {training.precision} ({training.reason}); reranking "
+                      f"{scoring.precision} ({scoring.reason})")
         for line in mining_report:
             reporter.note(f"hard negatives: {line}")
         reporter.note(f"data: {len(rows)} {RERANK_LOSSES[cfg.loss].layout} training rows; eval {data.eval.name}: "
@@ -83,12 +85,12 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.eval.first_stage, data.eval.name,
                                         lambda: candidates.first_stage_metrics(cfg.eval),
                                         label="Evaluating the first stage alone")
-        kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
+        kwargs = training_kwargs(cfg.train, run_dir, training, cfg.eval.primary_metric, show_progress=False)
         args = build_training_args(CrossEncoderTrainingArguments, kwargs)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                                       loss=loss, evaluator=rerank_evaluator(candidates, cfg.eval, placement),
                                       callbacks=recipe.callbacks(run_dir, cfg, reporter))
-        train_seconds = recipe.train(trainer, run_dir, resume)
+        train_seconds = recipe.train(trainer, run_dir, resume, reporter)
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))
 
@@ -104,7 +106,7 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
                    "before": f"{cfg.eval.first_stage} alone",
                    "after": f"{cfg.eval.first_stage} + reranker over the top {cfg.eval.rerank_top_k}",
                    "train rows": str(len(rows)), "loss": cfg.loss,
-                   "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}
+                   "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
                                    f"ragtune train rerank: {run_dir.name}", best)
         return TrainResult(run_dir, comparison, train_seconds, len(rows))

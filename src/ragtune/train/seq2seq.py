@@ -12,7 +12,7 @@ from itertools import groupby
 from ragtune.config.generate import Seq2SeqConfig
 from ragtune.data.seq2seq import Encoder, load_seq2seq_data
 from ragtune.eval.generation import EvalItem, GenerationEvaluator
-from ragtune.models.device import choose_placement
+from ragtune.models.device import choose_placement, settle
 from ragtune.models.generator import apply_lora, check_method, generate_text, load_generator, load_tokenizer
 from ragtune.progress import Reporter
 from ragtune.train import recipe
@@ -68,6 +68,7 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
     eval_rows = [encoder.encode(p) for p in eval_pairs]
     if cfg.method in ("lora", "qlora"):
         model = apply_lora(model, cfg.lora, cfg.method, None, cfg.train.gradient_checkpointing, seq2seq=True)
+    placement = settle(placement, model, "train")
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
     class RagtuneSeq2SeqTrainer(EvaluatorMixin, Seq2SeqTrainer):
@@ -89,7 +90,7 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
                                         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
                                         processing_class=tokenizer, callbacks=recipe.callbacks(run_dir, cfg, reporter))
         trainer.ragtune_evaluator = evaluator
-        train_seconds = recipe.train(trainer, run_dir, resume)
+        train_seconds = recipe.train(trainer, run_dir, resume, reporter)
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))
 
