@@ -20,7 +20,7 @@ import time
 from benchmarks.common import StepTimer, pubmedqa_pairs, write_result
 from ragtune.cli.quickstart_cmd import packaged
 from ragtune.data.beir import load_beir
-from ragtune.models.device import Placement, choose_placement, cpu_summary, cpu_supports_bf16, settle
+from ragtune.models.device import Placement, choose_placement, cpu_summary, precisions_offered, settle
 from ragtune.models.load import load_cross_encoder, load_embedder
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -87,7 +87,7 @@ def rerank_rate(model, queries: list[tuple[str, list[str]]], placement: Placemen
 
 def row(workload: str, unit: str, measure, model, repeats: int) -> dict:
     """Each variant `repeats` times, interleaved so that drift hits all alike; the best rate of each."""
-    precisions = ["fp32", "bf16"] if cpu_supports_bf16() else ["fp32"]
+    precisions = precisions_offered()
     chosen, probe_s = auto(model, workload)
     variants = {**{p: fixed(p) for p in precisions}, "auto": chosen}
     runs: dict[str, list[float]] = {name: [] for name in variants}

@@ -67,9 +67,27 @@ def _train(task: str, config: Optional[Path], overrides: Optional[list[str]], re
 
 @app.command("embed")
 def embed(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
-          overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
+          overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW,
+          recipe: str = typer.Option("single", "--recipe", help="single: train the config as given; auto: try a "
+                                     "few learning rates with and without mined negatives on the dev split and "
+                                     "keep the best (RUN/auto.json says what was tried)"),
+          budget: Optional[str] = typer.Option(None, "--budget", help="time budget for --recipe auto, e.g. 20m; "
+                                               "the first trial always runs")) -> int:
     """Fine-tune a sentence-transformers embedding model."""
-    return _train("embed", config, overrides, resume, overwrite, allow_regression)
+    from ragtune.choices import unknown
+    from ragtune.errors import ConfigError
+
+    if recipe not in ("single", "auto"):
+        raise ConfigError(unknown("--recipe", recipe, ("single", "auto")))
+    if recipe == "single":
+        if budget is not None:
+            raise ConfigError("--budget is for --recipe auto; add --recipe auto or drop --budget")
+        return _train("embed", config, overrides, resume, overwrite, allow_regression)
+    from ragtune.train.auto_recipe import parse_budget, train_embed_auto
+
+    seconds = parse_budget(budget)
+    cfg = load_config("embed", config, overrides or [])
+    return render_result(train_embed_auto(cfg, seconds, resume, overwrite, RichReporter()), allow_regression)
 
 
 @app.command("rerank")

@@ -61,6 +61,11 @@ def cpu_summary() -> str:
     return f"{cpu_model()}: " + " ".join(n if has else f"-{n}" for n, has in cpu_features().items())
 
 
+def precisions_offered() -> list[str]:
+    """The fixed precisions worth timing on this CPU: fp32, and bf16 where the CPU has it natively."""
+    return ["fp32", "bf16"] if cpu_supports_bf16() else ["fp32"]
+
+
 def cpu_supports_bf16() -> bool:
     """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX), so autocast speeds things up."""
     probe = getattr(torch.backends, "mkldnn", None)
