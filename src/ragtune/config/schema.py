@@ -112,6 +112,9 @@ class TrainSection(Section):
 
 
 class EmbedTrainSection(TrainSection):
+    learning_rate: float = Field(
+        5.0e-5, gt=0, description="peak learning rate; 5e-5 beat 2e-5 with the default loss and mining on both "
+        "leave-one-out domains (PubMedQA, SciFact; benchmarks/RESULTS.md)")
     batch_sampler: Literal["no_duplicates", "batch_sampler"] = Field(
         "no_duplicates", description="no_duplicates keeps a text out of its own batch's negatives"
     )
