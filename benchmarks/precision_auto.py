@@ -1,8 +1,9 @@
 """`precision: auto` on this CPU against every fixed precision, for training, encoding and reranking.
 
 For each workload the same model and inputs run in fp32, in bf16 (where the CPU offers it) and in what `auto`
-settles on (a fresh probe: its one-off cost is reported apart, since its verdict is cached afterwards). Target: auto
-never slower than the fastest fixed choice by more than 5%. The CPU's instruction sets are in the JSON.
+settles on (a fresh probe: its one-off cost is reported apart, since its verdict is cached afterwards),
+interleaved, medians over the repeats. Target: auto never slower than the fastest fixed choice by more than 5%.
+The CPU's instruction sets are in the JSON.
 - train: MNRL steps of all-MiniLM-L6-v2 on PubMedQA pairs (batch 32) through SentenceTransformerTrainer, bf16 as
   autocast (what `train embed` runs), timed from the end of the first step;
 - encode: ragtune `encode` of PubMedQA passages (length-sorted batches of 16; a bf16 copy of the weights);
@@ -86,7 +87,8 @@ def rerank_rate(model, queries: list[tuple[str, list[str]]], placement: Placemen
 
 
 def row(workload: str, unit: str, measure, model, repeats: int) -> dict:
-    """Each variant `repeats` times, interleaved so that drift hits all alike; the best rate of each."""
+    """Each variant `repeats` times, interleaved so that drift hits all alike; the median rate of each (this VM's
+    noise moves single runs of one configuration by 10-30%)."""
     precisions = precisions_offered()
     chosen, probe_s = auto(model, workload)
     variants = {**{p: fixed(p) for p in precisions}, "auto": chosen}
@@ -94,7 +96,7 @@ def row(workload: str, unit: str, measure, model, repeats: int) -> dict:
     for _ in range(repeats):
         for name, placement in variants.items():
             runs[name].append(measure(placement))
-    rates = {name: max(values) for name, values in runs.items()}
+    rates = {name: sorted(values)[len(values) // 2] for name, values in runs.items()}
     best = max(rates[p] for p in precisions)
     result = {"unit": unit, "rates": {k: round(v, 2) for k, v in rates.items()}, "auto_chose": chosen.precision,
               "auto_reason": chosen.reason, "probe_seconds": round(probe_s, 2),
