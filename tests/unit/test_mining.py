@@ -521,3 +521,11 @@ def test_train_embed_mines_pairs_by_default_and_keeps_given_negatives(cli, tiny_
                          *tiny_train_overrides(tiny_embedder, tmp_path / "run2"), "--allow-regression")
     assert code == 0, err
     assert "hard negatives:" not in out
+
+
+def test_a_corpus_too_small_to_leave_anything_unretrieved_still_fills_every_pair():
+    close = [("a", 9.9), ("P", 10.0), ("b", 9.8)]
+    corpus = {"P": "the positive", "a": "doc a", "b": "doc b"}
+    rows, report = mine_fixed(hits=close, corpus=corpus, relative_margin=0.05, num_negatives=1, range_max=3,
+                              short="random", output="ntuples")
+    assert len(rows) == 1 and rows[0]["negatives"][0] in ("doc a", "doc b") and report.random_fills == 1

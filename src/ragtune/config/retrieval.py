@@ -117,7 +117,7 @@ class HardNegativesSection(FirstStageSettings):
                                         "cross-encoder score counts as a false negative")
     short: Literal["drop", "random"] = Field(
         "drop", description="a pair left with fewer than num_negatives: drop it, or fill up with random documents "
-        "from outside its retrieved candidates and positives (as harmless as an in-batch negative)")
+        "from outside its retrieved candidates and positives (any non-positive in a corpus too small for that)")
     output: Literal["triplets", "ntuples", "labeled_pairs"] = Field(
         "ntuples", description="triplets: one row per negative; ntuples: negatives list; labeled_pairs: 0/1 pairs")
     batch_size: int = Field(256, gt=0, description="queries searched at once (bounds memory)")

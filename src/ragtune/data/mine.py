@@ -162,11 +162,13 @@ def mine(pairs: list[tuple[str, str]], corpus: dict[str, str], retriever, settin
             if len(chosen) < settings.num_negatives:
                 report.short_pairs += 1
                 if settings.short == "random":
-                    # from outside the retrieved list: what the filters took out there may be unlabelled positives
-                    fill = _random_documents(corpus, known[query] | {d for d, _ in ranked} | {d for d, _ in chosen},
-                                             settings.num_negatives - len(chosen), rng)
-                    chosen += fill
-                    report.random_fills += len(fill)
+                    # From outside the retrieved list first: what the filters took out there may be unlabelled
+                    # positives. A corpus too small for that (all of it retrieved) gives any non-positive.
+                    for exclude in (known[query] | {d for d, _ in ranked}, known[query]):
+                        fill = _random_documents(corpus, exclude | {d for d, _ in chosen},
+                                                 settings.num_negatives - len(chosen), rng)
+                        chosen += fill
+                        report.random_fills += len(fill)
                 if len(chosen) < settings.num_negatives and (settings.output == "ntuples" or not chosen):
                     continue  # n-tuples need the same width on every row
             report.negatives += len(chosen)
