@@ -140,3 +140,15 @@ def test_an_unknown_query_setting_suggests_the_close_one():
 
     with pytest.raises(ConfigError, match=r"unknown key 'top_k' \(did you mean 'k'\?\)"):
         load_config("query", None, ["top_k=3"])
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("data.hard_negatives.short=sometimes", ["data.hard_negatives.short", "drop", "random"]),
+    ("train.base_as_candidate=perhaps", ["train.base_as_candidate", "boolean"]),
+    ("loss=gits", ["gits", "gist"]),
+])
+def test_the_new_embed_keys_refuse_bad_values_in_one_line(cli, pairs_file, tmp_path, override, words):
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", f"output.dir={tmp_path / 'run'}", override)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "run").exists()

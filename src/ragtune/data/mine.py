@@ -102,9 +102,8 @@ def _rows(query: str, positive: str, negatives: list[str], output: str) -> list[
     return [{"query": query, "positive": positive, "negatives": negatives}]
 
 
-def _random_documents(corpus: dict[str, str], exclude: set[str], n: int, rng: random.Random) -> Hits:
-    """Up to `n` documents drawn at random from `corpus`, none of them in `exclude`."""
-    ids = list(corpus)
+def _random_documents(ids: list[str], exclude: set[str], n: int, rng: random.Random) -> Hits:
+    """Up to `n` document ids drawn at random from `ids`, none of them in `exclude`."""
     found: Hits = []
     for _ in range(20 * n):  # rejection sampling: the excluded set is small against the corpus
         if len(found) == n or len(exclude) >= len(ids):
@@ -135,6 +134,7 @@ def mine(pairs: list[tuple[str, str]], corpus: dict[str, str], retriever, settin
     for query, positive in pairs:  # every copy of a positive's text is a positive, never a negative
         known.setdefault(query, set()).update(ids_of[positive])
     rng = random.Random(settings.seed)
+    doc_ids = list(corpus)
     report = MiningReport(pairs=len(pairs))
     rows: list[dict] = []
     for start in range(0, len(pairs), settings.batch_size):
@@ -165,7 +165,7 @@ def mine(pairs: list[tuple[str, str]], corpus: dict[str, str], retriever, settin
                     # From outside the retrieved list first: what the filters took out there may be unlabelled
                     # positives. A corpus too small for that (all of it retrieved) gives any non-positive.
                     for exclude in (known[query] | {d for d, _ in ranked}, known[query]):
-                        fill = _random_documents(corpus, exclude | {d for d, _ in chosen},
+                        fill = _random_documents(doc_ids, exclude | {d for d, _ in chosen},
                                                  settings.num_negatives - len(chosen), rng)
                         chosen += fill
                         report.random_fills += len(fill)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Callable
 
 import torch
 
+from ragtune.models.device import cpu_model
+
 log = logging.getLogger(__name__)
 
-WORKLOADS = ("train", "encode", "rerank")
 # bf16 must beat fp32 by this factor to be chosen: below it the two are within timing noise, and fp32 is exact.
 MIN_SPEEDUP = 1.05
 REPEATS = 3
@@ -49,17 +49,6 @@ class Verdict:
             return f"bf16: {self.speedup:.2f}x faster than fp32 here for {workload} ({where} {self.measured})"
         return (f"fp32: bf16 ran at {self.speedup:.2f}x of fp32's speed here for {workload}, below the "
                 f"{MIN_SPEEDUP}x that would pick it ({where} {self.measured})")
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def transformer_of(model) -> torch.nn.Module:

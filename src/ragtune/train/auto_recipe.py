@@ -54,7 +54,7 @@ def trial_config(cfg: EmbedConfig, trial: Trial, run_dir: Path) -> EmbedConfig:
     trial_cfg.train.learning_rate = cfg.train.learning_rate * trial.lr_factor
     if not trial.mining:
         trial_cfg.data.hard_negatives = None
-    trial_cfg.output.dir = str(run_dir / "trials" / trial.name.replace(" ", "_").replace(",", "").replace(".", "_"))
+    trial_cfg.output.dir = str(run_dir / "trials" / re.sub(r"\W+", "_", trial.name))
     return trial_cfg
 
 
@@ -94,7 +94,7 @@ def train_embed_auto(cfg: EmbedConfig, budget: float | None = None, resume: bool
         try:
             done[trial.name] = _run_trial(trial_cfg, resume, reporter)
         except RagtuneError as exc:  # e.g. mining that keeps nothing: this trial fails, the others may not
-            if not done and trial is TRIALS[0]:
+            if not done:  # the configuration as given failed: nothing to compare against
                 raise
             done[trial.name] = {"error": str(exc)}
             log.warning("recipe auto: trial '%s' failed: %s", trial.name, exc)
