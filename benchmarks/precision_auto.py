@@ -19,10 +19,10 @@ import tempfile
 import time
 
 from benchmarks.common import StepTimer, pubmedqa_pairs, write_result
-from ragtune.cli.quickstart_cmd import packaged
 from ragtune.data.beir import load_beir
 from ragtune.models.device import Placement, choose_placement, cpu_summary, precisions_offered, settle
 from ragtune.models.load import load_cross_encoder, load_embedder
+from ragtune.utils import packaged_resource as packaged
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 

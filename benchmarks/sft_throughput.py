@@ -6,7 +6,11 @@ runs its own defaults (answer-only masks, best-fit-decreasing packing, padding-f
 real (non-pad) tokens through the model between the end of the first step and the end of the last. MFU uses the
 6 x parameters x tokens/s convention against the GPU's dense bf16 peak.
 
+`--size smollm2` trains the real packaged SmolLM2-135M-Instruct (dequantized from its GGUF) instead of a random
+model of a given shape.
+
 Run:  python -m benchmarks.sft_throughput --size tiny --method lora          # this CPU
+      python -m benchmarks.sft_throughput --size smollm2 --method lora       # the real 135M model, any machine
       python -m benchmarks.sft_throughput --size 1b --method lora qlora      # a CUDA GPU
 """
 
@@ -142,7 +146,7 @@ def ragtune_sft(model_dir: Path, records: list[dict], method: str, steps: int, b
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--size", choices=sorted([*SIZES, "smollm2"]), default="tiny")
     parser.add_argument("--method", nargs="+", default=["lora"], choices=["full", "lora", "qlora"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
@@ -156,7 +160,16 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        params = build_model(model_dir, args.size, records)
+        if args.size == "smollm2":
+            from transformers import AutoModelForCausalLM
+
+            from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+            from ragtune.models.resolve import resolve_model
+
+            model_dir = Path(resolve_model(DEFAULT_GENERATOR))
+            params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+        else:
+            params = build_model(model_dir, args.size, records)
         for method in args.method:
             runs = {}
             # TRL turns gradient checkpointing on by default and ragtune off; the middle run isolates packing.

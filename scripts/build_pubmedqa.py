@@ -18,7 +18,8 @@ with open(out / "corpus.jsonl", "w", encoding="utf-8") as corpus, \
         open(out / "queries.jsonl", "w", encoding="utf-8") as queries:
     for pmid, item in items.items():
         queries.write(json.dumps({"_id": pmid, "text": item["QUESTION"],
-                                  "metadata": {"final_decision": item["final_decision"]}}) + "\n")
+                                  "metadata": {"final_decision": item["final_decision"],
+                                               "long_answer": item["LONG_ANSWER"]}}) + "\n")
         for i, (context, label) in enumerate(zip(item["CONTEXTS"], item["LABELS"])):
             corpus.write(json.dumps({"_id": f"{pmid}-{i}", "title": "", "text": context,
                                      "metadata": {"pmid": pmid, "section": label}}) + "\n")

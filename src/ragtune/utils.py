@@ -61,3 +61,10 @@ def rank() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+def packaged_resource(name: str) -> str:
+    """The path of a file or folder shipped in ragtune/resources (the embedded PubMedQA, the quickstart recipes)."""
+    from importlib import resources
+
+    return str(resources.files("ragtune") / "resources" / name)

@@ -5,6 +5,7 @@ filters (with the files it writes trained on), and `eval rag` against hand-compu
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import threading
@@ -803,12 +804,16 @@ def test_eval_rag_metrics_by_hand(cli, chat_server, tiny_embedder, tmp_path):
                          chat_server.url, "--generator-model", "m", "-k", "2", "--out", tmp_path / "out")
     assert code == 0, err
     systems = {s["name"]: s for s in json.loads(out)["systems"]}
-    assert sorted(systems) == sorted(["bm25 -> m", f"{dense} -> m"])
+    assert sorted(systems) == sorted(["majority (yes)", "bm25 -> m", f"{dense} -> m"])
     # bm25: q1-q3 find their gold passage first, q4 never; every answer says yes and cites [1]
-    assert systems["bm25 -> m"]["metrics"] == {"recall@2": 0.75, "accuracy": 0.5, "cites_gold": 0.75}
+    # (gold yes, no, maybe, yes: macro-F1 = (F1 yes 2/3 + 0 + 0) / 3)
+    assert systems["bm25 -> m"]["metrics"] == {"recall@2": 0.75, "accuracy": 0.5, "recall_yes": 1.0,
+                                               "recall_no": 0.0, "recall_maybe": 0.0, "macro_f1": 0.2222,
+                                               "no_label": 0.0, "cites_gold": 0.75}
+    assert systems["majority (yes)"]["metrics"]["macro_f1"] == 0.2222
     example = systems["bm25 -> m"]["examples"][0]
     assert example == {"question": "arrhythmia and potassium", "answer": "yes [1]", "reference": "yes",
-                       "cited": ["d1"], "gold": ["d1"]}
+                       "cited": ["d1"], "gold": ["d1"], "predicted": "yes"}
     dense_metrics = systems[f"{dense} -> m"]["metrics"]
     assert dense_metrics["accuracy"] == 0.5  # the answers do not depend on retrieval here
     assert 0 <= dense_metrics["cites_gold"] <= dense_metrics["recall@2"] <= 1
@@ -816,8 +821,10 @@ def test_eval_rag_metrics_by_hand(cli, chat_server, tiny_embedder, tmp_path):
     prompt = chat_server.requests[0]["body"]["messages"][-1]["content"]
     assert prompt.endswith("Question: arrhythmia and potassium") and f"[1] (d1) {PASSAGES[0]}" in prompt
     saved = json.loads((tmp_path / "out" / "rag_results.json").read_text())
-    assert saved["systems"][0]["metrics"] == systems["bm25 -> m"]["metrics"]
-    assert "| `bm25 -> m` | 0.7500 | 0.5000 | 0.7500 |" in (tmp_path / "out" / "rag_results.md").read_text()
+    assert saved["systems"][1]["metrics"] == systems["bm25 -> m"]["metrics"]
+    table = (tmp_path / "out" / "rag_results.md").read_text()
+    assert "| `bm25 -> m` | 0.5000 | 1.0000 | 0.0000 | 0.0000 | 0.2222 | 0.0000 | 0.7500 | 0.7500 |" in table
+    assert "| `majority (yes)` | 0.5000 | 1.0000 | 0.0000 | 0.0000 | 0.2222 | 0.0000 |  |  |" in table
 
 
 def test_eval_rag_exact_match_and_f1_without_labels(cli, chat_server, tmp_path):
@@ -826,9 +833,9 @@ def test_eval_rag_exact_match_and_f1_without_labels(cli, chat_server, tmp_path):
     code, out, err = cli("--json", "eval", "rag", "--data", data, "-p", "bm25", "--generator", chat_server.url,
                          "--generator-model", "m", "-k", "2", "--labels", "", "--answer-field", "answer")
     assert code == 0, err
-    [system] = json.loads(out)["systems"]
+    [system] = json.loads(out)["systems"]  # no label set: no majority system
     # references yes / Yes. / no / "yes it is": EM 1, 1, 0, 0; F1 1, 1, 0, 0.5 (the [1] mark is not the answer)
-    assert system["metrics"] == {"recall@2": 0.75, "exact_match": 0.5, "cites_gold": 0.75, "f1": 0.625}
+    assert system["metrics"] == {"recall@2": 0.75, "exact_match": 0.5, "f1": 0.625, "cites_gold": 0.75}
 
 
 def test_eval_rag_retrieval_only(cli, chat_server, tmp_path):
@@ -840,7 +847,6 @@ def test_eval_rag_retrieval_only(cli, chat_server, tmp_path):
     assert code == 0, err
     assert json.loads(out)["systems"][0]["name"] == "bm25"
     assert json.loads(out)["systems"][0]["metrics"] == {"recall@2": 0.75}
-    error_line(cli("eval", "rag", "--data", data, "-p", "bm25"), "--generator", "--no-generate")
     error_line(cli("eval", "rag", "--data", data, "-p", "bm25", "--no-generate", "--generator", chat_server.url,
                    "--generator-model", "m"), "--no-generate", "drop --generator")
     assert not chat_server.requests
@@ -869,3 +875,45 @@ def test_eval_rag_bad_input_is_one_line_error(cli, chat_server, tmp_path):
     error_line(cli("eval", "rag", "--data", data, "-p", "sparse", *common), "sparse")
     error_line(cli("eval", "rag", "--data", tmp_path / "nowhere", "-p", "bm25", *common), "not a BEIR directory")
     assert chat_server.requests == []
+
+
+def test_none_gold_and_majority_systems_and_unlabelled_answers(cli, chat_server, tmp_path, caplog):
+    data = beir_dir(tmp_path / "beir")
+    replies = iter(["Yes [1]", "I cannot tell", "maybe so [1]", "No."] * 3)
+    chat_server.reply = lambda body: next(replies)
+    with caplog.at_level(logging.WARNING):
+        code, out, err = cli("--json", "eval", "rag", "--data", data, "-p", "none", "-p", "gold", "--generator",
+                             chat_server.url, "--generator-model", "m", "-k", "2")
+    assert code == 0, err
+    systems = {s["name"]: s for s in json.loads(out)["systems"]}
+    assert list(systems) == ["majority (yes)", "none -> m", "gold -> m"]
+    # gold yes/no/maybe/yes; answers yes, (none), maybe, no: 2 of 4 right, one unlabelled
+    for name in ("none -> m", "gold -> m"):
+        metrics = systems[name]["metrics"]
+        assert metrics["accuracy"] == 0.5 and metrics["no_label"] == 0.25 and "recall@2" not in metrics
+        assert systems[name]["predictions"] == {"q1": "yes", "q2": "", "q3": "maybe", "q4": "no"}
+    assert "name none of the labels" in caplog.text
+    majority = systems["majority (yes)"]["metrics"]
+    assert majority["accuracy"] == 0.5 and majority["recall_yes"] == 1.0 and majority["recall_no"] == 0.0
+    # `none` sends no passages; `gold` sends each question's own passage
+    prompts = [r["body"]["messages"][-1]["content"] for r in chat_server.requests]
+    assert "[1]" not in prompts[0].split("Context:")[1] and "Start your answer with Yes, No or Maybe" in prompts[0]
+    assert "[1] (d1) Cardiac arrhythmia" in prompts[4]
+    # gold -> m cites [1] = its gold passage in q1 and q3
+    assert systems["gold -> m"]["metrics"]["cites_gold"] == 0.5
+
+
+def test_rouge_l_against_a_long_answer_field(cli, chat_server, tmp_path):
+    data = beir_dir(tmp_path / "beir")
+    rows = [json.loads(line) for line in (data / "queries.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["metadata"]["long_answer"] = "potassium imbalance causes arrhythmia"
+    (data / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    chat_server.reply = lambda body: "Yes. potassium imbalance causes arrhythmia [1]"
+    code, out, err = cli("--json", "eval", "rag", "--data", data, "-p", "bm25", "--generator", chat_server.url,
+                         "--generator-model", "m", "--long-answer-field", "long_answer")
+    assert code == 0, err
+    metrics = json.loads(out)["systems"][1]["metrics"]
+    assert 0.8 < metrics["rouge_l"] < 1.0  # the "Yes." is not in the reference
+    error_line(cli("eval", "rag", "--data", data, "-p", "bm25", "--generator", chat_server.url, "--generator-model",
+                   "m", "--long-answer-field", "summary"), "queries.jsonl:1:", "'summary'")

@@ -12,6 +12,7 @@ from rich.markup import escape
 from ragtune.cli.eval_cmd import UNKNOWN_IDS
 from ragtune.cli.index_cmd import CHUNK_SIZE, EMBEDDER, META, OVERLAP, TEXT_FIELD, metadata
 from ragtune.cli.output import FLAGS, emit_json, say, show, table
+from ragtune.models.packaged_generator import DEFAULT_GENERATOR
 
 app = typer.Typer(no_args_is_help=True, help="Check and prepare training data.")
 
@@ -114,8 +115,8 @@ def chunk(
 def synth(
     source: Path = typer.Argument(..., help="an index folder, or chunks.jsonl from `ragtune data chunk`"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for pairs.jsonl, rerank.jsonl (and rag_sft.jsonl)"),
-    generator: str = typer.Option(..., "--generator", help="local model (path or hub id) or an OpenAI-compatible "
-                                  "base URL"),
+    generator: str = typer.Option(DEFAULT_GENERATOR, "--generator", help="local model (path or hub id) or an "
+                                  "OpenAI-compatible base URL; default: the packaged SmolLM2-135M-Instruct"),
     generator_model: Optional[str] = typer.Option(None, "--generator-model", help="served model name, for a URL"),
     questions: int = typer.Option(3, "--questions", min=1, help="questions asked per chunk"),
     round_trip_k: int = typer.Option(5, "--round-trip-k", min=1, help="keep a question only if its chunk ranks in "
@@ -140,4 +141,44 @@ def synth(
     for line in report.lines():
         say(escape(line))
     say("wrote " + ", ".join(escape(str(p)) for p in written))
+    return 0
+
+
+@app.command("rag-sft")
+def rag_sft(
+    data: Path = typer.Argument(..., help="BEIR directory whose queries carry answers (e.g. PubMedQA)"),
+    out: Path = typer.Option(..., "--out", "-o", help="chat JSONL to write, for `ragtune train llm`"),
+    pipeline: str = typer.Option("bm25", "--pipeline", "-p", help="retrieval spec that builds each context "
+                                 "(e.g. dense:runs/embed/final), or gold"),
+    split: str = typer.Option("train", "--split", help="qrels split (keep the test questions out)"),
+    k: int = typer.Option(3, "-k", min=1, help="passages per context"),
+    answer_field: str = typer.Option("final_decision", "--answer-field", help="query field (or metadata field) "
+                                     "holding the label or short answer"),
+    long_answer_field: Optional[str] = typer.Option("long_answer", "--long-answer-field", help="query field with "
+                                                    "the free-text answer (empty: none)"),
+    labels: Optional[str] = typer.Option("yes,no,maybe", "--labels", help="label set the answer starts with; "
+                                         "empty for free answers"),
+    sentences: Optional[int] = typer.Option(None, "--sentences", min=1, help="keep the first N sentences of each "
+                                            "long answer (shorter targets train faster)"),
+    unknown_ids: str = UNKNOWN_IDS,
+) -> int:
+    """Write RAG SFT chats: retrieved context + question -> label, long answer and [n] citation of the gold
+    passages, with the prompt `eval rag` asks with."""
+    from ragtune.data.beir import load_beir
+    from ragtune.eval.rag import CONTEXTS
+    from ragtune.rag.sft_data import rag_sft_rows, write_rag_sft
+    from ragtune.retrieval.spec import parse_spec
+    from ragtune.utils import output_file
+
+    output_file(out)
+    if pipeline not in CONTEXTS:
+        parse_spec(pipeline)
+    ir = load_beir(data, split, unknown_ids)
+    label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
+    rows = rag_sft_rows(ir, data, pipeline, k, label_set, answer_field, long_answer_field or None, sentences)
+    write_rag_sft(out, rows)
+    if FLAGS.json:
+        emit_json({"out": str(out), "records": len(rows)})
+        return 0
+    say(f"wrote {len(rows)} chat records to {escape(str(out))} (contexts from {escape(pipeline)}, top {k})")
     return 0

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from ragtune.cli.output import FLAGS, RichReporter, emit_json, say, show, table
+from ragtune.models.packaged_generator import DEFAULT_GENERATOR
 
 app = typer.Typer(no_args_is_help=True, help="Evaluate models and pipelines on held-out data.")
 UNKNOWN_IDS = typer.Option("error", "--unknown-ids", help="qrels naming unknown query/document ids: error, or skip "
@@ -135,27 +137,34 @@ def generation(
 def rag(
     data: Path = typer.Option(..., "--data", help="BEIR directory whose queries carry reference answers"),
     pipeline: list[str] = typer.Option(..., "--pipeline", "-p", help="retrieval spec per system (repeat to compare, "
-                                       "e.g. dense:BASE and dense:runs/x/final)"),
+                                       "e.g. dense:BASE and dense:runs/x/final); `none` answers without context, "
+                                       "`gold` from the gold passages"),
     generator: Optional[list[str]] = typer.Option(None, "--generator", help="local model or OpenAI-compatible URL; "
-                                                  "one for all systems or one per --pipeline"),
+                                                  "one for all systems or one per --pipeline (default: the "
+                                                  f"packaged {DEFAULT_GENERATOR})"),
     no_generate: bool = typer.Option(False, "--no-generate", help="retrieval only: gold-passage recall per system"),
     generator_model: Optional[str] = typer.Option(None, "--generator-model", help="served model name, for a URL"),
     split: str = typer.Option("test", "--split", help="qrels split"),
     answer_field: str = typer.Option("final_decision", "--answer-field", help="query field (or metadata field) "
                                      "holding the reference answer"),
-    labels: Optional[str] = typer.Option("yes,no,maybe", "--labels", help="comma-separated label set for accuracy; "
-                                         "empty for EM/F1"),
+    long_answer_field: Optional[str] = typer.Option(None, "--long-answer-field", help="query field holding a "
+                                                    "free-text answer, for ROUGE-L (e.g. long_answer)"),
+    labels: Optional[str] = typer.Option("yes,no,maybe", "--labels", help="comma-separated label set for accuracy, "
+                                         "macro-F1 and per-class recall; empty for EM/F1"),
     k: int = typer.Option(5, "-k", min=1, help="passages per question"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="answer length; 1 scores the labels "
+                                       "alone (fast), without free text or citations"),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="a seeded sample of N questions"),
     out: Optional[Path] = typer.Option(None, "--out", help="write rag_results.json and rag_results.md here"),
     unknown_ids: str = UNKNOWN_IDS,
 ) -> int:
-    """End to end: gold-passage recall, answer accuracy (or EM/F1), and answers citing a gold passage."""
+    """End to end: gold-passage recall, answer accuracy and macro-F1 (or EM/F1), and answers citing a gold
+    passage; with labels, the majority-label baseline comes first."""
     from ragtune.config.rag import RAGSection
     from ragtune.data.beir import load_beir
     from ragtune.data.embed import sample_queries
     from ragtune.errors import ConfigError
-    from ragtune.eval.rag import evaluate_rag, rag_payload, write_rag_results
+    from ragtune.eval.rag import CONTEXTS, evaluate_rag, metric_columns, rag_payload, write_rag_results
     from ragtune.rag.generators import make_generator
     from ragtune.retrieval.spec import parse_spec
     from ragtune.utils import output_folder
@@ -163,24 +172,24 @@ def rag(
     if out:
         output_folder(out)
     for spec in pipeline:
-        parse_spec(spec)
+        if spec not in CONTEXTS:
+            parse_spec(spec)
     if generator and no_generate:
         raise ConfigError("eval rag: --no-generate evaluates retrieval alone; drop --generator, or drop "
                           "--no-generate to answer")
-    if not generator and not no_generate:
-        raise ConfigError("eval rag needs --generator MODEL|URL to answer, or --no-generate for gold-passage recall "
-                          "alone")
     ir = sample_queries(load_beir(data, split, unknown_ids), max_queries, seed=42)
-    generators = [] if no_generate else [make_generator(g, generator_model) for g in generator]
+    generators = [] if no_generate else [make_generator(g, generator_model) for g in generator or [DEFAULT_GENERATOR]]
     label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
     with RichReporter().phase("Retrieving" if no_generate else "Answering"):
-        results = evaluate_rag(ir, str(data), pipeline, generators, RAGSection(k=k), answer_field, label_set)
+        results = evaluate_rag(ir, str(data), pipeline, generators, RAGSection(k=k, max_new_tokens=max_new_tokens),
+                               answer_field, label_set, long_answer_field, with_majority=bool(generators))
     if out:
         write_rag_results(out, results, ir.name, len(ir.queries))
     if FLAGS.json:
         emit_json(rag_payload(results, ir.name, len(ir.queries)))
         return 0
-    names = list(results[0].metrics)
-    show(table(f"{ir.name}: {len(ir.queries)} questions", ["system", *names],
-               [[r.name, *[r.metrics[m] for m in names]] for r in results]))
+    for n, result in enumerate(results, start=1):  # the systems by number: their names are too long for columns
+        say(f"[bold]#{n}[/] {escape(result.name)}")
+    show(table(f"{ir.name}: {len(ir.queries)} questions", ["metric", *[f"#{n}" for n in range(1, len(results) + 1)]],
+               [[m, *[r.metrics.get(m, "") for r in results]] for m in metric_columns(results)]))
     return 0

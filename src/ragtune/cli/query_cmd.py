@@ -9,14 +9,16 @@ import typer
 from rich.markup import escape
 
 from ragtune.cli.output import FLAGS, emit_json, say, show, table
+from ragtune.models.packaged_generator import DEFAULT_GENERATOR
 
 
 def query(index: Path = typer.Argument(..., help="index folder built with `ragtune index build`"),
           question: str = typer.Argument(..., help="the question"),
           overrides: Optional[list[str]] = typer.Argument(None, help="settings, e.g. mode=dense min_score=0.2"),
           rerank: Optional[str] = typer.Option(None, "--rerank", help="cross-encoder that reranks the candidates"),
-          generator: Optional[str] = typer.Option(None, "--generator", help="local model (path, hub id, ragtune run) "
-                                                  "or an OpenAI-compatible base URL (http://host:8000/v1)"),
+          generator: str = typer.Option(DEFAULT_GENERATOR, "--generator", help="local model (path, hub id, ragtune "
+                                        "run) or an OpenAI-compatible base URL (http://host:8000/v1); default: the "
+                                        "packaged SmolLM2-135M-Instruct"),
           generator_model: Optional[str] = typer.Option(None, "--generator-model", help="served model name, for a URL"),
           no_generate: bool = typer.Option(False, "--no-generate", help="retrieval only: print the ranked chunks"),
           k: Optional[int] = typer.Option(None, "-k", min=1, help="passages to use (default 5)"),
@@ -29,7 +31,7 @@ def query(index: Path = typer.Argument(..., help="index folder built with `ragtu
     settings = load_config("query", config, [*(overrides or []), *([f"k={k}"] if k else [])])
     pipeline = RAGPipeline.from_index(str(index), rerank, None if no_generate else generator, generator_model,
                                       settings)
-    result = pipeline.answer(question, generate=not no_generate and generator is not None)
+    result = pipeline.answer(question, generate=not no_generate)
     if FLAGS.json:
         emit_json(result.to_dict())
         return 0
@@ -38,6 +40,4 @@ def query(index: Path = typer.Argument(..., help="index folder built with `ragtu
     show(table("sources", ["#", "score", "source", "page", "chunk id", "text"],
                [[s.n, f"{s.score:.3f}", escape(s.source), s.page or "", s.id, escape(" ".join(s.text.split())[:160])]
                 for s in result.sources]))
-    if result.answer is None and not no_generate:
-        say("(no --generator given: retrieval only)")
     return 0

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragtune.data.readers import read_rows, read_text
+from ragtune.data.readers import read_rows, read_text, text_lines
 from ragtune.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
         splits = sorted(p.stem for p in path.parent.glob("*.tsv"))
         raise DataError(f"{path}: no such qrels file; this collection has splits {splits}")
     qrels: dict[str, dict[str, int]] = {}
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    for number, line in enumerate(text_lines(read_text(path)), start=1):
         line = line.strip()
         parts = line.split("\t") if "\t" in line else line.split()
         if not line.strip() or (number == 1 and parts[-1].strip() == "score"):

@@ -49,6 +49,15 @@ def read_text(path: Path) -> str:
         raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); re-save the file as UTF-8") from None
 
 
+def text_lines(text: str) -> list[str]:
+    """Lines split at newlines only (a trailing CR dropped): str.splitlines would also split inside JSON strings
+    at characters such as U+2028/U+2029, which json.dumps(ensure_ascii=False) writes unescaped."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the newline that ends the last line starts no new one
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def _object_or_fail(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise DataError(f"{where}: expected a JSON object with named fields, got {type(value).__name__}; "
@@ -58,7 +67,7 @@ def _object_or_fail(value: Any, where: str) -> dict[str, Any]:
 
 def _jsonl(path: Path) -> Iterator[Row]:
     index = 0
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    for number, line in enumerate(text_lines(read_text(path)), start=1):
         if not line.strip():
             continue
         try:

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragtune.data.readers import Row, read_rows, read_text
+from ragtune.data.readers import Row, read_rows, read_text, text_lines
 from ragtune.errors import ConfigError, DataError
 
 SPELLINGS = [("source_text", "target_text"), ("source", "target"), ("src", "tgt"), ("input", "output")]
@@ -56,8 +56,8 @@ def pairs_from_rows(rows: list[Row], columns: dict[str, str], source_lang: str |
 
 def pairs_from_files(source: str, target: str, source_lang: str | None, target_lang: str | None) -> list[Pair]:
     """Line i of `source` translates line i of `target` (plain or .gz text)."""
-    left = read_text(Path(source)).splitlines()
-    right = read_text(Path(target)).splitlines()
+    left = text_lines(read_text(Path(source)))
+    right = text_lines(read_text(Path(target)))
     if len(left) != len(right):
         raise DataError(f"{source} has {len(left)} lines but {target} has {len(right)}; line-aligned files must "
                         "have the same number of lines")

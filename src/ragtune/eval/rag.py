@@ -1,27 +1,42 @@
 """End-to-end RAG evaluation on a QA set with known gold passages (PubMedQA PQA-L in BEIR form, say).
 
-For every system (a retrieval pipeline spec and a generator) it reports: recall of the gold passages in the
-top k, answer accuracy over a label set (yes/no/maybe) or EM/F1 against a reference answer, and the share of
-answers that cite at least one gold passage.
+For every system (a retrieval pipeline spec, or `none` for no context, or `gold` for the gold passages, and a
+generator) it reports: recall of the gold passages in the top k; for a label set (yes/no/maybe) accuracy, macro-F1
+and per-class recall, or EM/F1 against a reference answer; the share of answers that cite a gold passage; and, with
+a long-answer field, ROUGE-L of the free-text answers. Labels are scored by the generator's likelihood of each label
+as the start of its answer, so that no parsing can fail; an endpoint gives no likelihoods, so its labels are read
+from the answer text, and an answer that names none counts as wrong and is reported.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ragtune.config.rag import RAGSection
+from ragtune.config.rag import DEFAULT_PROMPT, RAGSection
 from ragtune.data.beir import IRData
 from ragtune.data.readers import read_rows
 from ragtune.errors import DataError
-from ragtune.eval.text_metrics import exact_match, predicted_label, token_f1
-from ragtune.rag.pipeline import CITATION, Source, cited, compose
+from ragtune.eval.label_metrics import MISSING, label_report
+from ragtune.eval.text_metrics import exact_match, predicted_label, rouge_l, token_f1
+from ragtune.rag.pipeline import CITATION, Source, cited, messages_for
 
 log = logging.getLogger(__name__)
+CONTEXTS = {"none": "no context: the question alone", "gold": "the gold passages (an upper bound)"}
+MAJORITY = "majority"  # the system that always answers the most common label of the other questions
+
+
+def label_prompt(labels: list[str]) -> str:
+    """The RAG prompt for a label set: the answer starts with the label, then says why, citing passages."""
+    names = ", ".join(label.capitalize() for label in labels[:-1]) + f" or {labels[-1].capitalize()}"
+    return ("Answer the question from the numbered context passages below. Start your answer with "
+            f"{names}, then explain it in one or two sentences, citing the passages you use as [1], [2], ...\n\n"
+            "Context:\n{context}\n\nQuestion: {question}")
 
 
 @dataclass
@@ -29,75 +44,151 @@ class RAGResult:
     name: str
     metrics: dict[str, float]
     examples: list[dict] = field(default_factory=list)
+    predictions: dict[str, str] = field(default_factory=dict)  # question id -> predicted label (for paired tests)
+
+
+def query_field(data: str | Path, ir: IRData, field_name: str, inside: bool) -> dict[str, str]:
+    """`field_name` of every query record (top level or in its metadata): for the questions of `ir` when `inside`,
+    for the other questions otherwise."""
+    values = {}
+    for row in read_rows(Path(data) / "queries.jsonl"):
+        qid = str(row.data.get("_id"))
+        if (qid in ir.queries) != inside:
+            continue
+        value = row.data.get(field_name, (row.data.get("metadata") or {}).get(field_name))
+        if not isinstance(value, str) or not value.strip():
+            if not inside:
+                continue
+            raise DataError(f"{row.where}: no answer in field '{field_name}' (or metadata.{field_name}); give "
+                            f"the field that holds it (--answer-field / --long-answer-field)")
+        values[qid] = value
+    return values
 
 
 def reference_answers(data: str | Path, ir: IRData, field_name: str) -> dict[str, str]:
     """The reference answer of every query: `field_name` on the query record, or inside its metadata."""
-    answers = {}
-    for row in read_rows(Path(data) / "queries.jsonl"):
-        qid = str(row.data.get("_id"))
-        if qid not in ir.queries:
-            continue
-        value = row.data.get(field_name, (row.data.get("metadata") or {}).get(field_name))
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(f"{row.where}: no answer in field '{field_name}' (or metadata.{field_name}); give "
-                            "--answer-field with the field that holds the reference answer")
-        answers[qid] = value
-    return answers
+    return query_field(data, ir, field_name, inside=True)
 
 
-def evaluate_system(name: str, pipeline, generator, ir: IRData, answers: dict[str, str], settings: RAGSection,
-                    labels: list[str]) -> RAGResult:
-    recalls, correct, f1s, citing = [], [], [], []
-    examples = []
-    for qid, question in ir.queries.items():
-        hits = pipeline.search([question], settings.k)[0]
-        sources = [Source(n, doc, doc, "", None, score, ir.corpus[doc]) for n, (doc, score) in
-                   enumerate(hits, start=1)]
-        gold = {d for d, s in ir.qrels[qid].items() if s > 0}
-        recalls.append(len(gold & {d for d, _ in hits}) / max(1, len(gold)))
-        if generator is None:  # retrieval only
+def majority_label(data: str | Path, ir: IRData, field_name: str, labels: list[str]) -> str:
+    """The most common label among the questions *not* evaluated (the training split), else among all."""
+    others = [v.strip().lower() for v in query_field(data, ir, field_name, inside=False).values()]
+    counts = Counter(v for v in others if v in labels) or Counter(
+        v.strip().lower() for v in reference_answers(data, ir, field_name).values())
+    return counts.most_common(1)[0][0]
+
+
+def context_sources(spec: str, builder, ir: IRData, k: int) -> dict[str, list[Source]]:
+    """The ranked passages each question is answered from: retrieved by the spec's pipeline, none, or gold."""
+    if spec == "none":
+        return {qid: [] for qid in ir.queries}
+    if spec == "gold":
+        return {qid: [Source(n, d, d, "", None, 1.0, ir.corpus[d]) for n, d in
+                      enumerate(sorted(d for d, s in ir.qrels[qid].items() if s > 0 and d in ir.corpus), start=1)]
+                for qid in ir.queries}
+    qids = list(ir.queries)
+    hits = builder.build(spec).search([ir.queries[q] for q in qids], k)
+    return {qid: [Source(n, d, d, "", None, score, ir.corpus[d]) for n, (d, score) in enumerate(found, start=1)]
+            for qid, found in zip(qids, hits)}
+
+
+def evaluate_system(name: str, sources: dict[str, list[Source]], generator, ir: IRData, answers: dict[str, str],
+                    settings: RAGSection, labels: list[str], long_answers: dict[str, str] | None = None,
+                    majority: str | None = None, retrieved: bool = True) -> RAGResult:
+    """One system's metrics over every question of `ir`; `majority` instead of a generator answers that label.
+    `retrieved`: the sources come from a retriever, so their recall of the gold passages is reported."""
+    qids = list(ir.queries)
+    gold = {q: {d for d, s in ir.qrels[q].items() if s > 0} for q in qids}
+    metrics: dict[str, float] = {}
+    if retrieved and any(sources[q] for q in qids):
+        metrics[f"recall@{settings.k}"] = float(np.mean([len(gold[q] & {s.id for s in sources[q]}) /
+                                                        max(1, len(gold[q])) for q in qids]))
+    if generator is None and majority is None:
+        return RAGResult(name, _rounded(metrics))
+    if majority is not None:
+        texts, predictions = {q: majority for q in qids}, {q: majority for q in qids}
+        kept = {q: [] for q in qids}
+    else:
+        texts, predictions, kept = _answer_all(generator, ir, qids, sources, settings, labels)
+    references = {q: answers[q].strip() for q in qids}
+    if labels:
+        metrics.update(label_report([references[q].lower() for q in qids], [predictions[q] for q in qids], labels))
+        unlabelled = sum(predictions[q] == MISSING for q in qids)
+        if unlabelled:
+            log.warning("%s: %d of %d answers name none of the labels %s; they count as wrong", name, unlabelled,
+                        len(qids), labels)
+        metrics["no_label"] = unlabelled / len(qids)
+    else:
+        plain = {q: CITATION.sub("", texts[q]) for q in qids}
+        metrics["exact_match"] = float(np.mean([exact_match(plain[q], references[q]) for q in qids]))
+        metrics["f1"] = float(np.mean([token_f1(plain[q], references[q]) for q in qids]))
+    if majority is None and settings.max_new_tokens > 1:
+        metrics["cites_gold"] = float(np.mean([any(s.id in gold[q] for s in cited(texts[q], kept[q])) for q in qids]))
+        if long_answers:
+            metrics["rouge_l"] = rouge_l([CITATION.sub("", texts[q]) for q in qids], [long_answers[q] for q in qids])
+    examples = [{"question": ir.queries[q], "answer": texts[q], "reference": references[q],
+                 "cited": [s.id for s in cited(texts[q], kept[q])], "gold": sorted(gold[q]),
+                 **({"predicted": predictions[q]} if labels else {})} for q in qids[:5]]
+    return RAGResult(name, _rounded(metrics), examples, predictions if labels else {})
+
+
+def _answer_all(generator, ir: IRData, qids: list[str], sources, settings: RAGSection, labels: list[str]):
+    """Answer text, predicted label and the sources each prompt kept, for every question, in batches."""
+    chats, kept = {}, {}
+    for q in qids:
+        chats[q], kept[q] = messages_for(ir.queries[q], sources[q], generator, settings)
+    replies = generator.generate_many([chats[q] for q in qids], settings.max_new_tokens, labels or None)
+    texts = {q: r.text for q, r in zip(qids, replies)}
+    predictions = {}
+    for q, reply in zip(qids, replies):
+        if not labels:
             continue
-        answer = compose(question, sources, generator, settings)
-        text, reference = answer.answer or "", answers[qid]
-        plain = CITATION.sub("", text)  # the [n] marks the prompt asks for are not part of the answer
-        if labels:
-            correct.append(predicted_label(plain, labels) == reference.strip().lower())
+        if reply.label_logprobs:
+            predictions[q] = max(reply.label_logprobs, key=reply.label_logprobs.get)
         else:
-            correct.append(exact_match(plain, reference))
-            f1s.append(token_f1(plain, reference))
-        citing.append(any(s.id in gold for s in cited(text, answer.sources)))
-        if len(examples) < 5:
-            examples.append({"question": question, "answer": text, "reference": reference,
-                             "cited": [s.id for s in cited(text, answer.sources)], "gold": sorted(gold)})
-    metrics = {f"recall@{settings.k}": float(np.mean(recalls))}
-    if generator is not None:
-        metrics.update({"accuracy" if labels else "exact_match": float(np.mean(correct)),
-                        "cites_gold": float(np.mean(citing))})
-    if f1s:
-        metrics["f1"] = float(np.mean(f1s))
-    return RAGResult(name, {k: round(v, 4) for k, v in metrics.items()}, examples)
+            predictions[q] = predicted_label(CITATION.sub("", reply.text), labels) or MISSING
+    return texts, predictions, kept
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in metrics.items()}
 
 
 def evaluate_rag(ir: IRData, data_dir: str, specs: list[str], generators: list, settings: RAGSection,
-                 answer_field: str = "final_decision", labels: list[str] | None = None) -> list[RAGResult]:
+                 answer_field: str = "final_decision", labels: list[str] | None = None,
+                 long_answer_field: str | None = None, with_majority: bool = False) -> list[RAGResult]:
     """Every (pipeline, generator) system on the same questions; generators pair with specs by position, or one
-    generator serves them all. No generators: retrieval recall alone."""
+    generator serves them all. No generators: retrieval recall alone. `with_majority` adds the majority-label
+    system first (label sets only)."""
     from ragtune.retrieval.pipeline import PipelineBuilder
 
     if generators and len(generators) not in (1, len(specs)):
         raise DataError(f"{len(specs)} pipelines but {len(generators)} generators; give one generator, or one per "
                         "pipeline")
-    answers = reference_answers(data_dir, ir, answer_field) if generators else {}
     labels = [label.lower() for label in labels or []]
+    answers = reference_answers(data_dir, ir, answer_field) if generators or with_majority else {}
+    long_answers = query_field(data_dir, ir, long_answer_field, inside=True) if long_answer_field else None
+    if labels and generators and settings.prompt == DEFAULT_PROMPT:
+        settings = settings.model_copy(update={"prompt": label_prompt(labels)})
     builder = PipelineBuilder(ir.corpus)
     results = []
+    if with_majority and labels:
+        top = majority_label(data_dir, ir, answer_field, labels)
+        results.append(evaluate_system(f"{MAJORITY} ({top})", {q: [] for q in ir.queries}, None, ir, answers,
+                                       settings, labels, majority=top))
     for i, spec in enumerate(specs):
         generator = generators[i if len(generators) > 1 else 0] if generators else None
         name = f"{spec} -> {generator.name}" if generator else spec
-        results.append(evaluate_system(name, builder.build(spec), generator, ir, answers, settings, labels))
+        sources = context_sources(spec, builder, ir, settings.k)
+        results.append(evaluate_system(name, sources, generator, ir, answers, settings, labels, long_answers,
+                                       retrieved=spec not in CONTEXTS))
         log.info("%s: %s", name, results[-1].metrics)
     return results
+
+
+def metric_columns(results: list[RAGResult]) -> list[str]:
+    """Every metric any system has, in first-seen order (the majority system has no recall, say)."""
+    return list(dict.fromkeys(m for r in results for m in r.metrics))
 
 
 def rag_payload(results: list[RAGResult], dataset: str, questions: int) -> dict:
@@ -113,8 +204,9 @@ def write_rag_results(out: str | Path, results: list[RAGResult], dataset: str, q
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "rag_results.json", json.dumps(rag_payload(results, dataset, questions), indent=2))
-    names = list(results[0].metrics)
+    names = metric_columns(results)
     lines = ["| system | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    lines += [f"| `{r.name}` | " + " | ".join(f"{r.metrics[m]:.4f}" for m in names) + " |" for r in results]
+    lines += [f"| `{r.name}` | " + " | ".join(f"{r.metrics[m]:.4f}" if m in r.metrics else "" for m in names) + " |"
+              for r in results]
     write_atomic(out / "rag_results.md", "\n".join(lines) + "\n")
     return out / "rag_results.json"

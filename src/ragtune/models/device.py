@@ -118,7 +118,7 @@ def choose_placement(device: str = "auto", precision: str = "auto") -> Placement
 
 
 def settle(placement: Placement, model, workload: str) -> Placement:
-    """The placement `model` should run `workload` (train, encode, rerank) with: on a CPU whose `auto` precision is
+    """The placement `model` should run `workload` (train, encode, rerank, generate) with: on a CPU whose `auto` precision is
     still open, the faster of fp32 and bf16 as measured on this model (cached per CPU, torch and model shape);
     otherwise `placement` as it is."""
     if not placement.measure:

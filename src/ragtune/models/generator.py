@@ -13,7 +13,7 @@ import torch
 from ragtune.config.generate import LoraSection
 from ragtune.errors import ConfigError, ModelError
 from ragtune.models.device import Placement
-from ragtune.models.resolve import resolve_model
+from ragtune.models.resolve import PACKAGED_GENERATORS, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ def load_generator(name: str, placement: Placement, method: str = "full", dtype:
         kind = "seq2seq (encoder-decoder)" if seq2seq else "causal LM"
         raise ModelError(f"model '{name}' could not be loaded as a {kind} from {path} ({_first_line(exc)}); check "
                          "that it is a transformers model directory with safetensors weights") from None
+    if path != name and name in PACKAGED_GENERATORS:  # adapters record the model id, which loads anywhere
+        model.name_or_path = model.config._name_or_path = name
     if method != "qlora":
         model.to(placement.device)
     return model
@@ -149,8 +151,10 @@ def chat_prompt(tokenizer, context) -> str:
 
 @torch.inference_mode()
 def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_ids: list[int] | None = None,
-                  batch_size: int = 8, **generate_kwargs) -> list[str]:
-    """Greedy continuations of `prompts` (left-padded batches), without the prompt and special tokens."""
+                  batch_size: int = 8, first_step: list | None = None, **generate_kwargs) -> list[str]:
+    """Greedy continuations of `prompts` (left-padded batches), without the prompt and special tokens. With
+    `first_step` (a list), the log-probabilities of the first generated token, (vocabulary,) per prompt, are
+    appended to it: the same forward pass that starts each answer scores the labels it could start with."""
     model.eval()
     device = next(model.parameters()).device
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -164,13 +168,35 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, sto
             encoded.pop("token_type_ids", None)
             output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
                                     eos_token_id=stop_ids or tokenizer.eos_token_id,
-                                    pad_token_id=tokenizer.pad_token_id, **generate_kwargs)
+                                    pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
+                                    output_logits=first_step is not None, **generate_kwargs)
+            if first_step is not None:
+                first_step += list(torch.log_softmax(output.logits[0].float(), dim=-1).cpu())
+            output = output.sequences
             # A decoder-only model returns prompt + continuation; an encoder-decoder only the decoder's tokens.
             new = output if model.config.is_encoder_decoder else output[:, encoded["input_ids"].shape[1]:]
             answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side
     return answers
+
+
+def label_first_tokens(tokenizer, labels: list[str]) -> dict[str, list[int]] | None:
+    """The token ids an answer can start each label with (as written, capitalised, after a space); None when two
+    labels share a start, so that likelihood cannot tell them apart (labels are then read from the text)."""
+    starts, owner = {}, {}
+    for label in labels:
+        ids = set()
+        for form in {label, label.capitalize(), " " + label, " " + label.capitalize()}:
+            tokens = tokenizer(form, add_special_tokens=False)["input_ids"]
+            if tokens and tokenizer.decode(tokens[:1]).strip():  # a bare-space first token says nothing
+                ids.add(tokens[0])
+        if any(owner.setdefault(i, label) != label for i in ids):
+            log.warning("labels %s and %s start with the same token; reading labels from the answer text instead",
+                        owner[next(i for i in ids if owner[i] != label)], label)
+            return None
+        starts[label] = sorted(ids)
+    return starts
 
 
 def load_for_inference(name: str, placement: Placement, seq2seq: bool = False):
@@ -186,7 +212,8 @@ def load_for_inference(name: str, placement: Placement, seq2seq: bool = False):
         tokenizer = load_tokenizer(str(path))
         if len(tokenizer) != base.get_input_embeddings().weight.shape[0]:
             base.resize_token_embeddings(len(tokenizer))
-        return PeftModel.from_pretrained(base, str(path)).eval(), tokenizer
+        # Merged into the base weights: inference runs at the base model's speed.
+        return PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval(), tokenizer
     return load_generator(name, placement, "full", seq2seq=seq2seq).eval(), load_tokenizer(name)
 
 

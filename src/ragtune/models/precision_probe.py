@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 MIN_SPEEDUP = 1.05
 REPEATS = 3
 # (batch, tokens) of the probe's synthetic input, close to what each workload runs on a CPU.
-SHAPES = {"train": (8, 96), "encode": (16, 128), "rerank": (8, 192)}
+SHAPES = {"train": (8, 96), "encode": (16, 128), "rerank": (8, 192), "generate": (4, 384)}
 _VERDICTS: dict[str, Verdict] = {}
 
 
@@ -117,7 +117,7 @@ def _output_tensor(output) -> torch.Tensor:
 
 def model_timer(module: torch.nn.Module, workload: str) -> Callable[[str], float]:
     """A function that runs one probe pass of `module` in a precision and returns its seconds: a forward pass for
-    encode/rerank (on a bf16 copy, as inference runs), forward and backward under autocast for training."""
+    encode/rerank/generate (on a bf16 copy, as inference runs), forward and backward under autocast for training."""
     import copy
 
     inputs = _inputs(module, workload)

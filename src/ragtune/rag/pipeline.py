@@ -113,7 +113,8 @@ class RAGPipeline:
 
 
 def build_context(sources: list[Source], count_tokens, budget: int) -> tuple[str, list[Source]]:
-    """The numbered context within the token budget, and the sources it kept (renumbered from 1)."""
+    """The numbered context within the token budget, and the sources it kept (renumbered from 1). A first passage
+    longer than the whole budget is cut to fit, with a warning: it is never dropped or passed on silently."""
     blocks, kept, used = [], [], 0
     for source in sources:
         where = source.source + (f", page {source.page}" if source.page else "")
@@ -121,20 +122,50 @@ def build_context(sources: list[Source], count_tokens, budget: int) -> tuple[str
         cost = count_tokens(block)
         if kept and used + cost > budget:
             break
+        if cost > budget:
+            words = block.split()
+            block = " ".join(words[: max(1, len(words) * budget // cost)])
+            while count_tokens(block) > budget and " " in block:
+                block = block.rsplit(" ", 1)[0]
+            log.warning("passage %s (%d tokens) is longer than the context budget of %d tokens; cut to fit",
+                        source.id, cost, budget)
+            cost = count_tokens(block)
         kept.append(Source(**{**asdict(source), "n": len(kept) + 1}))
         blocks.append(block)
         used += cost
     return "\n\n".join(blocks), kept
 
 
+def context_budget(generator, settings: RAGSection) -> int:
+    """settings.context_tokens, lowered (with a warning) to what the generator's window leaves for context."""
+    window = getattr(generator, "window", None)
+    if not window:
+        return settings.context_tokens
+    count = getattr(generator, "count_tokens")
+    frame = count(settings.prompt.format(context="", question="") + (settings.system or "")) + 64  # + question
+    room = window - settings.max_new_tokens - frame
+    if room < settings.context_tokens:
+        log.warning("context_tokens=%d does not fit %s's %d positions with max_new_tokens=%d; using %d",
+                    settings.context_tokens, generator.name, window, settings.max_new_tokens, max(room, 1))
+        return max(room, 1)
+    return settings.context_tokens
+
+
+def messages_for(question: str, sources: list[Source], generator, settings: RAGSection) -> tuple[list[dict],
+                                                                                                  list[Source]]:
+    """The chat that asks `question` over the budgeted context, and the sources that context kept."""
+    count = getattr(generator, "count_tokens", None) or (lambda t: int(len(t.split()) * 1.3) + 1)
+    context, kept = build_context(sources, count, context_budget(generator, settings))
+    messages = ([{"role": "system", "content": settings.system}] if settings.system else []) + [
+        {"role": "user", "content": settings.prompt.format(context=context, question=question)}]
+    return messages, kept
+
+
 def compose(question: str, sources: list[Source], generator, settings: RAGSection,
             timings: dict[str, float] | None = None) -> Answer:
     """Prompt the generator with the question and the budgeted context; the answer cites [n] of `sources`."""
     timings = timings if timings is not None else {}
-    count = getattr(generator, "count_tokens", None) or (lambda t: int(len(t.split()) * 1.3) + 1)
-    context, sources = build_context(sources, count, settings.context_tokens)
-    messages = ([{"role": "system", "content": settings.system}] if settings.system else []) + [
-        {"role": "user", "content": settings.prompt.format(context=context, question=question)}]
+    messages, sources = messages_for(question, sources, generator, settings)
     start = time.perf_counter()
     text = generator.generate(messages, settings.max_new_tokens, settings.temperature)
     timings["generate_ms"] = 1000 * (time.perf_counter() - start)

@@ -132,6 +132,14 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
         details = {"model": cfg.model.name, "method": cfg.method, "data": f"{cfg.data.train} ({fmt})",
                    "template": template, "train examples": str(len(rows)), "packing": str(cfg.packing),
                    "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}
-        comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details,
-                                   f"ragtune train llm: {run_dir.name}", best)
+        title = f"ragtune train llm: {run_dir.name}"
+        comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details, title, best)
+        if (final / "adapter_config.json").is_file():
+            from ragtune.models.packaged_generator import provenance
+            from ragtune.models.resolve import resolve_model
+            from ragtune.train.adapter_card import write_adapter_card
+
+            base_path = resolve_model(cfg.model.name)
+            write_adapter_card(final, cfg.model.name, base_path, added, comparison, title, details,
+                               provenance(base_path))
         return TrainResult(run_dir, comparison, train_seconds, len(rows))

