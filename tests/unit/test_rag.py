@@ -677,13 +677,14 @@ def test_synth_with_the_local_tiny_llm_ends_cleanly(cli, passages, tiny_embedder
     from ragtune.rag.generators import LocalGenerator
 
     replies = []
-    generate = LocalGenerator.generate
+    generate_many = LocalGenerator.generate_many
 
-    def recording(self, *args, **kwargs):
-        replies.append(generate(self, *args, **kwargs))
-        return replies[-1]
+    def recording(self, *args, **kwargs):  # the chunks' questions are asked in one batched call
+        answered = generate_many(self, *args, **kwargs)
+        replies.extend(r.text for r in answered)
+        return answered
 
-    monkeypatch.setattr(LocalGenerator, "generate", recording)
+    monkeypatch.setattr(LocalGenerator, "generate_many", recording)
     build(cli, passages, tmp_path / "idx", tiny_embedder, "--chunk-size", "64")
     out = tmp_path / "synth"
     code, stdout, err = cli("--json", "data", "synth", tmp_path / "idx", "--out", out, "--generator", tiny_llm,

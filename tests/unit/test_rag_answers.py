@@ -49,6 +49,37 @@ def test_paired_tests_see_a_real_difference_and_not_a_tie():
     assert exact["only_a_right"] == 0 and exact["only_b_right"] == 60 and exact["p_mcnemar"] < 1e-10
 
 
+def test_label_offsets_undo_a_prior_and_are_applied_to_the_scores():
+    from ragtune.eval.label_metrics import fit_label_offsets, predict_with_offsets
+
+    # "yes" scores 1.5 above the rest everywhere; the right label is another 1.0 above its rivals
+    gold = ["yes", "no", "maybe"] * 10
+    scores = [{label: (1.5 if label == "yes" else 0.0) + (1.0 if label == g else 0.0) for label in LABELS}
+              for g in gold]
+    assert label_report(gold, [max(s, key=s.get) for s in scores], LABELS)["macro_f1"] < 0.5
+    offsets = fit_label_offsets(gold, scores, LABELS)
+    assert offsets["yes"] == 0 and 0.5 < offsets["no"] < 2.5 and 0.5 < offsets["maybe"] < 2.5
+    predicted = predict_with_offsets({str(i): s for i, s in enumerate(scores)}, offsets)
+    assert [predicted[str(i)] for i in range(len(gold))] == gold
+
+
+def test_calibration_split_fits_offsets_per_system(tiny_llm, tmp_path, cli):
+    from ragtune.config.rag import RAGSection
+    from ragtune.data.beir import load_beir
+    from ragtune.eval.label_metrics import predict_with_offsets
+    from ragtune.eval.rag import evaluate_rag
+    from ragtune.rag.generators import LocalGenerator
+
+    data = beir_dir(tmp_path / "beir")
+    (data / "qrels" / "train.tsv").write_text((data / "qrels" / "test.tsv").read_text())
+    [result] = evaluate_rag(load_beir(data, "test"), str(data), ["bm25"], [LocalGenerator(tiny_llm)],
+                            RAGSection(k=2, max_new_tokens=1), labels=LABELS, calibration=load_beir(data, "train"))
+    assert set(result.offsets) == set(LABELS) and result.offsets["yes"] == 0
+    assert result.predictions == predict_with_offsets(result.scores, result.offsets)
+    error_line(cli("eval", "rag", "--data", data, "-p", "bm25", "--calibrate-on", "test"), "--calibrate-on test",
+               "other questions")
+
+
 # ------------------------------------------------------------------------------- likelihood label scoring
 def test_label_scores_are_the_log_likelihood_of_each_label_start(tiny_llm):
     from ragtune.models.generator import chat_prompt, label_first_tokens
@@ -195,8 +226,25 @@ def test_quickstart_rag_overrides_are_checked(cli):
     from ragtune.rag.stack import parse_quickstart
 
     settings = parse_quickstart(["embed.train.max_steps=3", "llm.train.max_steps=2", "test_questions=10"])
-    assert settings.embed_overrides == ["train.max_steps=3"] and settings.llm_overrides == ["train.max_steps=2"]
-    assert settings.test_questions == 10 and settings.train_questions == 160
+    assert settings.embed_overrides == ["train.max_steps=3"] and settings.llm_overrides[-1] == "train.max_steps=2"
+    assert settings.test_questions == 10 and settings.train_questions == 100
     error_line(cli("quickstart", "rag", "questions=5"), "questions=5", "train_questions=100")
     error_line(cli("quickstart", "rag", "test_questions=-1"), "test_questions=-1")
     assert not Path("runs").exists() or not any(Path("runs").glob("quickstart-rag-*"))
+
+
+def test_synthetic_pairs_are_measured_on_a_labelled_beir_collection(cli, tiny_embedder, tmp_path):
+    """`data synth` output (pairs) trained with data.eval naming a BEIR directory: its test split is the eval."""
+    from tests.conftest import tiny_train_overrides, write_jsonl
+    from tests.unit.test_rag import PASSAGES
+
+    beir = beir_dir(tmp_path / "beir")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"query": " ".join(p.split()[:3]), "document": p}
+                                                   for p in PASSAGES] * 2)
+    run_dir = tmp_path / "run"
+    code, _, err = cli("train", "embed", f"data.train={pairs}", f"data.eval={beir}", "data.eval_split=test",
+                       *tiny_train_overrides(tiny_embedder, run_dir), "--allow-regression")
+    assert code == 0, err
+    before = json.loads((run_dir / "eval_before.json").read_text())
+    assert before["split"] == "beir/test"
+    assert "eval beir/test: 4 queries over 6 documents" in (run_dir / "train.log").read_text()

@@ -155,6 +155,8 @@ def rag(
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="answer length; 1 scores the labels "
                                        "alone (fast), without free text or citations"),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="a seeded sample of N questions"),
+    calibrate_on: Optional[str] = typer.Option(None, "--calibrate-on", help="qrels split (e.g. train) on which each "
+                                               "system's label offsets are fitted for macro-F1, then applied here"),
     out: Optional[Path] = typer.Option(None, "--out", help="write rag_results.json and rag_results.md here"),
     unknown_ids: str = UNKNOWN_IDS,
 ) -> int:
@@ -178,11 +180,16 @@ def rag(
         raise ConfigError("eval rag: --no-generate evaluates retrieval alone; drop --generator, or drop "
                           "--no-generate to answer")
     ir = sample_queries(load_beir(data, split, unknown_ids), max_queries, seed=42)
+    if calibrate_on == split:
+        raise ConfigError(f"--calibrate-on {calibrate_on} is the split being measured; fit the offsets on other "
+                          "questions, e.g. --calibrate-on train")
+    calibration = load_beir(data, calibrate_on, unknown_ids) if calibrate_on else None
     generators = [] if no_generate else [make_generator(g, generator_model) for g in generator or [DEFAULT_GENERATOR]]
     label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
     with RichReporter().phase("Retrieving" if no_generate else "Answering"):
         results = evaluate_rag(ir, str(data), pipeline, generators, RAGSection(k=k, max_new_tokens=max_new_tokens),
-                               answer_field, label_set, long_answer_field, with_majority=bool(generators))
+                               answer_field, label_set, long_answer_field, with_majority=bool(generators),
+                               calibration=calibration)
     if out:
         write_rag_results(out, results, ir.name, len(ir.queries))
     if FLAGS.json:

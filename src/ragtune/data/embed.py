@@ -111,11 +111,14 @@ def load_embed_data(data: DataSection, seed: int = 42) -> EmbedData:
             train.origins = [train.origins[i] for i in keep]
     else:
         train = normalise(read_rows(train_path), data.format, data.columns)
-        if data.eval:
-            evaluation = normalise(read_rows(data.eval), data.format, data.columns)
+        if data.eval and is_beir_dir(Path(data.eval)):  # e.g. synthetic pairs, measured on a labelled collection
+            held_out = load_beir(Path(data.eval), data.eval_split, data.unknown_ids)
         else:
-            train, evaluation = split_by_query(train, data.eval_fraction, seed)
-        held_out = ir_from_examples(evaluation, [train, evaluation])
+            if data.eval:
+                evaluation = normalise(read_rows(data.eval), data.format, data.columns)
+            else:
+                train, evaluation = split_by_query(train, data.eval_fraction, seed)
+            held_out = ir_from_examples(evaluation, [train, evaluation])
     if data.max_train_samples:
         train.rows, train.origins = train.rows[: data.max_train_samples], train.origins[: data.max_train_samples]
     return EmbedData(train, sample_queries(held_out, data.max_eval_queries, seed))

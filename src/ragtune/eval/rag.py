@@ -22,7 +22,7 @@ from ragtune.config.rag import DEFAULT_PROMPT, RAGSection
 from ragtune.data.beir import IRData
 from ragtune.data.readers import read_rows
 from ragtune.errors import DataError
-from ragtune.eval.label_metrics import MISSING, label_report
+from ragtune.eval.label_metrics import MISSING, fit_label_offsets, label_report, predict_with_offsets
 from ragtune.eval.text_metrics import exact_match, predicted_label, rouge_l, token_f1
 from ragtune.rag.pipeline import CITATION, Source, cited, messages_for
 
@@ -45,6 +45,8 @@ class RAGResult:
     metrics: dict[str, float]
     examples: list[dict] = field(default_factory=list)
     predictions: dict[str, str] = field(default_factory=dict)  # question id -> predicted label (for paired tests)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)  # label log-likelihoods
+    offsets: dict[str, float] | None = None  # label offsets fitted on the calibration split, when calibrated
 
 
 def query_field(data: str | Path, ir: IRData, field_name: str, inside: bool) -> dict[str, str]:
@@ -94,9 +96,11 @@ def context_sources(spec: str, builder, ir: IRData, k: int) -> dict[str, list[So
 
 def evaluate_system(name: str, sources: dict[str, list[Source]], generator, ir: IRData, answers: dict[str, str],
                     settings: RAGSection, labels: list[str], long_answers: dict[str, str] | None = None,
-                    majority: str | None = None, retrieved: bool = True) -> RAGResult:
+                    majority: str | None = None, retrieved: bool = True,
+                    offsets: dict[str, float] | None = None) -> RAGResult:
     """One system's metrics over every question of `ir`; `majority` instead of a generator answers that label.
-    `retrieved`: the sources come from a retriever, so their recall of the gold passages is reported."""
+    `retrieved`: the sources come from a retriever, so their recall of the gold passages is reported. `offsets`
+    shift each label's log-likelihood before the argmax (fitted by `fit_label_offsets` on other questions)."""
     qids = list(ir.queries)
     gold = {q: {d for d, s in ir.qrels[q].items() if s > 0} for q in qids}
     metrics: dict[str, float] = {}
@@ -105,11 +109,14 @@ def evaluate_system(name: str, sources: dict[str, list[Source]], generator, ir: 
                                                         max(1, len(gold[q])) for q in qids]))
     if generator is None and majority is None:
         return RAGResult(name, _rounded(metrics))
+    scores: dict[str, dict[str, float]] = {}
     if majority is not None:
         texts, predictions = {q: majority for q in qids}, {q: majority for q in qids}
         kept = {q: [] for q in qids}
     else:
-        texts, predictions, kept = _answer_all(generator, ir, qids, sources, settings, labels)
+        texts, predictions, kept, scores = _answer_all(generator, ir, qids, sources, settings, labels)
+        if offsets and scores:
+            predictions = predict_with_offsets(scores, offsets)
     references = {q: answers[q].strip() for q in qids}
     if labels:
         metrics.update(label_report([references[q].lower() for q in qids], [predictions[q] for q in qids], labels))
@@ -129,7 +136,8 @@ def evaluate_system(name: str, sources: dict[str, list[Source]], generator, ir: 
     examples = [{"question": ir.queries[q], "answer": texts[q], "reference": references[q],
                  "cited": [s.id for s in cited(texts[q], kept[q])], "gold": sorted(gold[q]),
                  **({"predicted": predictions[q]} if labels else {})} for q in qids[:5]]
-    return RAGResult(name, _rounded(metrics), examples, predictions if labels else {})
+    return RAGResult(name, _rounded(metrics), examples, predictions if labels else {}, scores,
+                     offsets if scores else None)
 
 
 def _answer_all(generator, ir: IRData, qids: list[str], sources, settings: RAGSection, labels: list[str]):
@@ -139,15 +147,29 @@ def _answer_all(generator, ir: IRData, qids: list[str], sources, settings: RAGSe
         chats[q], kept[q] = messages_for(ir.queries[q], sources[q], generator, settings)
     replies = generator.generate_many([chats[q] for q in qids], settings.max_new_tokens, labels or None)
     texts = {q: r.text for q, r in zip(qids, replies)}
-    predictions = {}
+    predictions, scores = {}, {}
     for q, reply in zip(qids, replies):
         if not labels:
             continue
         if reply.label_logprobs:
+            scores[q] = reply.label_logprobs
             predictions[q] = max(reply.label_logprobs, key=reply.label_logprobs.get)
         else:
             predictions[q] = predicted_label(CITATION.sub("", reply.text), labels) or MISSING
-    return texts, predictions, kept
+    return texts, predictions, kept, scores
+
+
+def fit_offsets(spec: str, builder, generator, calibration: IRData, data_dir, answer_field: str,
+                settings: RAGSection, labels: list[str]) -> dict[str, float] | None:
+    """The label offsets that maximise this system's macro-F1 on the calibration questions (None: no likelihoods)."""
+    gold = reference_answers(data_dir, calibration, answer_field)
+    qids = list(calibration.queries)
+    sources = context_sources(spec, builder, calibration, settings.k)
+    one_token = settings.model_copy(update={"max_new_tokens": 1})
+    _, _, _, scores = _answer_all(generator, calibration, qids, sources, one_token, labels)
+    if not scores:
+        return None
+    return fit_label_offsets([gold[q].strip().lower() for q in qids], [scores[q] for q in qids], labels)
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -156,10 +178,12 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
 
 def evaluate_rag(ir: IRData, data_dir: str, specs: list[str], generators: list, settings: RAGSection,
                  answer_field: str = "final_decision", labels: list[str] | None = None,
-                 long_answer_field: str | None = None, with_majority: bool = False) -> list[RAGResult]:
+                 long_answer_field: str | None = None, with_majority: bool = False,
+                 calibration: IRData | None = None) -> list[RAGResult]:
     """Every (pipeline, generator) system on the same questions; generators pair with specs by position, or one
     generator serves them all. No generators: retrieval recall alone. `with_majority` adds the majority-label
-    system first (label sets only)."""
+    system first (label sets only). `calibration` (other questions, e.g. the training split): each system first
+    answers those, and the label offsets that maximise its macro-F1 there shift its label scores here."""
     from ragtune.retrieval.pipeline import PipelineBuilder
 
     if generators and len(generators) not in (1, len(specs)):
@@ -179,9 +203,14 @@ def evaluate_rag(ir: IRData, data_dir: str, specs: list[str], generators: list, 
     for i, spec in enumerate(specs):
         generator = generators[i if len(generators) > 1 else 0] if generators else None
         name = f"{spec} -> {generator.name}" if generator else spec
+        offsets = None
+        if calibration is not None and labels and generator is not None:
+            offsets = fit_offsets(spec, builder, generator, calibration, data_dir, answer_field, settings, labels)
+            log.info("%s: label offsets %s, fitted on %d %s questions", name, offsets, len(calibration.queries),
+                     calibration.name)
         sources = context_sources(spec, builder, ir, settings.k)
         results.append(evaluate_system(name, sources, generator, ir, answers, settings, labels, long_answers,
-                                       retrieved=spec not in CONTEXTS))
+                                       retrieved=spec not in CONTEXTS, offsets=offsets))
         log.info("%s: %s", name, results[-1].metrics)
     return results
 
@@ -195,7 +224,8 @@ def rag_payload(results: list[RAGResult], dataset: str, questions: int) -> dict:
     """What `eval rag --json` prints and rag_results.json holds."""
     from dataclasses import asdict
 
-    return {"dataset": dataset, "questions": questions, "systems": [asdict(r) for r in results]}
+    systems = [{k: v for k, v in asdict(r).items() if k != "scores"} for r in results]
+    return {"dataset": dataset, "questions": questions, "systems": systems}
 
 
 def write_rag_results(out: str | Path, results: list[RAGResult], dataset: str, questions: int) -> Path:

@@ -83,14 +83,16 @@ class LocalGenerator:
         from ragtune.models.generator import chat_prompt, generate_text, label_first_tokens
 
         prompts = [self._fit(chat_prompt(self.tokenizer, m), max_new_tokens) for m in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
         starts = label_first_tokens(self.tokenizer, labels) if labels else None
         first: list | None = [] if starts else None
-        texts = generate_text(self.model, self.tokenizer, prompts, max_new_tokens, self.stops, self.batch_size,
-                              first_step=first)
-        if not starts:
-            return [Reply(t) for t in texts]
-        return [Reply(t, {label: float(lp[ids].logsumexp(0)) for label, ids in starts.items()})
-                for t, lp in zip(texts, first)]
+        texts = generate_text(self.model, self.tokenizer, [prompts[i] for i in order], max_new_tokens, self.stops,
+                              self.batch_size, first_step=first)
+        replies: list[Reply | None] = [None] * len(prompts)
+        for rank, i in enumerate(order):
+            scores = {label: float(first[rank][ids].logsumexp(0)) for label, ids in starts.items()} if starts else None
+            replies[i] = Reply(texts[rank], scores)
+        return replies
 
 
 class OpenAIGenerator:

@@ -68,6 +68,15 @@ def near_duplicate(question: str, kept: list[set[str]], threshold: float = 0.8) 
     return any(len(words & other) / max(1, len(words | other)) >= threshold for other in kept)
 
 
+def generate_all(generator, conversations: list, max_new_tokens: int) -> list:
+    """generate_many where the generator has it (local models batch), else one generate call per conversation."""
+    from ragtune.rag.generators import Reply
+
+    if hasattr(generator, "generate_many"):
+        return generator.generate_many(conversations, max_new_tokens)
+    return [Reply(generator.generate(c, max_new_tokens=max_new_tokens)) for c in conversations]
+
+
 def synthesize(chunks: list[Chunk], generator, search, questions_per_chunk: int = 3, round_trip_k: int = 5,
                negatives: int = 3, rag_sft: bool = False, context_k: int = 3) -> tuple[dict[str, list[dict]],
                                                                                          SynthReport]:
@@ -76,9 +85,10 @@ def synthesize(chunks: list[Chunk], generator, search, questions_per_chunk: int 
     report = SynthReport(chunks=len(chunks))
     out: dict[str, list[dict]] = {"pairs": [], "rerank": [], "rag_sft": []}
     seen: list[set[str]] = []
-    for chunk in chunks:
-        reply = generator.generate([{"role": "user", "content": QUESTIONS_PROMPT.format(
-            n=questions_per_chunk, text=chunk.text)}], max_new_tokens=64 * questions_per_chunk)
+    asks = [[{"role": "user", "content": QUESTIONS_PROMPT.format(n=questions_per_chunk, text=c.text)}]
+            for c in chunks]
+    replies = [r.text for r in generate_all(generator, asks, 64 * questions_per_chunk)]  # batched where local
+    for chunk, reply in zip(chunks, replies):
         for question in parse_questions(reply)[:questions_per_chunk]:
             report.generated += 1
             if copies_chunk(question, chunk.text):
