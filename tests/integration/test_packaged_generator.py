@@ -68,7 +68,7 @@ def test_a_lora_run_reloads_through_ragtune_and_through_its_card(lora_run):
     assert config["base_model_name_or_path"] == DEFAULT_GENERATOR  # loads anywhere, not only from this cache
     card = (final / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "4-bit" in card
-    assert "| perplexity |" in card
+    assert "| **perplexity** |" in card  # the primary metric, bold
     text = LocalGenerator(str(final)).generate([{"role": "user", "content": "Is aspirin an analgesic?"}], 12)
     assert isinstance(text, str) and text
     scope: dict = {}
