@@ -191,9 +191,10 @@ def label_first_tokens(tokenizer, labels: list[str]) -> dict[str, list[int]] | N
             tokens = tokenizer(form, add_special_tokens=False)["input_ids"]
             if tokens and tokenizer.decode(tokens[:1]).strip():  # a bare-space first token says nothing
                 ids.add(tokens[0])
-        if any(owner.setdefault(i, label) != label for i in ids):
+        clash = next((owner[i] for i in ids if owner.setdefault(i, label) != label), None)
+        if clash:
             log.warning("labels %s and %s start with the same token; reading labels from the answer text instead",
-                        owner[next(i for i in ids if owner[i] != label)], label)
+                        clash, label)
             return None
         starts[label] = sorted(ids)
     return starts

@@ -102,15 +102,8 @@ def _convert(path: Path, folder: Path) -> None:
 
 
 def provenance(path: str | Path) -> str | None:
-    """PROVENANCE when `path` is the converted packaged generator (or an adapter trained on it)."""
-    path = Path(path)
-    if (path / SOURCE_FILE).is_file():
-        return PROVENANCE
-    adapter = path / "adapter_config.json"
-    if adapter.is_file():
-        base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
-        return PROVENANCE if base in NAMES or (base and (Path(base) / SOURCE_FILE).is_file()) else None
-    return None
+    """PROVENANCE when `path` is the converted packaged generator."""
+    return PROVENANCE if (Path(path) / SOURCE_FILE).is_file() else None
 
 
 def status() -> tuple[bool, str]:

@@ -51,10 +51,11 @@ class LocalGenerator:
         from ragtune.models.generator import load_for_inference, prepare_chat
 
         self.name, self.batch_size = model, batch_size
-        self.model, self.tokenizer = load_for_inference(model, placement or choose_placement())
+        placement = placement or choose_placement()
+        self.model, self.tokenizer = load_for_inference(model, placement)
         # A model without a chat template gets ChatML and its tokens, as `train llm` would give it.
         _, _, self.stops = prepare_chat(self.model, self.tokenizer)
-        self.placement = settle(placement or choose_placement(), self.model, "generate")
+        self.placement = settle(placement, self.model, "generate")
         if self.placement.device == "cpu" and self.placement.precision == "bf16":
             self.model.to(torch.bfloat16)
         self.window = getattr(self.model.config, "max_position_embeddings", None)

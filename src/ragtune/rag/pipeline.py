@@ -141,8 +141,7 @@ def context_budget(generator, settings: RAGSection) -> int:
     window = getattr(generator, "window", None)
     if not window:
         return settings.context_tokens
-    count = getattr(generator, "count_tokens")
-    frame = count(settings.prompt.format(context="", question="") + (settings.system or "")) + 64  # + question
+    frame = generator.count_tokens(settings.prompt.format(context="", question="") + (settings.system or "")) + 64  # + question
     room = window - settings.max_new_tokens - frame
     if room < settings.context_tokens:
         log.warning("context_tokens=%d does not fit %s's %d positions with max_new_tokens=%d; using %d",
