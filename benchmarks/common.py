@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from ragtune.data.beir import load_beir
 from ragtune.data.embed import examples_from_ir
-from ragtune.models.device import cpu_summary
+from ragtune.models.cpu import cpu_summary
 from ragtune.progress import Reporter
 from ragtune.utils import packaged_resource as packaged
 

@@ -17,7 +17,8 @@ from sentence_transformers import SentenceTransformer
 from benchmarks.common import write_result
 from ragtune.data.beir import load_beir
 from ragtune.eval.metrics import ir_metrics
-from ragtune.models.device import choose_placement, cpu_summary, precisions_offered, settle
+from ragtune.models.cpu import cpu_summary
+from ragtune.models.device import choose_placement, precisions_offered, settle
 from ragtune.models.resolve import resolve_model
 from ragtune.retrieval.dense import encode, search
 from ragtune.utils import packaged_resource as packaged

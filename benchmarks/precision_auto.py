@@ -20,7 +20,8 @@ import time
 
 from benchmarks.common import StepTimer, pubmedqa_pairs, write_result
 from ragtune.data.beir import load_beir
-from ragtune.models.device import Placement, choose_placement, cpu_summary, precisions_offered, settle
+from ragtune.models.cpu import cpu_summary
+from ragtune.models.device import Placement, choose_placement, precisions_offered, settle
 from ragtune.models.load import load_cross_encoder, load_embedder
 from ragtune.utils import packaged_resource as packaged
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from benchmarks.common import write_result
 from ragtune.data.beir import load_beir
-from ragtune.models.device import choose_placement, cpu_summary, precisions_offered, settle
+from ragtune.models.cpu import cpu_summary
+from ragtune.models.device import choose_placement, precisions_offered, settle
 from ragtune.models.load import load_cross_encoder
 from ragtune.retrieval.bm25 import BM25Retriever
 from ragtune.retrieval.rerank import Reranker

@@ -31,7 +31,8 @@ def environment_checks() -> list[Check]:
     import torch
 
     from ragtune.config.schema import DEFAULT_EMBEDDER
-    from ragtune.models.device import choose_placement, cpu_summary, cpu_supports_bf16
+    from ragtune.models.cpu import cpu_summary
+    from ragtune.models.device import choose_placement, cpu_supports_bf16
     from ragtune.models.resolve import resolve_model
 
     checks = [Check("python", True, platform.python_version())]

@@ -68,3 +68,10 @@ def packaged_resource(name: str) -> str:
     from importlib import resources
 
     return str(resources.files("ragtune") / "resources" / name)
+
+
+def cache_root() -> Path:
+    """RAGTUNE_CACHE, else $XDG_CACHE_HOME/ragtune, else ~/.cache/ragtune."""
+    if os.environ.get("RAGTUNE_CACHE"):
+        return Path(os.environ["RAGTUNE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ragtune"

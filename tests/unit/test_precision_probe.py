@@ -105,7 +105,7 @@ def test_the_real_timer_runs_the_model_in_both_precisions(module, workload):
 
 
 def test_the_cpu_summary_names_its_instruction_sets():
-    from ragtune.models.device import CPU_FEATURES, cpu_features, cpu_summary
+    from ragtune.models.cpu import CPU_FEATURES, cpu_features, cpu_summary
 
     summary = cpu_summary()
     assert set(cpu_features()) == set(CPU_FEATURES)

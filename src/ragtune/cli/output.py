@@ -1,7 +1,12 @@
-"""CLI output: global flags, logging, rich rendering, JSON mode and the rich progress reporter."""
+"""CLI output: global flags, logging, rich rendering, JSON mode and the rich progress reporter.
+
+Nothing here imports torch, transformers or datasets: the CLI starts in well under a second, and a command pays for
+a library only when it uses one. Their logging is set up the moment they are imported (`when_imported`).
+"""
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import logging
 import sys
@@ -9,13 +14,12 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
-from transformers import TrainerCallback
 
 from ragtune.progress import Reporter
 
@@ -28,8 +32,14 @@ class Flags:
 
 
 FLAGS = Flags()
+# Not a terminal (a pipe, a file, a test): no width limit, so that every key, value and path stays whole and every
+# table row stays on one line for grep and cut.
+PIPE_WIDTH = 100_000
 console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
+for _out in (console, errors):
+    if not _out.is_terminal:
+        _out.width = PIPE_WIDTH
 
 GLOBAL_FLAGS = {"--json": "json", "-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 
@@ -65,17 +75,64 @@ def setup_logging() -> None:
     for name in ("transformers", "sentence_transformers", "datasets", "accelerate"):
         logging.getLogger(name).setLevel(logging.INFO if FLAGS.verbose else logging.ERROR)
     logging.getLogger("ragtune").setLevel(logging.DEBUG if FLAGS.verbose else logging.INFO)
-    import datasets
-    import transformers
-
-    # transformers prints through its own handler; route it through the root logger (and train.log) instead.
-    transformers.utils.logging.disable_default_handler()
-    transformers.utils.logging.enable_propagation()
     if not FLAGS.verbose:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        datasets.disable_progress_bars()
-        transformers.utils.logging.disable_progress_bar()
+    when_imported("transformers", _quiet_transformers)
+    when_imported("datasets", _quiet_datasets)
+
+
+def _quiet_transformers(_module) -> None:
+    from transformers.utils import logging as hf_logging
+
+    # transformers prints through its own handler; route it through the root logger (and train.log) instead.
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+    if not FLAGS.verbose:
+        hf_logging.disable_progress_bar()
+
+
+def _quiet_datasets(module) -> None:
+    if not FLAGS.verbose:
+        module.disable_progress_bars()
+
+
+class _ImportHook(importlib.abc.MetaPathFinder):
+    """Calls a function on a module right after its first import, so that the CLI configures a heavy library
+    without importing it up front."""
+
+    def __init__(self):
+        self.hooks: dict[str, Callable] = {}
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.hooks:
+            return None
+        for finder in sys.meta_path:
+            spec = finder.find_spec(name, path, target) if finder is not self and hasattr(finder, "find_spec") \
+                else None
+            if spec is not None and spec.loader is not None:
+                run, hook = spec.loader.exec_module, self.hooks.pop(name)
+
+                def exec_module(module, run=run, hook=hook):
+                    run(module)
+                    hook(module)
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+
+_HOOK = _ImportHook()
+
+
+def when_imported(name: str, hook: Callable) -> None:
+    """Run `hook(module)` once `name` is imported: now if it already is, else right after its import."""
+    if name in sys.modules:
+        hook(sys.modules[name])
+        return
+    _HOOK.hooks[name] = hook
+    if _HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _HOOK)
 
 
 def emit_json(payload: Any) -> None:
@@ -93,7 +150,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for i, column in enumerate(columns):
         out.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:
-        out.add_row(*[f"{c:.4f}" if isinstance(c, float) else str(c) for c in row])
+        out.add_row(*[f"{c:.4f}" if isinstance(c, float) else str(c).replace("\n", "\\n") for c in row])
     return out
 
 
@@ -102,26 +159,32 @@ def show(renderable: Any) -> None:
         console.print(renderable)
 
 
-class _TrainBar(TrainerCallback):
-    def __init__(self, progress):
-        self.progress, self.task = progress, None
+def _train_bar(progress):
+    """A TrainerCallback that drives the training bar (transformers is imported only when a run starts)."""
+    from transformers import TrainerCallback
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.progress.start()
-            self.task = self.progress.add_task("Training", total=state.max_steps, completed=state.global_step)
+    class TrainBar(TrainerCallback):
+        def __init__(self):
+            self.progress, self.task = progress, None
 
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.task is not None:
-            self.progress.stop()
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.progress.start()
+                self.task = self.progress.add_task("Training", total=state.max_steps, completed=state.global_step)
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.task is not None:
-            self.progress.update(self.task, completed=state.global_step)
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.task is not None:
+                self.progress.stop()
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.task is not None and logs and "loss" in logs:
-            self.progress.update(self.task, description=f"Training (loss {logs['loss']:.4f})")
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.task is not None:
+                self.progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.task is not None and logs and "loss" in logs:
+                self.progress.update(self.task, description=f"Training (loss {logs['loss']:.4f})")
+
+    return TrainBar()
 
 
 class RichReporter(Reporter):
@@ -157,4 +220,4 @@ class RichReporter(Reporter):
         say(escape(text))
 
     def trainer_callbacks(self) -> list:
-        return [_TrainBar(self.progress)] if self.enabled else []
+        return [_train_bar(self.progress)] if self.enabled else []

@@ -18,11 +18,12 @@ def quickstart(overrides: Optional[list[str]] = typer.Argument(None, help="`rag`
     """Fine-tune all-MiniLM-L6-v2 on PubMedQA (500 questions) and show before/after on the official test set.
     `ragtune quickstart rag` tunes the embedder and then the generator, and compares the answers."""
     from ragtune.config import load_config
-    from ragtune.train.embed import train_embed
 
     overrides = list(overrides or [])
     if overrides[:1] == ["rag"]:
         return quickstart_rag(overrides[1:], allow_regression)
+    from ragtune.train.embed import train_embed
+
     run_dir = f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = load_config("embed", packaged_resource("quickstart.yaml"),
                       [f"data.train={packaged_resource('pubmedqa')}", f"output.dir={run_dir}", *overrides])

@@ -29,6 +29,10 @@ class RerankDataSection(RetrievalDataSection):
         description="negatives mined for pairs before training (default: BM25, 3 per pair); null turns it off")
 
 
+# The names the config accepts; train/rerank_losses.py builds each (and checks that it builds exactly these).
+RERANK_LOSSES = ("bce", "mnrl", "listnet", "lambdaloss", "margin_mse")
+
+
 class RerankConfig(TaskConfig):
     """Fine-tune a sentence-transformers CrossEncoder as a reranker."""
 
@@ -44,6 +48,4 @@ class RerankConfig(TaskConfig):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, name: str) -> str:
-        from ragtune.train.rerank_losses import RERANK_LOSSES
-
         return one_of("loss", name, RERANK_LOSSES)

@@ -16,6 +16,13 @@ FUSION_METHODS = ("rrf", "wsum", "combsum", "combmnz", "combmax", "combmin", "co
 NORMS = ("min-max", "max", "sum", "zmuv", "rank", "borda", "none")
 
 
+def check_language(language: str) -> None:
+    """Fail on a language PyStemmer does not know, with a suggestion."""
+    import Stemmer
+
+    one_of("language", language, Stemmer.algorithms())
+
+
 class BM25Section(Section):
     k1: float = Field(1.5, gt=0, description="BM25 term-frequency saturation")
     b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation")
@@ -26,8 +33,6 @@ class BM25Section(Section):
     @field_validator("language")
     @classmethod
     def _known_language(cls, language: str) -> str:
-        from ragtune.retrieval.bm25 import check_language
-
         check_language(language)
         return language
 

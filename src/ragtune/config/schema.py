@@ -16,6 +16,17 @@ from ragtune.config.retrieval import HardNegativesSection
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 IR_METRICS = ("ndcg", "mrr", "map", "recall", "precision", "accuracy")
+# The names the config accepts; train/losses.py builds each (and checks that it builds exactly these).
+EMBED_LOSSES = ("mnrl", "cached_mnrl", "gist", "cached_gist", "contrastive", "online_contrastive", "cosine", "cosent")
+COLUMN_ROLES = ("anchor", "positive", "negative", "negatives", "sentence1", "sentence2", "score")
+
+
+def unknown_role(columns: dict[str, str]) -> str | None:
+    """Describe the first mapped role that is not a role, with a suggestion; None when all are known."""
+    from ragtune.choices import unknown
+
+    return next((unknown("role", role, COLUMN_ROLES, f"roles are {', '.join(COLUMN_ROLES)}") for role in columns
+                 if role not in COLUMN_ROLES), None)
 
 
 class ModelSection(Section):
@@ -47,8 +58,6 @@ class DataSection(Section):
     @field_validator("columns")
     @classmethod
     def _known_roles(cls, columns: dict[str, str]) -> dict[str, str]:
-        from ragtune.data.formats import unknown_role
-
         problem = unknown_role(columns)
         if problem:
             raise ValueError(problem)
@@ -190,9 +199,7 @@ class EmbedConfig(TaskConfig):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, name: str) -> str:
-        from ragtune.train.losses import LOSSES
-
-        return one_of("loss", name, LOSSES)
+        return one_of("loss", name, EMBED_LOSSES)
 
     @field_validator("matryoshka_dims")
     @classmethod

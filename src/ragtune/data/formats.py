@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragtune.config.schema import unknown_role
 from ragtune.data.readers import Row
 from ragtune.errors import DataError
 
@@ -32,7 +33,6 @@ SPELLINGS: dict[str, list[dict[str, str]]] = {
         {"anchor": "query", "positive": "positive"},
     ],
 }
-ROLES = ("anchor", "positive", "negative", "negatives", "sentence1", "sentence2", "score")
 
 
 @dataclass
@@ -44,14 +44,6 @@ class Examples:
     rows: list[dict[str, Any]]
     origins: list[str]  # where each row came from, "file:line"
     warnings: list[str] = field(default_factory=list)
-
-
-def unknown_role(columns: dict[str, str]) -> str | None:
-    """Describe the first mapped role that is not a role, with a suggestion; None when all are known."""
-    from ragtune.choices import unknown
-
-    return next((unknown("role", role, ROLES, f"roles are {', '.join(ROLES)}") for role in columns
-                 if role not in ROLES), None)
 
 
 def detect_format(row: Row, columns: dict[str, str]) -> tuple[str, dict[str, str]]:

@@ -108,3 +108,46 @@ class GenerationEvaluator:
             for i, (item, answer) in enumerate(zip(items, answers)):
                 out.write(json.dumps({"step": step, "sample": i, "prompt": item.shown, "reference": item.reference,
                                       "generated": answer}, ensure_ascii=False) + "\n")
+
+
+def chat_evaluator(cfg, tokenizer, examples, encoded, stops: list[int], samples_path: Path | None = None):
+    """The causal-LM evaluator: perplexity on the encoded examples, greedy chat answers for the text metrics."""
+    from ragtune.models.generator import chat_prompt, generate_text
+
+    def shown(context) -> str:
+        return context if isinstance(context, str) else context[-1]["content"]
+
+    def generate(model, contexts):
+        prompts = [chat_prompt(tokenizer, c) for c in contexts]
+        return generate_text(model, tokenizer, prompts, cfg.eval.max_new_tokens, stops, cfg.eval.batch_size)
+
+    items = [EvalItem(e.input_ids, e.labels, x.context, x.reference, shown=shown(x.context))
+             for x, e in zip(examples, encoded)]
+    return GenerationEvaluator(items, cfg.eval, tokenizer.pad_token_id, generate, samples_path)
+
+
+def seq2seq_evaluator(cfg, encoder, pairs, samples_path: Path | None = None):
+    """The seq2seq evaluator: perplexity on the targets, translations (each target language's BOS forced) scored
+    by the text metrics."""
+    from itertools import groupby
+
+    from ragtune.models.generator import generate_text
+
+    def generate(model, sources):
+        answers: dict[int, str] = {}
+        indexed = sorted(enumerate(sources), key=lambda item: item[1].target_lang or "")
+        for _, group in groupby(indexed, key=lambda item: item[1].target_lang or ""):
+            group = list(group)
+            extra = {"num_beams": cfg.num_beams}
+            bos = encoder.forced_bos(group[0][1])
+            if bos is not None:
+                extra["forced_bos_token_id"] = bos
+                encoder.tokenizer.src_lang = group[0][1].source_lang
+            texts = generate_text(model, encoder.tokenizer, [encoder.source_text(p) for _, p in group],
+                                  cfg.eval.max_new_tokens, None, cfg.eval.batch_size, **extra)
+            answers.update({i: text for (i, _), text in zip(group, texts)})
+        return [answers[i] for i in range(len(sources))]
+
+    items = [EvalItem(r["input_ids"], [], p, p.target, r["labels"], shown=p.source)
+             for p, r in ((p, encoder.encode(p)) for p in pairs)]
+    return GenerationEvaluator(items, cfg.eval, encoder.tokenizer.pad_token_id, generate, samples_path)

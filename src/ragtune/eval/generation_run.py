@@ -37,23 +37,20 @@ def evaluate_generation(source: str, data: str, task: str | None = None, config:
     if task == "llm":
         from ragtune.data.sft import load_sft_data
         from ragtune.data.sft_tokens import encode_all
+        from ragtune.eval.generation import chat_evaluator
         from ragtune.models.generator import prepare_chat
-        from ragtune.train.llm import build_evaluator, eval_items
 
         _, _, examples = load_sft_data(cfg.data, cfg.train.seed)
         model, tokenizer = load_for_inference(model_path, placement)
         _, _, stops = prepare_chat(model, tokenizer, cfg.template)
         encoded = encode_all(examples, tokenizer, cfg.max_length, cfg.train_on_prompt, what="eval")
-        return build_evaluator(cfg, tokenizer, eval_items(examples, encoded), stops)(model)
+        return chat_evaluator(cfg, tokenizer, examples, encoded, stops)(model)
     from ragtune.data.seq2seq import Encoder, load_seq2seq_data
-    from ragtune.eval.generation import EvalItem, GenerationEvaluator
-    from ragtune.train.seq2seq import seq2seq_generate
+    from ragtune.eval.generation import seq2seq_evaluator
 
     _, pairs = load_seq2seq_data(cfg.data, cfg.source_lang, cfg.target_lang, cfg.train.seed)
     model, tokenizer = load_for_inference(model_path, placement, seq2seq=True)
     encoder = Encoder(tokenizer, model.config.model_type, cfg.source_prefix, cfg.max_source_length,
                       cfg.max_target_length)
     encoder.check_languages(pairs)
-    items = [EvalItem(r["input_ids"], [], p, p.target, r["labels"], shown=p.source)
-             for p, r in ((p, encoder.encode(p)) for p in pairs)]
-    return GenerationEvaluator(items, cfg.eval, tokenizer.pad_token_id, seq2seq_generate(encoder, cfg))(model)
+    return seq2seq_evaluator(cfg, encoder, pairs)(model)

@@ -52,9 +52,9 @@ class RagtuneEmbeddings(Embeddings):
         from ragtune.config.base import PromptsSection
         from ragtune.config.retrieval import DenseSection
         from ragtune.models.device import choose_placement
+        from ragtune.models.fingerprint import model_fingerprint
         from ragtune.models.load import load_embedder
         from ragtune.models.resolve import resolve_model
-        from ragtune.retrieval.cache import model_fingerprint
         from ragtune.retrieval.dense import model_prompts
 
         self.placement = choose_placement()

@@ -52,7 +52,7 @@ def fingerprint(path: Path) -> str:
 
 
 def converted_folder(path: Path) -> Path:
-    from ragtune.retrieval.cache import cache_root
+    from ragtune.utils import cache_root
 
     return cache_root() / "models" / f"SmolLM2-135M-Instruct-Q4_1-{fingerprint(path)[:16]}"
 

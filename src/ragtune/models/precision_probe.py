@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ragtune.models.device import cpu_model
+from ragtune.models.cpu import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def cache_key(module: torch.nn.Module, workload: str) -> str:
 
 
 def _cache_file() -> Path:
-    from ragtune.retrieval.cache import cache_root
+    from ragtune.utils import cache_root
 
     return cache_root() / "precision.json"
 

@@ -35,18 +35,28 @@ class StackSettings:
 
 def tune_embedder(data_dir: str, run_dir: Path, overrides: list[str], reporter: Reporter):
     """The quickstart embedder recipe (all-MiniLM-L6-v2, PubMedQA train, before/after on test)."""
-    from ragtune.config import load_config
     from ragtune.train.embed import train_embed
 
-    cfg = load_config("embed", packaged_resource("quickstart.yaml"),
-                      [f"data.train={data_dir}", f"output.dir={run_dir}", *overrides])
-    return train_embed(cfg, overwrite=True, reporter=reporter)
+    return train_embed(_embed_config(data_dir, run_dir, overrides), overwrite=True, reporter=reporter)
+
+
+def _embed_config(data_dir: str, run_dir: Path, overrides: list[str]):
+    from ragtune.config import load_config
+
+    return load_config("embed", packaged_resource("quickstart.yaml"),
+                       [f"data.train={data_dir}", f"output.dir={run_dir}", *overrides])
+
+
+def _llm_config(data: Path, run_dir: Path, overrides: list[str]):
+    from ragtune.config import load_config
+
+    return load_config("llm", packaged_resource("rag_llm.yaml"), [f"data.train={data}", f"output.dir={run_dir}",
+                                                                   *overrides])
 
 
 def tune_generator(data_dir: str, retriever: str, out: Path, settings: StackSettings, reporter: Reporter):
     """RAG SFT chats of the training questions, contexts from `retriever`, then `train llm` with the packaged recipe;
     writes out/rag_sft.jsonl and the run in out/llm."""
-    from ragtune.config import load_config
     from ragtune.data.embed import sample_queries
     from ragtune.rag.sft_data import rag_sft_rows, write_rag_sft
     from ragtune.train.llm import train_llm
@@ -55,9 +65,7 @@ def tune_generator(data_dir: str, retriever: str, out: Path, settings: StackSett
     with reporter.phase(f"Building RAG SFT data ({len(ir.queries)} questions, contexts from {retriever})"):
         rows = rag_sft_rows(ir, data_dir, retriever, settings.k, LABELS, sentences=settings.sentences)
         data = write_rag_sft(out / "rag_sft.jsonl", rows)
-    cfg = load_config("llm", packaged_resource("rag_llm.yaml"),
-                      [f"data.train={data}", f"output.dir={out / 'llm'}", *settings.llm_overrides])
-    return train_llm(cfg, overwrite=True, reporter=reporter)
+    return train_llm(_llm_config(data, out / "llm", settings.llm_overrides), overwrite=True, reporter=reporter)
 
 
 def answer(data_dir: str, systems: list[tuple[str, object]], settings: StackSettings, reporter: Reporter,
@@ -123,7 +131,10 @@ def parse_quickstart(overrides: list[str]) -> StackSettings:
             raise ConfigError(f"quickstart rag: '{item}' is not embed.KEY=VALUE, llm.KEY=VALUE or one of k, "
                               "sentences, train_questions, test_questions, free_text_questions, max_new_tokens "
                               "= a positive whole number (e.g. train_questions=100)")
-    return replace(settings, **own)
+    settings = replace(settings, **own)
+    _embed_config(packaged_resource("pubmedqa"), Path("runs/check"), settings.embed_overrides)  # bad keys fail now,
+    _llm_config(Path("rag_sft.jsonl"), Path("runs/check"), settings.llm_overrides)  # before any model loads
+    return settings
 
 
 def quickstart_rag(out: Path, settings: StackSettings, reporter: Reporter) -> dict:

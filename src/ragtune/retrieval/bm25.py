@@ -20,15 +20,6 @@ STOPWORDS = {"english": "en", "porter": "en", "german": "de", "french": "fr", "s
              "russian": "ru", "turkish": "tr"}
 
 
-def check_language(language: str) -> None:
-    """Fail on a language PyStemmer does not know, with a suggestion."""
-    import Stemmer
-
-    from ragtune.choices import one_of
-
-    one_of("language", language, Stemmer.algorithms())
-
-
 class BM25Retriever:
     """Lexical first stage over a fixed corpus."""
 

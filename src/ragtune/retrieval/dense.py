@@ -14,8 +14,9 @@ import numpy as np
 from ragtune.config.retrieval import DenseSection
 from ragtune.errors import DataError
 from ragtune.models.device import Placement, settle
+from ragtune.models.fingerprint import model_fingerprint
 from ragtune.retrieval.base import Hits, check_corpus, clamp_k, texts_fingerprint
-from ragtune.retrieval.cache import EmbeddingCache, model_fingerprint
+from ragtune.retrieval.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
 

@@ -214,8 +214,8 @@ class Index:
     def _check_embedder(self, embedder: str | None) -> None:
         if embedder is None:
             return
+        from ragtune.models.fingerprint import model_fingerprint
         from ragtune.models.resolve import resolve_model
-        from ragtune.retrieval.cache import model_fingerprint
 
         built = self.manifest["embedder"]
         path = resolve_model(embedder)
@@ -232,7 +232,7 @@ class Index:
 
     def _check_weights(self, info: dict) -> None:
         """Refuse an embedder whose weights changed since the build (say, retrained into the same folder)."""
-        from ragtune.retrieval.cache import model_fingerprint
+        from ragtune.models.fingerprint import model_fingerprint
 
         now = model_fingerprint(info["path"])
         if now is not None and info.get("fingerprint") and now != info["fingerprint"]:
@@ -335,9 +335,9 @@ class Index:
 
 # --------------------------------------------------------------------------------------------------- writing
 def _embedder_info(name: str, placement, config: RetrievalConfig, max_seq_length: int | None):
+    from ragtune.models.fingerprint import model_fingerprint
     from ragtune.models.load import load_embedder
     from ragtune.models.resolve import resolve_model
-    from ragtune.retrieval.cache import model_fingerprint
     from ragtune.retrieval.dense import DenseRetriever
 
     path = resolve_model(name)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 
 class EvaluatorMixin:
-    """Mix into an HF Trainer subclass; `ragtune_evaluator(model, step)` returns the metrics (without prefix)."""
+    """Mix into an HF Trainer subclass, which then takes `evaluator`: `evaluator(model, step)` returns the metrics
+    (without prefix), as sentence-transformers' trainers take theirs."""
 
-    ragtune_evaluator = None
+    def __init__(self, *args, evaluator, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ragtune_evaluator = evaluator
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         raw = self.ragtune_evaluator(self.model, step=self.state.global_step)

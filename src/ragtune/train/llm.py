@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 
+from trl import SFTTrainer
+
 from ragtune.config.generate import LLMConfig
 from ragtune.data.sft import load_sft_data
 from ragtune.data.sft_tokens import encode_all, marked
-from ragtune.eval.generation import EvalItem, GenerationEvaluator
+from ragtune.eval.generation import chat_evaluator
 from ragtune.models.device import choose_placement, settle
 from ragtune.models.generator import (
     apply_lora,
-    chat_prompt,
     check_max_length,
     check_method,
-    generate_text,
     load_generator,
     load_tokenizer,
 )
@@ -35,29 +35,8 @@ from ragtune.utils import is_main_process
 log = logging.getLogger(__name__)
 
 
-def sft_trainer_class():
-    from trl import SFTTrainer
-
-    class RagtuneSFTTrainer(EvaluatorMixin, SFTTrainer):
-        pass
-
-    return RagtuneSFTTrainer
-
-
-def build_evaluator(cfg: LLMConfig, tokenizer, items: list[EvalItem], stops: list[int], samples_path=None):
-    def generate(model, contexts):
-        prompts = [chat_prompt(tokenizer, c) for c in contexts]
-        return generate_text(model, tokenizer, prompts, cfg.eval.max_new_tokens, stops, cfg.eval.batch_size)
-
-    return GenerationEvaluator(items, cfg.eval, tokenizer.pad_token_id, generate, samples_path)
-
-
-def eval_items(examples, encoded) -> list[EvalItem]:
-    def shown(context) -> str:
-        return context if isinstance(context, str) else context[-1]["content"]
-
-    return [EvalItem(e.input_ids, e.labels, x.context, x.reference, shown=shown(x.context))
-            for x, e in zip(examples, encoded)]
+class RagtuneSFTTrainer(EvaluatorMixin, SFTTrainer):
+    """TRL's SFTTrainer, evaluated by ragtune's generation evaluator."""
 
 
 def sft_kwargs(cfg: LLMConfig) -> dict:
@@ -111,18 +90,16 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
         reporter.note(f"data: {len(train_encoded)} {fmt} examples, {sum(e.trained for e in train_encoded):,} trained "
                       f"tokens; eval: {len(eval_encoded)} examples")
         reporter.note(f"example (trained tokens in ⟦ ⟧): {marked(train_encoded[0], tokenizer)}")
-        items = eval_items(eval_examples, eval_encoded)
-        evaluator = build_evaluator(cfg, tokenizer, items, stops, run_dir / "samples.jsonl")
+        evaluator = chat_evaluator(cfg, tokenizer, eval_examples, eval_encoded, stops, run_dir / "samples.jsonl")
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, "held-out",
                                         lambda: evaluator(model, step=0))
         kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
         args = build_training_args(SFTConfig, {**kwargs, **sft_kwargs(cfg)})
         rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in train_encoded]
         eval_rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in eval_encoded[:8]]
-        trainer = sft_trainer_class()(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                                      eval_dataset=datasets.Dataset.from_list(eval_rows), processing_class=tokenizer,
-                                      callbacks=recipe.callbacks(run_dir, cfg, reporter))
-        trainer.ragtune_evaluator = evaluator
+        trainer = RagtuneSFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                                    eval_dataset=datasets.Dataset.from_list(eval_rows), processing_class=tokenizer,
+                                    callbacks=recipe.callbacks(run_dir, cfg, reporter), evaluator=evaluator)
         train_seconds = recipe.train(trainer, run_dir, resume, reporter)
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))

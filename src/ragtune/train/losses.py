@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ragtune.config.schema import EMBED_LOSSES
 from ragtune.errors import ConfigError
 
 
@@ -63,6 +64,10 @@ LOSSES: dict[str, LossSpec] = {
                        "Reimers and Gurevych 2019, Sentence-BERT"),
     "cosent": LossSpec(_st_loss("CoSENTLoss"), ("scored_pairs",), "score", "Su 2022, CoSENT"),
 }
+
+
+if tuple(LOSSES) != EMBED_LOSSES:  # pragma: no cover - a developer's slip, caught by any test
+    raise ImportError(f"train/losses.py builds {tuple(LOSSES)} but config/schema.py accepts {EMBED_LOSSES}")
 
 
 def check_loss_fits(loss: str, data_format: str, scores: list[float] | None = None, negatives: int = 0) -> None:

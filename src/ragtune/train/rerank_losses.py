@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ragtune.config.rerank import RERANK_LOSSES as LOSS_NAMES
 from ragtune.errors import ConfigError
 
 
@@ -44,6 +45,10 @@ RERANK_LOSSES: dict[str, RerankLossSpec] = {
                                  "Hofstätter et al. 2020, Improving Efficient Neural Ranking Models with "
                                  "Cross-Architecture Knowledge Distillation"),
 }
+
+
+if tuple(RERANK_LOSSES) != LOSS_NAMES:  # pragma: no cover - a developer's slip, caught by any test
+    raise ImportError(f"train/rerank_losses.py builds {tuple(RERANK_LOSSES)} but config/rerank.py accepts {LOSS_NAMES}")
 
 
 def build_rerank_loss(model, loss: str, loss_args: dict[str, Any]):

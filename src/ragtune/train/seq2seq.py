@@ -7,13 +7,14 @@ language codes, and scores BLEU/chrF (sacrebleu) and perplexity on the reference
 from __future__ import annotations
 
 import logging
-from itertools import groupby
+
+from transformers import Seq2SeqTrainer
 
 from ragtune.config.generate import Seq2SeqConfig
 from ragtune.data.seq2seq import Encoder, load_seq2seq_data
-from ragtune.eval.generation import EvalItem, GenerationEvaluator
+from ragtune.eval.generation import seq2seq_evaluator
 from ragtune.models.device import choose_placement, settle
-from ragtune.models.generator import apply_lora, check_method, generate_text, load_generator, load_tokenizer
+from ragtune.models.generator import apply_lora, check_method, load_generator, load_tokenizer
 from ragtune.progress import Reporter
 from ragtune.train import recipe
 from ragtune.train.evaluating import EvaluatorMixin
@@ -25,32 +26,15 @@ from ragtune.utils import is_main_process
 log = logging.getLogger(__name__)
 
 
-def seq2seq_generate(encoder: Encoder, cfg: Seq2SeqConfig):
-    """(model, pairs) -> translations; pairs are grouped by target language so each batch forces one BOS."""
-
-    def generate(model, pairs):
-        answers: dict[int, str] = {}
-        indexed = sorted(enumerate(pairs), key=lambda item: item[1].target_lang or "")
-        for _, group in groupby(indexed, key=lambda item: item[1].target_lang or ""):
-            group = list(group)
-            extra = {"num_beams": cfg.num_beams}
-            bos = encoder.forced_bos(group[0][1])
-            if bos is not None:
-                extra["forced_bos_token_id"] = bos
-                encoder.tokenizer.src_lang = group[0][1].source_lang
-            texts = generate_text(model, encoder.tokenizer, [encoder.source_text(p) for _, p in group],
-                                  cfg.eval.max_new_tokens, None, cfg.eval.batch_size, **extra)
-            answers.update({i: text for (i, _), text in zip(group, texts)})
-        return [answers[i] for i in range(len(pairs))]
-
-    return generate
+class RagtuneSeq2SeqTrainer(EvaluatorMixin, Seq2SeqTrainer):
+    """transformers' Seq2SeqTrainer, evaluated by ragtune's generation evaluator."""
 
 
 def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = False,
                   reporter: Reporter | None = None) -> TrainResult:
     """Fine-tune an encoder-decoder model and compare BLEU/chrF/perplexity before and after."""
     import datasets
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
     reporter = reporter or Reporter()
     check_method(cfg.method)
@@ -71,16 +55,11 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
     placement = settle(placement, model, "train")
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
-    class RagtuneSeq2SeqTrainer(EvaluatorMixin, Seq2SeqTrainer):
-        pass
-
     with run_logging(run_dir / "train.log"):
         reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason}); "
                       f"method {cfg.method}; language codes: {'yes' if encoder.language_codes else 'no'}")
         reporter.note(f"data: {len(rows)} training pairs, {len(eval_rows)} held-out pairs")
-        items = [EvalItem(r["input_ids"], [], p, p.target, r["labels"], shown=p.source) for r, p in zip(eval_rows, eval_pairs)]
-        evaluator = GenerationEvaluator(items, cfg.eval, tokenizer.pad_token_id, seq2seq_generate(encoder, cfg),
-                                        run_dir / "samples.jsonl")
+        evaluator = seq2seq_evaluator(cfg, encoder, eval_pairs, run_dir / "samples.jsonl")
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, "held-out",
                                         lambda: evaluator(model, step=0))
         kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
@@ -88,8 +67,8 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
         trainer = RagtuneSeq2SeqTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                                         eval_dataset=datasets.Dataset.from_list(eval_rows[:8]),
                                         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-                                        processing_class=tokenizer, callbacks=recipe.callbacks(run_dir, cfg, reporter))
-        trainer.ragtune_evaluator = evaluator
+                                        processing_class=tokenizer, callbacks=recipe.callbacks(run_dir, cfg, reporter),
+                                        evaluator=evaluator)
         train_seconds = recipe.train(trainer, run_dir, resume, reporter)
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))
