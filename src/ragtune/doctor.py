@@ -62,38 +62,21 @@ def environment_checks() -> list[Check]:
     return checks
 
 
-def _data_summary(task: str, cfg) -> str | None:
-    """Load the data a training config names, as its recipe would, and describe it; None for tasks without data."""
-    if task in ("embed", "rerank"):
-        from ragtune.data.embed import load_embed_data
-
-        data = load_embed_data(cfg.data, cfg.train.seed)
-        return (f"{len(data.train.rows)} {data.train.format} training examples, {len(data.eval.queries)} eval queries "
-                f"over {len(data.eval.corpus)} documents")
-    if task == "llm":
-        from ragtune.data.sft import load_sft_data
-
-        fmt, train, held_out = load_sft_data(cfg.data, cfg.train.seed)
-        return f"{len(train)} {fmt} training examples, {len(held_out)} held out"
-    if task == "seq2seq":
-        from ragtune.data.seq2seq import load_seq2seq_data
-
-        train, held_out = load_seq2seq_data(cfg.data, cfg.source_lang, cfg.target_lang, cfg.train.seed)
-        return f"{len(train)} training pairs, {len(held_out)} held out"
-    return None
-
-
-def config_checks(task: str, path: str) -> list[Check]:
-    """Validate a config and the data files and model it names, without loading any weights."""
+def config_checks(task: str | None, path: str) -> list[Check]:
+    """Validate a config and the data files and model it names, without loading any weights; `task` defaults to
+    the one the config records (a run's config.yaml does), else embed."""
     from ragtune.config import load_config
+    from ragtune.config.load import recorded_task
     from ragtune.models.resolve import resolve_model
+    from ragtune.tasks import task as find_task
 
     try:
+        task = task or recorded_task(path) or "embed"
         cfg = load_config(task, path)
     except RagtuneError as exc:
-        return [Check("config", False, str(exc), f"fix the keys named above; `ragtune config show {task}` lists them")]
+        return [Check("config", False, str(exc), f"fix the keys named above; `ragtune config show {task or 'TASK'}` lists them")]
     checks = [Check("config", True, f"{path} is a valid {task} config")]
-    steps = [("data", lambda: _data_summary(task, cfg))]
+    steps = [("data", lambda: find_task(task).describe_data(cfg))]
     if hasattr(cfg, "model"):
         steps.append(("model", lambda: resolve_model(cfg.model.name)))
     for name, step in steps:

@@ -27,15 +27,27 @@ class ConfigError(RagtuneError, ValueError):
 
 
 class DataError(RagtuneError, ValueError):
-    """A data file is missing, unreadable or malformed."""
+    """A data file is unreadable or malformed."""
+
+
+class MissingPathError(DataError, FileNotFoundError):
+    """A file or folder the command reads is not there (as HF datasets' DataFilesNotFoundError is both)."""
 
 
 class ModelError(RagtuneError, OSError):
     """A model cannot be found or loaded."""
 
 
-class RunDirError(RagtuneError, FileExistsError):
-    """The run directory is in a state that the command refuses to touch."""
+class OutputError(RagtuneError, FileExistsError):
+    """An output folder or file (an index, an export, synthetic data) is in a state the command refuses to touch."""
+
+
+class RunDirError(OutputError):
+    """A training run directory is in a state that the command refuses to touch."""
+
+
+class GeneratorError(RagtuneError, RuntimeError):
+    """A generator could not produce an answer (endpoint down, bad reply, model failure)."""
 
 
 def where(path: object, line: int | None = None, field: str | None = None) -> str:
@@ -48,12 +60,13 @@ def where(path: object, line: int | None = None, field: str | None = None) -> st
     return text
 
 
-def missing_path(path) -> DataError:
+def missing_path(path) -> MissingPathError:
     """The error for a file or folder that is not there: a dangling or looping link says so."""
     from pathlib import Path
 
     path = Path(path)
     if path.is_symlink():
-        return DataError(f"{path}: a symbolic link that leads nowhere (its target is missing, or links loop); point "
-                         "it at a real file or folder")
-    return DataError(f"{path}: no such file or folder; check the path (relative paths start from {Path.cwd()})")
+        return MissingPathError(f"{path}: a symbolic link that leads nowhere (its target is missing, or links loop); "
+                                "point it at a real file or folder")
+    return MissingPathError(f"{path}: no such file or folder; check the path (relative paths start from "
+                            f"{Path.cwd()})")

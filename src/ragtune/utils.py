@@ -9,21 +9,21 @@ from typing import Any
 
 
 def _parents_are_folders(path: Path) -> None:
-    from ragtune.errors import RunDirError
+    from ragtune.errors import OutputError
 
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise RunDirError(f"{path}: {parent} is a file, so nothing can be written below it; choose another path")
+        raise OutputError(f"{path}: {parent} is a file, so nothing can be written below it; choose another path")
 
 
 def output_file(path: str | Path) -> Path:
     """`path` as a file to write; an existing folder there (or a file above it) is refused in one line, checked
     before the work."""
-    from ragtune.errors import RunDirError
+    from ragtune.errors import OutputError
 
     path = Path(path)
     if path.is_dir():
-        raise RunDirError(f"{path}: is a folder; give the path of a file to write")
+        raise OutputError(f"{path}: is a folder; give the path of a file to write")
     _parents_are_folders(path)
     return path
 
@@ -31,11 +31,11 @@ def output_file(path: str | Path) -> Path:
 def output_folder(path: str | Path) -> Path:
     """`path` as a folder to write into; an existing file there (or above it) is refused in one line, checked
     before the work."""
-    from ragtune.errors import RunDirError
+    from ragtune.errors import OutputError
 
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path}: is a file; give the path of a folder to write into")
+        raise OutputError(f"{path}: is a file; give the path of a folder to write into")
     _parents_are_folders(path)
     return path
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from ragtune.config import EmbedConfig, dump_config, load_config
-from ragtune.config.tasks import TASKS
 from ragtune.errors import ConfigError
+from ragtune.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -396,7 +396,8 @@ def test_openai_generator_sends_the_api_key(chat_server):
     ("error404", ["HTTP 404"], 1),  # a client error is not retried
 ])
 def test_openai_generator_bad_replies_end_in_one_error(chat_server, behaviour, needles, requests):
-    from ragtune.rag.generators import GeneratorError, OpenAIGenerator
+    from ragtune.errors import GeneratorError
+    from ragtune.rag.generators import OpenAIGenerator
 
     chat_server.behaviour = behaviour
     generator = OpenAIGenerator(chat_server.url, "m", retries=2, backoff=0.01)
@@ -447,7 +448,8 @@ def raw_server():
     (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"choi", "broken HTTP reply"),
 ])
 def test_openai_generator_broken_http_is_one_error(raw_server, reply, needle):
-    from ragtune.rag.generators import GeneratorError, OpenAIGenerator
+    from ragtune.errors import GeneratorError
+    from ragtune.rag.generators import OpenAIGenerator
 
     raw_server["reply"] = reply
     with pytest.raises(GeneratorError, match=needle) as info:
@@ -465,7 +467,8 @@ def test_openai_generator_retries_a_server_error_then_succeeds(chat_server):
 
 
 def test_openai_generator_down_or_hanging_fails_in_bounded_time(chat_server):
-    from ragtune.rag.generators import GeneratorError, OpenAIGenerator
+    from ragtune.errors import GeneratorError
+    from ragtune.rag.generators import OpenAIGenerator
 
     start = time.monotonic()
     with pytest.raises(GeneratorError, match="unreachable.*after 2 attempts"):
@@ -480,7 +483,8 @@ def test_openai_generator_down_or_hanging_fails_in_bounded_time(chat_server):
 
 
 def test_a_trickling_endpoint_cannot_outlast_the_deadline(chat_server):
-    from ragtune.rag.generators import GeneratorError, OpenAIGenerator
+    from ragtune.errors import GeneratorError
+    from ragtune.rag.generators import OpenAIGenerator
 
     chat_server.behaviour = "trickle"  # every byte arrives well within the socket timeout; the reply takes 15 s
     start = time.monotonic()

@@ -13,7 +13,8 @@ from ragtune.cli.output import FLAGS, emit_json, errors, show, table
 
 
 def doctor(config: Optional[Path] = typer.Option(None, "--config", "-c", help="also validate this config and its data"),
-           task: str = typer.Option("embed", "--task", help="the task the config is for: embed, rerank, llm, seq2seq, ...")) -> int:
+           task: Optional[str] = typer.Option(None, "--task", help="the task the config is for: embed, rerank, llm, "
+                                              "seq2seq, ...; default: the config's own `task:`, else embed")) -> int:
     """Check the environment (versions, devices, bf16, disk, default model) and optionally a config."""
     from ragtune.doctor import config_checks, environment_checks
 

@@ -56,6 +56,7 @@ def retrieval(
 ) -> int:
     """Score retrieval pipelines side by side on one collection."""
     from ragtune.config import load_config
+    from ragtune.config.base import check_placement
     from ragtune.data.embed import sample_queries
     from ragtune.errors import ConfigError
     from ragtune.eval.results import write_results
@@ -67,10 +68,8 @@ def retrieval(
         output_folder(out)  # before the evaluation, not after it
     if stat_test not in ("student", "fisher", "tukey"):
         raise ConfigError(f"--stat-test '{stat_test}': use student, fisher or tukey")
-    if device not in ("auto", "cpu", "cuda", "mps"):
-        raise ConfigError(f"--device '{device}' is unknown; use auto, cpu, cuda or mps")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"--precision '{precision}' is unknown; use auto, fp32, bf16 or fp16")
+    check_placement("--device", device)
+    check_placement("--precision", precision)
     extra = [f"device={device}"] if device != "auto" else []
     extra += [f"precision={precision}"] if precision != "auto" else []
     settings = load_config("retrieval", config, [*(overrides or []), *extra])

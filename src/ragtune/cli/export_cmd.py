@@ -18,11 +18,10 @@ def merge(source: Path = typer.Argument(..., help="a ragtune run directory or a 
           dtype: str = typer.Option("auto", "--dtype", help="auto (the base's own), fp32, bf16 or fp16"),
           overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder")) -> int:
     """Merge a LoRA/QLoRA adapter into its (unquantized) base: AutoModelForCausalLM and vLLM load the result."""
-    from ragtune.errors import ConfigError
+    from ragtune.config.base import check_placement
     from ragtune.export.merge import merge_adapter
 
-    if dtype not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"--dtype '{dtype}' is unknown; use auto, fp32, bf16 or fp16")
+    check_placement("--dtype", dtype)
     with RichReporter().phase("Merging the adapter"):
         path = merge_adapter(source, out, dtype, overwrite)
     if FLAGS.json:

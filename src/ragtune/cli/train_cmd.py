@@ -9,6 +9,7 @@ import typer
 
 from ragtune.cli.output import FLAGS, RichReporter, emit_json, say, show, table
 from ragtune.config import load_config
+from ragtune.tasks import TASKS, Task, training_tasks
 
 app = typer.Typer(no_args_is_help=True, help="Fine-tune a model; every run is evaluated before and after.")
 
@@ -55,17 +56,24 @@ def render_result(result, allow_regression: bool) -> int:
 
 def _train(task: str, config: Optional[Path], overrides: Optional[list[str]], resume: bool, overwrite: bool,
            allow_regression: bool) -> int:
-    from importlib import import_module
-
     cfg = load_config(task, config, overrides or [])
-    recipe = getattr(import_module(f"ragtune.train.{task}"), f"train_{task}")
-    result = recipe(cfg, resume=resume, overwrite=overwrite, reporter=RichReporter())
+    result = TASKS[task].run(cfg, resume=resume, overwrite=overwrite, reporter=RichReporter())
     if result.comparison is None:  # a non-main rank under torchrun
         return 0
     return render_result(result, allow_regression)
 
 
-@app.command("embed")
+def _command(task: Task):
+    """`ragtune train TASK`, the same options for every task in the task table."""
+
+    def train(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
+              overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
+        return _train(task.name, config, overrides, resume, overwrite, allow_regression)
+
+    train.__doc__ = task.help
+    return train
+
+
 def embed(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
           overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW,
           recipe: str = typer.Option("single", "--recipe", help="single: train the config as given; auto: try a "
@@ -73,7 +81,6 @@ def embed(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVER
                                      "keep the best (RUN/auto.json says what was tried)"),
           budget: Optional[str] = typer.Option(None, "--budget", help="time budget for --recipe auto, e.g. 20m; "
                                                "the first trial always runs")) -> int:
-    """Fine-tune a sentence-transformers embedding model."""
     from ragtune.choices import unknown
     from ragtune.errors import ConfigError
 
@@ -90,22 +97,5 @@ def embed(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVER
     return render_result(train_embed_auto(cfg, seconds, resume, overwrite, RichReporter()), allow_regression)
 
 
-@app.command("rerank")
-def rerank(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
-           overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
-    """Fine-tune a cross-encoder reranker; before = the first stage alone, after = first stage + reranker."""
-    return _train("rerank", config, overrides, resume, overwrite, allow_regression)
-
-
-@app.command("llm")
-def llm(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
-        overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
-    """Supervised fine-tuning of a causal LM (full, LoRA or QLoRA) with TRL's SFTTrainer."""
-    return _train("llm", config, overrides, resume, overwrite, allow_regression)
-
-
-@app.command("seq2seq")
-def seq2seq(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
-            overwrite: bool = OVERWRITE, allow_regression: bool = ALLOW) -> int:
-    """Fine-tune an encoder-decoder model (translation, rewriting) with transformers' Seq2SeqTrainer."""
-    return _train("seq2seq", config, overrides, resume, overwrite, allow_regression)
+for _task in training_tasks():  # embed has --recipe and --budget besides
+    app.command(_task.name, help=_task.help)(embed if _task.name == "embed" else _command(_task))

@@ -8,8 +8,15 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ragtune.choices import one_of
-from ragtune.config.base import Section
-from ragtune.config.schema import DataSection, ModelSection, OutputSection, TaskConfig, TrainSection
+from ragtune.config.base import Precision, Section
+from ragtune.config.schema import (
+    DataFilesSection,
+    ModelSection,
+    OutputSection,
+    TaskConfig,
+    TrainSection,
+    default_output,
+)
 
 GENERATION_METRICS = ("perplexity", "rouge_l", "bleu", "chrf", "exact_match", "f1", "accuracy",
                       "embedding_similarity")
@@ -29,11 +36,11 @@ class LoraSection(Section):
 
 class GenerationModelSection(ModelSection):
     name: str = Field("", description="HF hub id or local path of the model to start from")
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="weight dtype when loading")
+    dtype: Precision = Field("auto", description="weight dtype when loading")
     attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2")
 
 
-class GenerationDataSection(DataSection):
+class GenerationDataSection(DataFilesSection):
     format: str = Field("auto", description="auto | alpaca | instruction | chat | prompt_completion | text | hh "
                         "(seq2seq: auto | translation)")
     columns: dict[str, str] = Field(default_factory=dict,
@@ -43,11 +50,7 @@ class GenerationDataSection(DataSection):
     eval_target: str | None = Field(None, description="seq2seq: target-side text file, line-aligned with data.eval")
     max_eval_samples: int | None = Field(200, gt=0, description="evaluate on at most N held-out examples")
     system_prompt: str | None = Field(None, description="system message prepended to chats that have none")
-
-    @field_validator("columns")
-    @classmethod
-    def _known_roles(cls, columns: dict[str, str]) -> dict[str, str]:
-        return columns  # roles are checked against the detected format when the data is read
+    # columns' roles are checked against the detected format when the data is read
 
 
 class GenerationEvalSection(Section):
@@ -117,7 +120,7 @@ class LLMConfig(GeneratorConfig):
     """Supervised fine-tuning of a causal LM with TRL's SFTTrainer."""
 
     task: ClassVar[str] = "llm"
-    output: OutputSection = Field(default_factory=lambda: OutputSection(dir="runs/llm"))
+    output: OutputSection = Field(default_factory=default_output("llm"))
     template: str = Field("auto", description="auto (the model's own chat template, else chatml) | chatml | alpaca")
     max_length: int = Field(1024, gt=8, description="tokens per example (and per packed block)")
     packing: bool = Field(True, description="pack examples into max_length blocks (best-fit decreasing, "
@@ -138,7 +141,7 @@ class Seq2SeqConfig(GeneratorConfig):
 
     task: ClassVar[str] = "seq2seq"
     eval: Seq2SeqEvalSection = Field(default_factory=Seq2SeqEvalSection)
-    output: OutputSection = Field(default_factory=lambda: OutputSection(dir="runs/seq2seq"))
+    output: OutputSection = Field(default_factory=default_output("seq2seq"))
     method: Literal["full", "lora", "qlora"] = Field("full", description="full fine-tuning or LoRA")
     source_lang: str | None = Field(None, description="default source language code (NLLB style: eng_Latn)")
     target_lang: str | None = Field(None, description="default target language code (NLLB style: deu_Latn)")

@@ -9,9 +9,9 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ragtune.choices import did_you_mean, unknown
+from ragtune.choices import did_you_mean
 from ragtune.config.base import Section
-from ragtune.config.tasks import TASKS
+from ragtune.config.schema import other_task
 from ragtune.errors import ConfigError
 
 
@@ -51,6 +51,12 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(f"the top level must be a mapping of sections, not a {type(data).__name__}",
                           source=str(path))
     return data, _key_lines(node) if node is not None else {}
+
+
+def recorded_task(path: str | Path) -> str | None:
+    """The `task:` a config file names (a run's config.yaml does), or None."""
+    named = read_config_file(path)[0].get("task")
+    return named if isinstance(named, str) else None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -113,10 +119,14 @@ def _problems(exc: ValidationError, model: type[BaseModel], lines: dict[str, int
 
 def validate_config(task: str, data: dict[str, Any], source: str | None = None,
                     lines: dict[str, int] | None = None, overridden: Iterable[str] = ()) -> Section:
-    """Validate a raw mapping against the task's schema; raise one ConfigError listing every problem."""
-    schema = TASKS.get(task)
-    if schema is None:
-        raise ConfigError(unknown("task", task, TASKS))
+    """Validate a raw mapping against the task's schema; raise one ConfigError listing every problem. A top-level
+    `task:` (as a run's config.yaml records it) must name this task."""
+    from ragtune.tasks import task as find_task
+
+    schema = find_task(task).config_class()
+    if "task" in data and data["task"] != task:  # said here, with its line; TaskConfig checks it for other callers
+        at = f"line {lines['task']}: " if lines and "task" in lines else ""
+        raise ConfigError(f"{at}{other_task(data['task'], task)}", source=source)
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -133,5 +143,6 @@ def load_config(task: str, path: str | Path | None = None, overrides: Iterable[s
 
 
 def dump_config(config: Section) -> str:
-    """The resolved config as YAML, every default written out."""
-    return yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False, allow_unicode=True)
+    """The resolved config as YAML, every default written out; a task's config starts with its `task:`."""
+    named = {"task": config.task} if getattr(config, "task", "") else {}
+    return yaml.safe_dump({**named, **json.loads(config.model_dump_json())}, sort_keys=False, allow_unicode=True)

@@ -8,7 +8,14 @@ from pydantic import Field, field_validator
 
 from ragtune.choices import one_of
 from ragtune.config.retrieval import HardNegativesSection
-from ragtune.config.schema import EvalSection, ModelSection, OutputSection, RetrievalDataSection, TaskConfig
+from ragtune.config.schema import (
+    EvalSection,
+    ModelSection,
+    OutputSection,
+    RetrievalDataSection,
+    TaskConfig,
+    default_output,
+)
 
 
 class RerankModelSection(ModelSection):
@@ -40,7 +47,7 @@ class RerankConfig(TaskConfig):
     model: RerankModelSection = Field(default_factory=RerankModelSection)
     data: RerankDataSection = Field(default_factory=RerankDataSection)
     eval: RerankEvalSection = Field(default_factory=RerankEvalSection)
-    output: OutputSection = Field(default_factory=lambda: OutputSection(dir="runs/rerank"))
+    output: OutputSection = Field(default_factory=default_output("rerank"))
     loss: str = Field("bce", description="loss short name: bce, mnrl, listnet, lambdaloss, margin_mse")
     loss_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the loss")
     teacher: str | None = Field(None, description="cross-encoder whose score margins margin_mse distils")

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ragtune.choices import one_of
-from ragtune.config.base import PromptsSection, Section
+from ragtune.config.base import Device, Precision, PromptsSection, Section, device_field, precision_field
 
 # Fusion methods: rrf and wsum run in ragtune (per query, fast enough for serving); the rest go to ranx.fuse.
 # ranx's trained or tuned-parameter methods (probfuse, segfuse, rbc, ...) are left out: they need fitting data.
@@ -95,8 +95,8 @@ class RetrievalConfig(FirstStageSettings):
     """How retrievers are built: `ragtune eval retrieval -c FILE`, `data mine`, and the RAG index."""
 
     task: ClassVar[str] = "retrieval"
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where models run")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="model precision; see model.precision")
+    device: Device = device_field()
+    precision: Precision = precision_field()
     rerank: RerankSection = Field(default_factory=RerankSection)
     pipelines: list[str] = Field(default_factory=list,
                                  description="pipeline specs to evaluate when no --pipeline is given")

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ragtune.choices import one_of
-from ragtune.config.base import PromptsSection, Section
+from ragtune.config.base import Device, Precision, PromptsSection, Section, device_field, precision_field
 from ragtune.config.retrieval import HardNegativesSection
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -34,44 +34,23 @@ class ModelSection(Section):
     max_seq_length: int | None = Field(
         None, gt=0, description="truncate inputs to this many tokens; default: the model's own limit"
     )
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to run; auto picks CUDA, MPS, CPU")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 where supported (CUDA, AVX512-BF16 CPUs), fp16 on older GPUs, else fp32"
-    )
+    device: Device = device_field()
+    precision: Precision = precision_field()
     dropout: float | None = Field(
         None, ge=0, lt=1, description="dropout while training (every dropout layer); default: the model's own. "
         "0 trains MiniLM 1.6x faster on CPU, where dropout's random masks cost as much as the matmuls"
     )
 
 
-class DataSection(Section):
+class DataFilesSection(Section):
+    """What every task's data section holds."""
+
     train: str | None = Field(None, description="a file, a folder of files, or a BEIR directory")
     eval: str | None = Field(None, description="held-out file; for BEIR the split named by data.eval_split is used")
-    format: Literal["auto", "pairs", "triplets", "scored_pairs", "beir"] = Field(
-        "auto", description="data format; auto detects it from the fields"
-    )
-    columns: dict[str, str] = Field(
-        default_factory=dict,
-        description="map a role (anchor, positive, negative, negatives, sentence1, sentence2, score) to your column",
-    )
-
-    @field_validator("columns")
-    @classmethod
-    def _known_roles(cls, columns: dict[str, str]) -> dict[str, str]:
-        problem = unknown_role(columns)
-        if problem:
-            raise ValueError(problem)
-        return columns
-
-    unknown_ids: Literal["error", "skip"] = Field(
-        "error", description="qrels naming unknown query/document ids: error, or skip them with a count")
-    eval_split: str = Field("test", description="BEIR qrels split to evaluate on (test or dev)")
-    train_split: str = Field("train", description="BEIR qrels split to train on")
     eval_fraction: float = Field(
-        0.1, gt=0, lt=1, description="held-out fraction of queries when there is no eval file or BEIR split"
+        0.1, gt=0, lt=1, description="held-out fraction when there is no eval file (or BEIR split)"
     )
     max_train_samples: int | None = Field(None, gt=0, description="use only the first N training rows")
-    max_eval_queries: int | None = Field(None, gt=0, description="evaluate on a seeded sample of N queries")
 
 
 def default_hard_negatives() -> HardNegativesSection:
@@ -83,7 +62,34 @@ def default_hard_negatives() -> HardNegativesSection:
                                 short="random")
 
 
+class DataSection(DataFilesSection):
+    """(query, document) data for embedders and rerankers: files of pairs/triplets, or a BEIR directory."""
+
+    format: Literal["auto", "pairs", "triplets", "scored_pairs", "beir"] = Field(
+        "auto", description="data format; auto detects it from the fields"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="map a role (anchor, positive, negative, negatives, sentence1, sentence2, score) to your column",
+    )
+    unknown_ids: Literal["error", "skip"] = Field(
+        "error", description="qrels naming unknown query/document ids: error, or skip them with a count")
+    eval_split: str = Field("test", description="BEIR qrels split to evaluate on (test or dev)")
+    train_split: str = Field("train", description="BEIR qrels split to train on")
+    max_eval_queries: int | None = Field(None, gt=0, description="evaluate on a seeded sample of N queries")
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, columns: dict[str, str]) -> dict[str, str]:
+        problem = unknown_role(columns)
+        if problem:
+            raise ValueError(problem)
+        return columns
+
+
 class RetrievalDataSection(DataSection):
+    """An embedder's training data: DataSection plus hard-negative mining."""
+
     hard_negatives: HardNegativesSection | None = Field(
         default_factory=default_hard_negatives,
         description="mine hard negatives for (query, document) pairs before training; default: one per pair from "
@@ -167,24 +173,47 @@ class EvalSection(Section):
 
 
 class OutputSection(Section):
-    dir: str = Field("runs/embed", description="the run directory")
+    dir: str = Field(description="the run directory")
+
+
+def default_output(task: str):
+    """The task's output section, with the run directory the task table names."""
+    from ragtune.tasks import TASKS
+
+    return lambda: OutputSection(dir=TASKS[task].output)
+
+
+def other_task(named: object, task: str) -> str:
+    return (f"task: this is a {named} config, not a {task} one; use it with `ragtune train {named}`, or drop the "
+            "task key")
 
 
 class TaskConfig(Section):
-    """Shared by every task: model, data, train, eval, output."""
+    """Shared by every task: model, data, train, eval, output. A top-level `task:` (a run's config.yaml records
+    it) must name this task."""
 
     task: ClassVar[str] = ""
     model: ModelSection = Field(default_factory=ModelSection)
-    data: DataSection = Field(default_factory=DataSection)
+    data: DataFilesSection = Field(default_factory=DataFilesSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
-    output: OutputSection = Field(default_factory=OutputSection)
+    output: OutputSection
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_task(cls, data):
+        if isinstance(data, dict) and "task" in data:
+            if data["task"] != cls.task:
+                raise ValueError(other_task(data["task"], cls.task))
+            data = {k: v for k, v in data.items() if k != "task"}
+        return data
 
 
 class EmbedConfig(TaskConfig):
     """Fine-tune a sentence-transformers bi-encoder."""
 
     task: ClassVar[str] = "embed"
+    output: OutputSection = Field(default_factory=default_output("embed"))
     data: RetrievalDataSection = Field(default_factory=RetrievalDataSection)
     train: EmbedTrainSection = Field(default_factory=EmbedTrainSection)
     loss: str = Field("gist", description="loss short name: gist (MNRL whose negatives the base model checks for "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragtune.data.readers import read_rows, read_text, text_lines
-from ragtune.errors import DataError
+from ragtune.errors import DataError, MissingPathError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """Read a TREC/BEIR qrels TSV (`query-id  corpus-id  score`, optional header)."""
     if not path.is_file():
         splits = sorted(p.stem for p in path.parent.glob("*.tsv"))
-        raise DataError(f"{path}: no such qrels file; this collection has splits {splits}")
+        raise MissingPathError(f"{path}: no such qrels file; this collection has splits {splits}")
     qrels: dict[str, dict[str, int]] = {}
     for number, line in enumerate(text_lines(read_text(path)), start=1):
         line = line.strip()

@@ -122,3 +122,10 @@ def load_embed_data(data: DataSection, seed: int = 42) -> EmbedData:
     if data.max_train_samples:
         train.rows, train.origins = train.rows[: data.max_train_samples], train.origins[: data.max_train_samples]
     return EmbedData(train, sample_queries(held_out, data.max_eval_queries, seed))
+
+
+def describe(cfg) -> str:
+    """What an embed or rerank config's data holds, loaded as the recipe loads it (for `ragtune doctor`)."""
+    data = load_embed_data(cfg.data, cfg.train.seed)
+    return (f"{len(data.train.rows)} {data.train.format} training examples, {len(data.eval.queries)} eval queries "
+            f"over {len(data.eval.corpus)} documents")

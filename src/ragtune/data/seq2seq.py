@@ -162,3 +162,9 @@ class Encoder:
         if not self.language_codes or pair.target_lang is None:
             return None
         return self.tokenizer.convert_tokens_to_ids(language_token(self.tokenizer, pair.target_lang))
+
+
+def describe(cfg) -> str:
+    """What a seq2seq config's data holds, loaded as the recipe loads it (for `ragtune doctor`)."""
+    train, held_out = load_seq2seq_data(cfg.data, cfg.source_lang, cfg.target_lang, cfg.train.seed)
+    return f"{len(train)} training pairs, {len(held_out)} held out"

@@ -195,3 +195,9 @@ def load_sft_data(data, seed: int = 42) -> tuple[str, list[SFTExample], list[SFT
     if data.max_eval_samples:
         held_out = held_out[: data.max_eval_samples]
     return fmt, train, held_out
+
+
+def describe(cfg) -> str:
+    """What an llm config's data holds, loaded as the recipe loads it (for `ragtune doctor`)."""
+    fmt, train, held_out = load_sft_data(cfg.data, cfg.train.seed)
+    return f"{len(train)} {fmt} training examples, {len(held_out)} held out"

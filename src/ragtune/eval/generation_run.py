@@ -6,20 +6,26 @@ from pathlib import Path
 
 from ragtune.config import load_config
 from ragtune.errors import ConfigError
+from ragtune.tasks import TASKS
 
 
 def _task_and_model(source: str, task: str | None) -> tuple[str, str, Path | None]:
-    """A run directory gives its task, config and final/ model; anything else is a model for `task`."""
-    path = Path(source)
-    if (path / "config.yaml").is_file() and (path / "final").is_dir():
-        import yaml
+    """A run directory gives its task (the `task:` its config.yaml records), config and final/ model; anything
+    else is a model for `task`."""
+    from ragtune.config.load import recorded_task
+    from ragtune.run_dir import RunDir
 
-        saved = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
-        found = "seq2seq" if "source_lang" in saved else "llm" if "template" in saved else None
-        if found is None:
-            raise ConfigError(f"{path}: a run directory of another task; eval generation takes llm and seq2seq runs")
-        return task or found, str(path / "final"), path / "config.yaml"
-    return task or "llm", source, None
+    run = RunDir(source)
+    if not run.is_run():
+        return task or "llm", source, None
+    found = recorded_task(run.config)
+    if found is None:
+        raise ConfigError(f"{run.config}: records no task (written by an older ragtune); pass --task llm or --task "
+                          "seq2seq")
+    if not TASKS[found].generation:
+        raise ConfigError(f"{run.path}: a {found} run; eval generation takes "
+                          f"{' and '.join(t.name for t in TASKS.values() if t.generation)} runs")
+    return task or found, str(run.final), run.config
 
 
 def evaluate_generation(source: str, data: str, task: str | None = None, config: str | None = None,
@@ -29,8 +35,8 @@ def evaluate_generation(source: str, data: str, task: str | None = None, config:
     from ragtune.models.generator import load_for_inference
 
     task, model_path, run_config = _task_and_model(source, task)
-    if task not in ("llm", "seq2seq"):
-        raise ConfigError(f"--task '{task}': use llm or seq2seq")
+    if task not in TASKS or not TASKS[task].generation:
+        raise ConfigError(f"--task '{task}': use {' or '.join(t.name for t in TASKS.values() if t.generation)}")
     settings = [f"model.name={model_path}", f"data.train={data}", f"data.eval={data}", *(overrides or [])]
     cfg = load_config(task, config or run_config, settings)
     placement = choose_placement(cfg.model.device, cfg.model.precision)

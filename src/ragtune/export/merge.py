@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from ragtune.errors import ModelError, RunDirError
+from ragtune.errors import ModelError, OutputError
 from ragtune.models.resolve import resolve_model
+from ragtune.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,10 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def find_adapter(source: str | Path) -> Path:
     """A run directory (its final/) or an adapter folder; either must hold adapter_config.json."""
     source = Path(source)
-    for candidate in (source, source / "final"):
+    for candidate in (source, RunDir(source).final):
         if (candidate / "adapter_config.json").is_file():
             return candidate
-    if (source / "final" / "config.json").is_file() or (source / "config.json").is_file():
+    if (RunDir(source).final / "config.json").is_file() or (source / "config.json").is_file():
         raise ModelError(f"{source}: holds a full model, not a LoRA adapter; there is nothing to merge, load it "
                          "directly")
     raise ModelError(f"{source}: no adapter_config.json here or in final/; give a ragtune run directory or a PEFT "
@@ -51,7 +52,7 @@ def merge_adapter(source: str | Path, out: str | Path, dtype: str = "auto", over
     adapter = find_adapter(source)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunDirError(f"{out}: exists; pass --overwrite to replace it or choose another --out")
+        raise OutputError(f"{out}: exists; pass --overwrite to replace it or choose another --out")
     peft_config = PeftConfig.from_pretrained(str(adapter))
     base_path = resolve_model(peft_config.base_model_name_or_path)
     seq2seq = str(peft_config.task_type) in ("SEQ_2_SEQ_LM", "TaskType.SEQ_2_SEQ_LM")

@@ -130,16 +130,16 @@ def export_langchain(index_path: str | Path, out: str | Path, overwrite: bool = 
     from langchain_community.vectorstores import FAISS
     from langchain_community.vectorstores.utils import DistanceStrategy
 
-    from ragtune.errors import RunDirError
+    from ragtune.errors import OutputError
     from ragtune.retrieval.index import Index
     from ragtune.utils import output_folder
 
     out, source = output_folder(out), Path(index_path).resolve()
     if out.resolve() == source or source in out.resolve().parents or out.resolve() in source.parents:
-        raise RunDirError(f"{out}: is the index {index_path}, lies inside it or holds it; choose a folder apart from "
+        raise OutputError(f"{out}: is the index {index_path}, lies inside it or holds it; choose a folder apart from "
                           "the index")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunDirError(f"{out}: exists; pass --overwrite to replace it or choose another folder")
+        raise OutputError(f"{out}: exists; pass --overwrite to replace it or choose another folder")
     index = Index(index_path)
     ids = list(index.texts())
     docs = {c.id: Document(page_content=c.text, metadata={"source": c.source, "title": c.title, "page": c.page,

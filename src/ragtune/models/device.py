@@ -64,13 +64,10 @@ def cpu_supports_bf16() -> bool:
 
 def choose_placement(device: str = "auto", precision: str = "auto") -> Placement:
     """Resolve `auto` for device and precision; CUDA bf16 (fp16 on older GPUs), MPS, CPU bf16 where native."""
-    from ragtune.errors import ConfigError
+    from ragtune.config.base import check_placement
 
-    if device not in ("auto", "cpu", "cuda", "mps"):
-        raise ConfigError(f"device '{device}' is unknown (model.device / --device); use auto, cpu, cuda or mps")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"precision '{precision}' is unknown (model.precision / --precision); use auto, fp32, bf16 "
-                          "or fp16")
+    check_placement("--device", device)
+    check_placement("--precision", precision)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if precision != "auto":

@@ -14,13 +14,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Protocol
 
-from ragtune.errors import ConfigError, RagtuneError
+from ragtune.errors import ConfigError, GeneratorError
 
 log = logging.getLogger(__name__)
-
-
-class GeneratorError(RagtuneError, RuntimeError):
-    """A generator could not produce an answer (endpoint down, bad reply, model failure)."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ragtune.data.beir import load_beir
 from ragtune.progress import Reporter
+from ragtune.run_dir import RunDir
 from ragtune.utils import packaged_resource
 
 log = logging.getLogger(__name__)
@@ -146,10 +147,10 @@ def quickstart_rag(out: Path, settings: StackSettings, reporter: Reporter) -> di
 
     data = packaged_resource("pubmedqa")
     embed = tune_embedder(data, out / "embed", settings.embed_overrides, reporter)
-    tuned_embedder = str(embed.run_dir / "final")
+    tuned_embedder = str(RunDir(embed.run_dir).final)
     llm = tune_generator(data, f"dense:{tuned_embedder}", out, settings, reporter)
     with reporter.phase("Loading the base and the tuned generator"):
-        base, tuned = LocalGenerator(DEFAULT_GENERATOR), LocalGenerator(str(llm.run_dir / "final"))
+        base, tuned = LocalGenerator(DEFAULT_GENERATOR), LocalGenerator(str(RunDir(llm.run_dir).final))
     labelled, free = answer(data, [(f"dense:{DEFAULT_EMBEDDER}", base), (f"dense:{tuned_embedder}", tuned)],
                             settings, reporter, with_majority=False)
     rows = [(m, embed.comparison.before[m], embed.comparison.after[m]) for m in EMBED_ROWS]
@@ -158,4 +159,4 @@ def quickstart_rag(out: Path, settings: StackSettings, reporter: Reporter) -> di
         rows += [(m, free[0].metrics[m], free[1].metrics[m]) for m in ("cites_gold", "rouge_l")]
     return {"rows": rows, "better": all(after > before for _, before, after in rows),
             "questions": len(labelled[0].predictions), "free_text_questions": len(free[0].predictions) if free else 0,
-            "embedder": tuned_embedder, "generator": str(llm.run_dir / "final")}
+            "embedder": tuned_embedder, "generator": str(RunDir(llm.run_dir).final)}

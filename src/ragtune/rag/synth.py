@@ -142,12 +142,12 @@ def synth_from(source: str, out_dir: str, make_generator, questions: int = 3, ro
     with BM25 over the chunks); returns the files written and the report. The output folder and the source are
     checked before `make_generator` (no arguments) loads the generator."""
     from ragtune.data.chunk import read_chunks
-    from ragtune.errors import RunDirError
+    from ragtune.errors import OutputError
     from ragtune.utils import output_folder
 
     earlier = [name for name in SYNTH_FILES if (output_folder(out_dir) / name).exists()]
     if earlier and not overwrite:
-        raise RunDirError(f"{out_dir}: holds {', '.join(earlier)} from an earlier run; pass --overwrite to replace "
+        raise OutputError(f"{out_dir}: holds {', '.join(earlier)} from an earlier run; pass --overwrite to replace "
                           "them, or choose another folder")
     path = Path(source)
     if (path / "CURRENT").is_file():

@@ -26,7 +26,7 @@ import numpy as np
 
 from ragtune.config.retrieval import RetrievalConfig
 from ragtune.data.chunk import Chunk, Chunker, chunk_files, source_files
-from ragtune.errors import ConfigError, DataError, ModelError, RunDirError, where
+from ragtune.errors import ConfigError, DataError, ModelError, OutputError, where
 from ragtune.retrieval.base import Hits
 from ragtune.utils import output_folder
 
@@ -391,10 +391,10 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     start = time.perf_counter()
     out, config = output_folder(out), config or RetrievalConfig()
     if (out / "CURRENT").exists() and not overwrite:
-        raise RunDirError(f"{out}: an index exists; pass --overwrite to rebuild it, or use `ragtune index add`")
+        raise OutputError(f"{out}: an index exists; pass --overwrite to rebuild it, or use `ragtune index add`")
     if out.exists() and not (out / "CURRENT").exists() and any(not LEFTOVER.fullmatch(p.name)
                                                                for p in out.iterdir()):
-        raise RunDirError(f"{out}: exists and is not a ragtune index; choose an empty or new folder")
+        raise OutputError(f"{out}: exists and is not a ragtune index; choose an empty or new folder")
     files = source_files(inputs)
     placement = placement or choose_placement(config.device, config.precision)
     Chunker(chunk_size or Chunker.chunk_size, overlap)  # a bad size fails before the embedder loads

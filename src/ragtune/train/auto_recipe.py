@@ -20,8 +20,8 @@ from ragtune.config import EmbedConfig, dump_config
 from ragtune.errors import ConfigError, RagtuneError
 from ragtune.eval.report import Comparison, summary_markdown
 from ragtune.progress import Reporter
+from ragtune.run_dir import RunDir, prepare_run_dir
 from ragtune.train.recipe import TrainResult
-from ragtune.train.run_dir import prepare_run_dir
 from ragtune.utils import write_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def trial_config(cfg: EmbedConfig, trial: Trial, run_dir: Path) -> EmbedConfig:
     trial_cfg.train.learning_rate = cfg.train.learning_rate * trial.lr_factor
     if not trial.mining:
         trial_cfg.data.hard_negatives = None
-    trial_cfg.output.dir = str(run_dir / "trials" / re.sub(r"\W+", "_", trial.name))
+    trial_cfg.output.dir = str(RunDir(run_dir).trials / re.sub(r"\W+", "_", trial.name))
     return trial_cfg
 
 
@@ -64,10 +64,10 @@ def _run_trial(cfg: EmbedConfig, resume: bool, reporter: Reporter) -> dict:
 
     run_dir = Path(cfg.output.dir)
     start = time.perf_counter()
-    if not (resume and (run_dir / "eval_after.json").is_file()):
+    if not (resume and RunDir(run_dir).eval_after.is_file()):
         train_embed(cfg, resume=resume and run_dir.is_dir(), overwrite=True, reporter=reporter)
-    after = json.loads((run_dir / "eval_after.json").read_text(encoding="utf-8"))
-    before = json.loads((run_dir / "eval_before.json").read_text(encoding="utf-8"))["metrics"]
+    after = json.loads(RunDir(run_dir).eval_after.read_text(encoding="utf-8"))
+    before = json.loads(RunDir(run_dir).eval_before.read_text(encoding="utf-8"))["metrics"]
     return {"run_dir": str(run_dir), "learning_rate": cfg.train.learning_rate,
             "hard_negatives": cfg.data.hard_negatives is not None, "before": before, "after": after["metrics"],
             "kept_base": after.get("kept_base", False), "seconds": round(time.perf_counter() - start, 1)}
@@ -80,7 +80,7 @@ def train_embed_auto(cfg: EmbedConfig, budget: float | None = None, resume: bool
     reporter = reporter or Reporter()
     run_dir = Path(cfg.output.dir)
     prepare_run_dir(run_dir, resume, overwrite)
-    write_atomic(run_dir / "config.yaml", dump_config(cfg))
+    write_atomic(RunDir(run_dir).config, dump_config(cfg))
     metric, start, done, skipped = cfg.eval.primary_metric, time.perf_counter(), {}, []
     for trial in TRIALS:
         spent = time.perf_counter() - start
@@ -109,21 +109,21 @@ def train_embed_auto(cfg: EmbedConfig, budget: float | None = None, resume: bool
                f"{before[metric]:.4f}) of {len(finished)} trials")
     else:
         why = f"no trial beat the base model on dev {metric} ({before[metric]:.4f}): final/ is the base model"
-    shutil.rmtree(run_dir / "final", ignore_errors=True)
-    shutil.copytree(Path(chosen["run_dir"]) / "final", run_dir / "final")
+    shutil.rmtree(RunDir(run_dir).final, ignore_errors=True)
+    shutil.copytree(RunDir(chosen["run_dir"]).final, RunDir(run_dir).final)
     reporter.note(f"recipe auto: {why}" + (f"; over budget, not tried: {', '.join(skipped)}" if skipped else ""))
-    write_json(run_dir / "auto.json", {"budget_s": budget, "spent_s": round(time.perf_counter() - start, 1),
+    write_json(RunDir(run_dir).auto, {"budget_s": budget, "spent_s": round(time.perf_counter() - start, 1),
                                        "primary_metric": metric, "winner": winner, "why": why, "trials": done,
                                        "skipped_over_budget": skipped})
     after = chosen["after"] if winner else max(finished.values(), key=lambda r: r["after"][metric])["after"]
-    write_json(run_dir / "eval_before.json", {"model": cfg.model.name, "split": "dev", "metrics": before})
-    write_json(run_dir / "eval_after.json", {"model": str(run_dir / "final"), "split": "dev", "metrics": after,
+    write_json(RunDir(run_dir).eval_before, {"model": cfg.model.name, "split": "dev", "metrics": before})
+    write_json(RunDir(run_dir).eval_after, {"model": str(RunDir(run_dir).final), "split": "dev", "metrics": after,
                                              "trial": winner, "kept_base": winner is None})
     comparison = Comparison(metric, before, after, kept_base=winner is None)
     details = {"model": cfg.model.name, "data": str(cfg.data.train), "recipe": "auto", "winner": winner or "base",
                "why": why, **{f"trial {n}": (f"dev {r['after'][metric]:.4f}, {r['seconds']:.0f} s" if "after" in r
                                               else r["error"]) for n, r in done.items()}}
-    write_atomic(run_dir / "summary.md", summary_markdown(comparison, f"ragtune train embed --recipe auto: "
+    write_atomic(RunDir(run_dir).summary, summary_markdown(comparison, f"ragtune train embed --recipe auto: "
                                                                       f"{run_dir.name}", details))
     seconds = sum(r.get("seconds", 0.0) for r in done.values())
     return TrainResult(run_dir, comparison, seconds, 0)

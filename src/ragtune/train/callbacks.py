@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from ragtune.train.run_dir import mark_complete
+from ragtune.run_dir import RunDir, mark_complete
 from ragtune.utils import write_json
 
 
@@ -16,7 +16,7 @@ class RunLogCallback(TrainerCallback):
     """Append every log/eval to metrics.jsonl and keep progress.json current (step, total, ETA, best)."""
 
     def __init__(self, run_dir: Path, primary_metric: str):
-        self.run_dir = Path(run_dir)
+        self.run_dir = RunDir(run_dir)
         self.primary_key = f"eval_{primary_metric}"
         self.primary_metric = primary_metric
         self.start = time.time()
@@ -31,7 +31,7 @@ class RunLogCallback(TrainerCallback):
             return
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": round(time.time(), 3),
                   **logs}
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as out:
+        with open(self.run_dir.metrics, "a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
         self._progress(state, "training")
 
@@ -60,7 +60,7 @@ class RunLogCallback(TrainerCallback):
         elapsed = time.time() - self.start
         left = max(0, state.max_steps - state.global_step)
         eta = elapsed / done * left if done else None
-        write_json(self.run_dir / "progress.json", {
+        write_json(self.run_dir.progress, {
             "state": status, "step": state.global_step, "total": state.max_steps,
             "elapsed_s": round(elapsed, 1), "eta_s": round(eta, 1) if eta is not None else None,
             "best": self._best(state),

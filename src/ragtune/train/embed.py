@@ -15,6 +15,7 @@ from ragtune.models.device import choose_placement, settle
 from ragtune.models.load import load_embedder
 from ragtune.models.resolve import resolve_model
 from ragtune.progress import Reporter
+from ragtune.run_dir import RunDir
 from ragtune.train import recipe
 from ragtune.train.bucketing import length_bucketing
 from ragtune.train.freezing import FrozenPrefixCache, freeze_bottom
@@ -69,7 +70,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     # Only now, with every input checked, is the run directory touched.
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
-    with run_logging(run_dir / "train.log"):
+    with run_logging(RunDir(run_dir).log):
         training, encoding = settle(placement, model, "train"), settle(placement, model, "encode")
         reporter.note(f"device {placement.device}; training {training.precision} ({training.reason}); encoding "
                       f"{encoding.precision} ({encoding.reason})")

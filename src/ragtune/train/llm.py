@@ -25,6 +25,7 @@ from ragtune.models.generator import (
 )
 from ragtune.models.templates import setup_template, stop_token_ids
 from ragtune.progress import Reporter
+from ragtune.run_dir import RunDir
 from ragtune.train import recipe
 from ragtune.train.evaluating import EvaluatorMixin
 from ragtune.train.recipe import TrainResult
@@ -84,13 +85,13 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
     placement = settle(placement, model, "train")
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
-    with run_logging(run_dir / "train.log"):
+    with run_logging(RunDir(run_dir).log):
         reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason}); "
                       f"method {cfg.method}; template {template}")
         reporter.note(f"data: {len(train_encoded)} {fmt} examples, {sum(e.trained for e in train_encoded):,} trained "
                       f"tokens; eval: {len(eval_encoded)} examples")
         reporter.note(f"example (trained tokens in ⟦ ⟧): {marked(train_encoded[0], tokenizer)}")
-        evaluator = chat_evaluator(cfg, tokenizer, eval_examples, eval_encoded, stops, run_dir / "samples.jsonl")
+        evaluator = chat_evaluator(cfg, tokenizer, eval_examples, eval_encoded, stops, RunDir(run_dir).samples)
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, "held-out",
                                         lambda: evaluator(model, step=0))
         kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)

@@ -17,8 +17,8 @@ from ragtune.config import dump_config
 from ragtune.config.schema import TaskConfig
 from ragtune.eval.report import Comparison, summary_markdown
 from ragtune.progress import Reporter
+from ragtune.run_dir import RunDir, newest_checkpoint, prepare_run_dir
 from ragtune.train.callbacks import EvaluateAtEndCallback, RunLogCallback
-from ragtune.train.run_dir import newest_checkpoint, prepare_run_dir
 from ragtune.utils import is_main_process, write_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,14 @@ def open_run(cfg: TaskConfig, resume: bool, overwrite: bool) -> Path:
     run_dir = Path(cfg.output.dir)
     if is_main_process():
         prepare_run_dir(run_dir, resume, overwrite)
-        write_atomic(run_dir / "config.yaml", dump_config(cfg))
+        write_atomic(RunDir(run_dir).config, dump_config(cfg))
     return run_dir
 
 
 def evaluate_before(run_dir: Path, resume: bool, reporter: Reporter, model_name: str, split: str,
                     compute: Callable[[], dict[str, float]], label: str = "Evaluating the base model"):
     """eval_before.json: computed once (a resumed run reuses it); None on non-main ranks."""
-    path = run_dir / "eval_before.json"
+    path = RunDir(run_dir).eval_before
     if not is_main_process():
         return None
     if resume and path.is_file():
@@ -88,7 +88,7 @@ def callbacks(run_dir: Path, cfg: TaskConfig, reporter: Reporter) -> list:
 
 def _resume_point(run_dir: Path, reporter: Reporter) -> Path | None:
     """The checkpoint to resume from, said on the console; a warning when there is none yet."""
-    folder = run_dir / "checkpoints"
+    folder = RunDir(run_dir).checkpoints
     partial = sorted(p.name for p in folder.glob("checkpoint-*")) if folder.is_dir() else []
     checkpoint = newest_checkpoint(run_dir)
     if checkpoint:
@@ -111,7 +111,7 @@ def train(trainer, run_dir: Path, resume: bool, reporter: Reporter) -> float:
 
 def save_final(save: Callable[[str], None], run_dir: Path) -> Path:
     """Write the model to final/ through a staging folder, so final/ is always complete."""
-    final, staging = run_dir / "final", run_dir / ".final.tmp"
+    final, staging = RunDir(run_dir).final, RunDir(run_dir).final_staging
     shutil.rmtree(staging, ignore_errors=True)
     save(str(staging))
     shutil.rmtree(final, ignore_errors=True)
@@ -151,7 +151,7 @@ def keep_base_unless_beaten(run_dir: Path, primary_metric: str, before: dict, af
         return False
     save_final(save_base, run_dir)
     log.warning("no checkpoint beat the base model on %s (%.4f against %.4f); %s is the base model",
-                primary_metric, after[primary_metric], before[primary_metric], run_dir / "final")
+                primary_metric, after[primary_metric], before[primary_metric], RunDir(run_dir).final)
     return True
 
 
@@ -166,9 +166,9 @@ def save_with_tokenizer(model, tokenizer) -> Callable[[str], None]:
 def finish(run_dir: Path, cfg: TaskConfig, before: dict, after: dict, final: Path, split: str,
            details: dict[str, str], title: str, best: int | None = None, kept_base: bool = False) -> Comparison:
     """eval_after.json and summary.md (the before/after table and the verdict)."""
-    write_json(run_dir / "eval_after.json", {"model": str(final), "split": split, "metrics": after,
+    write_json(RunDir(run_dir).eval_after, {"model": str(final), "split": split, "metrics": after,
                                              "best_step": best, "kept_base": kept_base})
     comparison = Comparison(cfg.eval.primary_metric, before, after, kept_base)
-    write_atomic(run_dir / "summary.md", summary_markdown(comparison, title, {**details, "final model": str(final)}))
+    write_atomic(RunDir(run_dir).summary, summary_markdown(comparison, title, {**details, "final model": str(final)}))
     log.info(comparison.verdict)
     return comparison

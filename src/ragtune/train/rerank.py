@@ -15,6 +15,7 @@ from ragtune.eval.rerank import Candidates, rerank_evaluator
 from ragtune.models.device import choose_placement, settle
 from ragtune.models.load import load_cross_encoder
 from ragtune.progress import Reporter
+from ragtune.run_dir import RunDir
 from ragtune.train import recipe
 from ragtune.train.freezing import keep_first_layers
 from ragtune.train.recipe import TrainResult
@@ -74,7 +75,7 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
         candidates = Candidates.build(data.eval, cfg.eval, placement)
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
-    with run_logging(run_dir / "train.log"):
+    with run_logging(RunDir(run_dir).log):
         training, scoring = settle(placement, model, "train"), settle(placement, model, "rerank")
         reporter.note(f"device {placement.device}; training {training.precision} ({training.reason}); reranking "
                       f"{scoring.precision} ({scoring.reason})")

@@ -16,6 +16,7 @@ from ragtune.eval.generation import seq2seq_evaluator
 from ragtune.models.device import choose_placement, settle
 from ragtune.models.generator import apply_lora, check_method, load_generator, load_tokenizer
 from ragtune.progress import Reporter
+from ragtune.run_dir import RunDir
 from ragtune.train import recipe
 from ragtune.train.evaluating import EvaluatorMixin
 from ragtune.train.recipe import TrainResult
@@ -55,11 +56,11 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
     placement = settle(placement, model, "train")
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
-    with run_logging(run_dir / "train.log"):
+    with run_logging(RunDir(run_dir).log):
         reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason}); "
                       f"method {cfg.method}; language codes: {'yes' if encoder.language_codes else 'no'}")
         reporter.note(f"data: {len(rows)} training pairs, {len(eval_rows)} held-out pairs")
-        evaluator = seq2seq_evaluator(cfg, encoder, eval_pairs, run_dir / "samples.jsonl")
+        evaluator = seq2seq_evaluator(cfg, encoder, eval_pairs, RunDir(run_dir).samples)
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, "held-out",
                                         lambda: evaluator(model, step=0))
         kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)

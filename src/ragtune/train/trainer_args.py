@@ -12,13 +12,14 @@ from ragtune.config.schema import TrainSection
 from ragtune.errors import ConfigError
 from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
+from ragtune.run_dir import RunDir
 
 
 def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, primary_metric: str,
                     show_progress: bool) -> dict[str, Any]:
     """Keyword arguments for a TrainingArguments class, with best-checkpoint selection on `primary_metric`."""
     kwargs: dict[str, Any] = {
-        "output_dir": str(run_dir / "checkpoints"),
+        "output_dir": str(RunDir(run_dir).checkpoints),
         "num_train_epochs": train.num_train_epochs,
         "max_steps": train.max_steps,
         "per_device_train_batch_size": train.per_device_train_batch_size,
@@ -50,9 +51,9 @@ def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, pr
     kwargs["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = \
         train.gradient_checkpointing
     if "logging_dir" in fields:
-        kwargs["logging_dir"] = str(run_dir / "tensorboard")
+        kwargs["logging_dir"] = str(RunDir(run_dir).tensorboard)
     else:  # newer releases read the TensorBoard folder from the environment only
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(RunDir(run_dir).tensorboard)
     clash = sorted(set(train.extra) & set(kwargs) - {"report_to"})
     if clash:
         raise ConfigError(f"train.extra sets {clash}, which ragtune sets from its own keys; set train.{clash[0]} "
