@@ -75,3 +75,16 @@ def cache_root() -> Path:
     if os.environ.get("RAGTUNE_CACHE"):
         return Path(os.environ["RAGTUNE_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ragtune"
+
+
+def decode_utf8(raw: bytes, where, error=None) -> str:
+    """UTF-8 text (a BOM is dropped). A bad byte raises `error` (DataError by default) that names the place as
+    `where(line)` gives it, the byte, and the fix."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        from ragtune.errors import DataError
+
+        line = raw[: exc.start].count(b"\n") + 1
+        raise (error or DataError)(f"{where(line)}: not UTF-8 (byte 0x{raw[exc.start]:02x}); re-save the file as "
+                                   "UTF-8") from None

@@ -20,7 +20,6 @@ from ragtune.config.schema import (
 
 GENERATION_METRICS = ("perplexity", "rouge_l", "bleu", "chrf", "exact_match", "f1", "accuracy",
                       "embedding_similarity")
-LOWER_IS_BETTER = {"perplexity"}
 LLM_FORMATS = ("auto", "alpaca", "instruction", "chat", "prompt_completion", "text", "hh")
 
 

@@ -13,6 +13,7 @@ from ragtune.choices import did_you_mean
 from ragtune.config.base import Section
 from ragtune.config.schema import other_task
 from ragtune.errors import ConfigError
+from ragtune.utils import decode_utf8
 
 
 def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
@@ -32,11 +33,7 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not path.is_file():
         raise ConfigError(f"config file not found; check the path{'' if path.suffix else ' (is it a .yaml file?)'}",
                           source=str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"line {line}: not UTF-8 text; save the file as UTF-8", source=str(path)) from None
+    text = decode_utf8(path.read_bytes(), lambda line: f"{path}: line {line}", ConfigError)
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)

@@ -32,9 +32,9 @@ def _field(row, name: str) -> str:
     value = row.data.get(name)
     if value is None:
         raise DataError(f"{row.where}: missing field '{name}'; every BEIR record needs _id and text")
-    if not isinstance(value, str) and not (name == "_id" and isinstance(value, int) and not isinstance(value, bool)):
-        raise DataError(f"{row.where}: field '{name}' must be a string, got {type(value).__name__}")
-    return str(value)
+    if name == "_id" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return row.string(name, value)
 
 
 def _documents(path: Path, with_title: bool) -> dict[str, str]:
@@ -42,9 +42,7 @@ def _documents(path: Path, with_title: bool) -> dict[str, str]:
     lines: dict[str, int | None] = {}
     for row in read_rows(path):
         text = _field(row, "text")
-        title = row.data.get("title") or "" if with_title else ""
-        if not isinstance(title, str):
-            raise DataError(f"{row.where}: field 'title' must be a string, got {type(title).__name__}")
+        title = row.string("title", row.data.get("title") or "") if with_title else ""
         key = _field(row, "_id")
         if key in lines:
             raise DataError(f"{row.where}: _id '{key}' already appears at line {lines[key]}; give every record its "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ragtune.errors import DataError, missing_path
+from ragtune.utils import decode_utf8
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +97,7 @@ def _read_text(path: Path) -> str:
     raw = path.read_bytes()
     if b"\x00" in raw[:4096]:
         raise DataError(f"{path}: a binary file, not text")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text; re-save it as UTF-8") from None
+    return decode_utf8(raw, lambda line: f"{path}:{line}")
 
 
 def _markdown_title(text: str, fallback: str) -> str:
@@ -134,10 +131,8 @@ def _jsonl(path: Path, text_field: str) -> Iterator[Document]:
     from ragtune.data.readers import read_rows
 
     for row in read_rows(path):
-        text = row.data.get(text_field)
-        if not isinstance(text, str):
-            raise DataError(f"{row.where}: field '{text_field}' must be a string with the document text "
-                            f"(got {type(text).__name__}); set --text-field to your text column")
+        text = row.string(text_field, row.data.get(text_field), "it holds the document text; set --text-field to "
+                          "your text column")
         meta = {k: v for k, v in row.data.items() if k != text_field}
         meta.setdefault("record", row.line if row.line is not None else row.index + 1)  # one document per record
         title = str(meta.get("title") or path.stem)

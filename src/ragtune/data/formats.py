@@ -64,10 +64,7 @@ def detect_format(row: Row, columns: dict[str, str]) -> tuple[str, dict[str, str
 
 
 def _text(value: Any, row: Row, name: str) -> str:
-    if not isinstance(value, str):
-        raise DataError(f"{row.where}: field '{name}' must be a string, got {type(value).__name__} {value!r:.40}; "
-                        "quote it or fix the record")
-    return value
+    return row.string(name, value, "quote it or fix the record")
 
 
 def _score(value: Any, row: Row, name: str) -> float:

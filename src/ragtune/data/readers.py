@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ragtune.errors import DataError, missing_path
+from ragtune.utils import decode_utf8
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
@@ -28,6 +29,13 @@ class Row:
     def where(self) -> str:
         return f"{self.path}:{self.line}" if self.line is not None else f"{self.path} (row {self.index + 1})"
 
+    def string(self, name: str, value: Any, fix: str = "fix the record") -> str:
+        """`value`, the record's field `name`, when it is a string; else a DataError naming file, line and field."""
+        if not isinstance(value, str):
+            shown = "" if value is None else f" {value!r:.40}"
+            raise DataError(f"{self.where}: field '{name}' must be a string, got {type(value).__name__}{shown}; {fix}")
+        return value
+
 
 def _base_suffix(path: Path) -> str:
     suffixes = [s for s in path.suffixes if s != ".gz"]
@@ -42,11 +50,7 @@ def read_text(path: Path) -> str:
             raw = gzip.decompress(raw)
         except OSError as exc:
             raise DataError(f"{path}: not a valid gzip file ({exc}); re-compress it or drop the .gz suffix") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); re-save the file as UTF-8") from None
+    return decode_utf8(raw, lambda line: f"{path}:{line}")
 
 
 def text_lines(text: str) -> list[str]:

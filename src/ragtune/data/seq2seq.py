@@ -32,8 +32,7 @@ def _field(row: Row, name: str, optional: bool = False) -> str | None:
         if optional:
             return None
         raise DataError(f"{row.where}: missing field '{name}'; every record needs source and target text")
-    if not isinstance(value, str):
-        raise DataError(f"{row.where}: field '{name}' must be a string, got {type(value).__name__}")
+    row.string(name, value)
     if not optional and not value.strip():
         raise DataError(f"{row.where}: field '{name}' is empty; fill it or drop the record")
     return value

@@ -74,8 +74,7 @@ class EmptyRecord(DataError):
 
 
 def _text(row: Row, field: str, value: Any, allow_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise DataError(f"{row.where}: field '{field}' must be a string, got {type(value).__name__}; fix the record")
+    row.string(field, value)
     if not allow_empty and not value.strip():
         raise EmptyRecord(f"{row.where}: field '{field}' is empty")
     return value

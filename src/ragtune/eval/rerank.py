@@ -12,6 +12,7 @@ from ragtune.config.rerank import RerankEvalSection
 from ragtune.config.retrieval import RerankSection, RetrievalConfig
 from ragtune.data.beir import IRData
 from ragtune.eval.metrics import ir_metrics
+from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
 from ragtune.retrieval.base import Hits, to_run
 
@@ -64,7 +65,7 @@ def rerank_evaluator(candidates: Candidates, cfg: RerankEvalSection, placement: 
         def __init__(self):
             super().__init__()
             self.primary_metric = cfg.primary_metric
-            self.greater_is_better = True
+            self.greater_is_better = greater_is_better(cfg.primary_metric)
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
             metrics = candidates.reranked_metrics(model, cfg, placement)

@@ -15,6 +15,7 @@ from ragtune.config.retrieval import DenseSection, RetrievalConfig
 from ragtune.config.schema import EvalSection
 from ragtune.data.beir import IRData
 from ragtune.eval.metrics import ir_metrics
+from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
 from ragtune.retrieval.base import to_run
 from ragtune.retrieval.pipeline import HybridRetriever, Pipeline, PipelineBuilder, check_weights
@@ -181,7 +182,7 @@ def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: Pr
         def __init__(self):
             super().__init__()
             self.primary_metric = cfg.primary_metric
-            self.greater_is_better = True
+            self.greater_is_better = greater_is_better(cfg.primary_metric)
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
             with around():

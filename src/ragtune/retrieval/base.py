@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol
 
+import numpy as np
+
 from ragtune.errors import DataError
 
 Hits = list[tuple[str, float]]  # (doc id, score), best first
@@ -40,6 +42,12 @@ def texts_fingerprint(texts: list[str], *parts: object) -> str:
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
     return digest.hexdigest()
+
+
+def min_max(values) -> np.ndarray:
+    """Scores scaled to [0, 1] (all equal: all 0), for fusing or mixing scores of different scales."""
+    values = np.asarray(values, dtype=np.float64)
+    return (values - values.min()) / max(float(values.max() - values.min()), 1e-9) if len(values) else values
 
 
 def to_run(query_ids: list[str], hits: list[Hits]) -> Run:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from ragtune.config.retrieval import FusionSection
-from ragtune.retrieval.base import Hits
+from ragtune.retrieval.base import Hits, min_max
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,11 @@ def _rrf(rankings: list[Hits], k: int, weights: list[float]) -> dict[str, float]
     return fused
 
 
-def _min_max(hits: Hits) -> dict[str, float]:
-    if not hits:
-        return {}
-    scores = [s for _, s in hits]
-    low, span = min(scores), max(max(scores) - min(scores), 1e-9)
-    return {doc: (s - low) / span for doc, s in hits}
-
-
 def _wsum(rankings: list[Hits], norm: str, weights: list[float]) -> dict[str, float]:
     fused: dict[str, float] = {}
     for hits, weight in zip(rankings, weights):
-        scores = _min_max(hits) if norm == "min-max" else dict(hits)
+        scores = dict(zip((d for d, _ in hits), min_max([s for _, s in hits]).tolist())) if norm == "min-max" \
+            else dict(hits)
         for doc, score in scores.items():
             fused[doc] = fused.get(doc, 0.0) + weight * score
     return fused

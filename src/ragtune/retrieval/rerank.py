@@ -9,7 +9,7 @@ import torch
 
 from ragtune.config.retrieval import RerankSection
 from ragtune.models.device import Placement
-from ragtune.retrieval.base import Hits
+from ragtune.retrieval.base import Hits, min_max
 from ragtune.retrieval.dense import reduced_precision_copy
 
 log = logging.getLogger(__name__)
@@ -71,16 +71,11 @@ class Reranker:
         return order(head, scores, tail, self.settings.first_stage_weight)
 
 
-def _min_max(values: np.ndarray) -> np.ndarray:
-    return (values - values.min()) / max(float(values.max() - values.min()), 1e-9) if len(values) else values
-
-
 def order(head: Hits, scores: np.ndarray, tail: Hits, first_stage_weight: float = 0.0) -> Hits:
     """The head ordered by reranker score (optionally mixed with its first-stage score), the tail below it."""
     if first_stage_weight > 0 and len(head) > 1:
         first = np.array([s for _, s in head], dtype=np.float64)
-        scores = (1 - first_stage_weight) * _min_max(np.asarray(scores, dtype=np.float64)) + \
-            first_stage_weight * _min_max(first)
+        scores = (1 - first_stage_weight) * min_max(scores) + first_stage_weight * min_max(first)
     reranked = sorted(zip((d for d, _ in head), np.asarray(scores).tolist()), key=lambda item: (-item[1], item[0]))
     floor = min((s for _, s in reranked), default=0.0)
     return reranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
