@@ -32,7 +32,7 @@ RECIPES = {
     "old": ["loss=mnrl", "data.hard_negatives=null", "train.learning_rate=2e-5"],
     "new": [],
     "scifact": ["loss=mnrl", "train.learning_rate=5e-5", "model.dropout=0", "model.max_seq_length=256",
-                "data.hard_negatives={retriever: bm25, num_negatives: 1, range_min: 0, range_max: 20}"],
+                "data.hard_negatives={first_stage: bm25, num_negatives: 1, range_min: 0, range_max: 20}"],
     # the first choice of new defaults (lr 2e-5), and its loss alone (no mining)
     "new-lr2e-5": ["train.learning_rate=2e-5"],
     "gist-lr2e-5": ["data.hard_negatives=null", "train.learning_rate=2e-5"],

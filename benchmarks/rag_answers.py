@@ -30,7 +30,7 @@ PUBMEDQA = packaged_resource("pubmedqa")
 
 def main() -> None:
     from ragtune.data.beir import load_beir
-    from ragtune.eval.rag import reference_answers
+    from ragtune.rag.evaluate import reference_answers
     from ragtune.rag.generators import LocalGenerator
     from ragtune.rag.stack import StackSettings, answer, paired, tune_embedder, tune_generator
 
@@ -88,7 +88,7 @@ def calibrated(tuned_embedder: str, tuned_generator: str, test_questions: int | 
     from ragtune.config.rag import RAGSection
     from ragtune.data.beir import load_beir
     from ragtune.data.embed import sample_queries
-    from ragtune.eval.rag import evaluate_rag, reference_answers
+    from ragtune.rag.evaluate import evaluate_rag, reference_answers
     from ragtune.rag.generators import LocalGenerator
     from ragtune.rag.stack import LABELS, paired
 

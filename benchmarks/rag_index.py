@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--index", default=None, help="time queries on this existing index; skip the build and add")
     args = parser.parse_args()
     if args.index:
-        from ragtune.retrieval.index import Index
+        from ragtune.index import Index
 
         latency = query_latency(Index(Path(args.index)), args)
         write_result("rag_index_latency", {"index": args.index, "reranker": args.reranker,
@@ -87,7 +87,7 @@ def main() -> None:
         return
 
     from ragtune.config.retrieval import DenseSection, RetrievalConfig
-    from ragtune.retrieval.index import Index, add_to_index, build_index
+    from ragtune.index import Index, add_to_index, build_index
 
     config = RetrievalConfig(dense=DenseSection(cache=False))
     with tempfile.TemporaryDirectory() as tmp:

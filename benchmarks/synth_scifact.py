@@ -23,7 +23,7 @@ SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
 def write_chunks(out: Path, docs: int, seed: int = 0) -> Path:
     """A seeded sample of SciFact abstracts as ragtune chunks (one per abstract, title first)."""
-    from ragtune.data.chunk import Chunk
+    from ragtune.ingest.chunk import Chunk
 
     records = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
     sample = random.Random(seed).sample(records, min(docs, len(records)))

@@ -108,9 +108,9 @@ def test_eval_rag_label_scores_match_a_by_hand_forward_pass():
     from ragtune.config.rag import RAGSection
     from ragtune.data.beir import load_beir
     from ragtune.data.embed import sample_queries
-    from ragtune.eval.rag import evaluate_rag, label_prompt
     from ragtune.models.device import choose_placement
     from ragtune.models.resolve import resolve_model
+    from ragtune.rag.evaluate import evaluate_rag, label_prompt
     from ragtune.rag.generators import LocalGenerator
     from ragtune.rag.pipeline import build_context
 

@@ -1,5 +1,5 @@
 """Document ingestion and chunking: every file type, token budgets, overlap, offsets, structure, metadata, stable
-ids, and the bad inputs (`ragtune data chunk` and `ragtune.data.chunk`)."""
+ids, and the bad inputs (`ragtune.ingest` and `ragtune.data.chunk`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.data.chunk import Chunker, chunk_files, read_chunks, read_documents
 from ragtune.errors import DataError
+from ragtune.ingest.chunk import Chunker, chunk_files, read_chunks
+from ragtune.ingest.documents import read_documents
 from tests.unit.test_bad_input import _write, one_line_error
 
 WORDS = ("heart blood pressure artery plaque cholesterol levels asthma attack lung capacity smoking damage oxygen "
@@ -148,7 +149,7 @@ def test_text_field_option_and_human_output(cli, tiny_embedder, tmp_path):
 
 
 def test_folders_skip_hidden_files_and_folders_and_entities_decode_once(tmp_path):
-    from ragtune.data.chunk import source_files
+    from ragtune.ingest.documents import source_files
 
     folder = tmp_path / "docs"
     visible = _write(folder / "sub" / "visible.txt", "bone density")
@@ -168,7 +169,7 @@ def test_chunks_fit_the_budget_overlap_and_point_into_the_text(tokenizer, chunk_
     chunker = Chunker(chunk_size, overlap, tokenizer)
     text = (f"# Heart\n\n{prose(30)}. {prose(12, 1)}.\n\n{prose(9, 2)}\n{prose(50, 3)}\n\n## Lungs\n\n"
             f"{prose(5, 4)}. Supercalifragilisticexpialidociouslyextraordinaryword {prose(20, 5)}.")
-    from ragtune.data.chunk import Document
+    from ragtune.ingest.documents import Document
 
     document = Document(text, "doc.md", "Heart")
     chunks = chunker.chunks(document)
@@ -190,7 +191,7 @@ def test_chunks_fit_the_budget_overlap_and_point_into_the_text(tokenizer, chunk_
 
 
 def test_consecutive_chunks_share_about_overlap_tokens(tokenizer):
-    from ragtune.data.chunk import Document
+    from ragtune.ingest.documents import Document
 
     text = prose(200)  # no sentence or paragraph breaks: the splitter goes down to words
     chunker = Chunker(20, 5, tokenizer)
@@ -207,7 +208,7 @@ def test_consecutive_chunks_share_about_overlap_tokens(tokenizer):
 
 
 def test_word_counting_without_a_tokenizer():
-    from ragtune.data.chunk import Document
+    from ragtune.ingest.documents import Document
 
     chunks = Chunker(10, 2).chunks(Document(prose(45), "w.txt"))
     assert all(len(c.text.split()) <= 10 for c in chunks)
@@ -227,7 +228,7 @@ def test_bad_chunk_settings_through_the_cli(cli, docs, tiny_embedder, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- structure
 def test_sections_that_fit_become_chunks_of_their_own(tokenizer):
-    from ragtune.data.chunk import Document
+    from ragtune.ingest.documents import Document
 
     sections = [f"# Part {name}\n\n{prose(10, i)}.\n\n{prose(6, i + 1)}." for i, name in enumerate("ABC")]
     text = "\n\n".join(sections)
@@ -236,7 +237,7 @@ def test_sections_that_fit_become_chunks_of_their_own(tokenizer):
 
 
 def test_a_chunk_never_ends_on_a_dangling_heading(tokenizer):
-    from ragtune.data.chunk import Document
+    from ragtune.ingest.documents import Document
 
     # each section is too big for one chunk, so the splitter works on paragraphs; a heading must start a chunk
     text = "\n\n".join(f"# Part {name}\n\n{prose(12, i)}.\n\n{prose(12, i + 1)}." for i, name in enumerate("ABC"))
@@ -250,7 +251,7 @@ def test_a_chunk_never_ends_on_a_dangling_heading(tokenizer):
 
 
 def test_paragraph_boundaries_are_preferred_over_sentences_and_words(tokenizer):
-    from ragtune.data.chunk import Document
+    from ragtune.ingest.documents import Document
 
     paragraphs = [f"{prose(8, i)}. {prose(6, i + 3)}." for i in range(6)]
     text = "\n\n".join(paragraphs)
@@ -288,7 +289,7 @@ def test_rechunking_gives_the_same_ids_and_a_changed_file_changes_only_its_own(d
 
 
 def test_offsets_index_the_document_text_of_every_type(docs, tokenizer):
-    from ragtune.data.chunk import source_files
+    from ragtune.ingest.documents import source_files
 
     chunker = Chunker(12, 3, tokenizer)
     for path in source_files([docs]):

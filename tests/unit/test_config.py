@@ -22,7 +22,7 @@ def test_defaults_match_the_shared_contract():
     assert cfg.train.per_device_train_batch_size == 32 and cfg.train.learning_rate == 5e-5
     assert cfg.eval.primary_metric == "ndcg@10" and cfg.eval.ks == [1, 3, 5, 10, 100]
     assert cfg.loss == "gist" and cfg.data.format == "auto"
-    assert cfg.data.hard_negatives.retriever == "dense:base" and cfg.data.hard_negatives.relative_margin == 0.05
+    assert cfg.data.hard_negatives.first_stage == "dense:base" and cfg.data.hard_negatives.relative_margin == 0.05
     assert cfg.train.base_as_candidate
 
 

@@ -20,9 +20,9 @@ from ragtune.data.embed import (
     split_by_query,
 )
 from ragtune.data.formats import Examples, detect_format, normalise
-from ragtune.data.readers import Row, data_files, is_hf_dataset_dir, read_rows
 from ragtune.data.validate import validate_path
 from ragtune.errors import ConfigError, DataError
+from ragtune.ingest.readers import Row, data_files, is_hf_dataset_dir, read_rows
 from tests.conftest import toy_pairs, write_jsonl
 
 PAIRS = [{"query": "what is asthma", "document": "asthma is a lung disease"},

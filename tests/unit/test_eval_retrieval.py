@@ -243,7 +243,7 @@ def test_the_rerankers_first_stage_weight_is_the_one_that_ranks_best():
     opinion = {"rel": 0.0, "a": 1.0, "b": 0.5}
 
     class Scorer:
-        settings = RerankSection(top_k=3)
+        settings = RerankSection()
 
         def score(self, query, documents):
             return np.array([opinion[d.split()[0]] for d in documents], dtype=np.float32)

@@ -61,7 +61,7 @@ def info(cli, index) -> dict:
 
 def all_chunks(index_path) -> dict[str, tuple[str, str]]:
     """id -> (source, text) of every chunk, read straight from the live version's SQLite."""
-    from ragtune.retrieval.index import _current
+    from ragtune.index.store import current_version as _current
 
     with sqlite3.connect(_current(Path(index_path)) / "chunks.sqlite") as db:
         return {i: (s, t) for i, s, t in db.execute("SELECT id, source, text FROM chunks")}
@@ -120,7 +120,7 @@ def test_build_info_query_round_trip(cli, docs, tiny_embedder, tmp_path, mode):
     assert details["chunker"] == {"chunk_size": 24, "overlap": 4, "tokens": tiny_embedder, "text_field": "text"}
 
     for chunk_id, (source, text) in list(chunks.items())[:4]:  # a chunk's own text finds that chunk first
-        answer = ask(cli, index, text, f"mode={mode}", "-k", "3")
+        answer = ask(cli, index, text, f"first_stage={mode}", "-k", "3")
         assert answer["answer"] is None
         top = answer["sources"][0]
         assert (top["id"], top["source"], top["text"]) == (chunk_id, source, text)
@@ -128,7 +128,7 @@ def test_build_info_query_round_trip(cli, docs, tiny_embedder, tmp_path, mode):
         if mode == "dense":
             assert top["score"] == pytest.approx(1.0, abs=1e-3)
     if mode != "dense":
-        answer = ask(cli, index, "calcium intake", f"mode={mode}", "-k", "2")
+        answer = ask(cli, index, "calcium intake", f"first_stage={mode}", "-k", "2")
         top = answer["sources"][0]
         assert top["source"] == str(docs / "bone.pdf") and top["page"] == 1 and top["title"] == "Bones"
 
@@ -177,9 +177,9 @@ def test_layout_has_no_pickle_anywhere(cli, built, docs, tiny_embedder):
 
 # ------------------------------------------------------------------------------------------------------- add
 def test_add_reindexes_only_new_and_changed_files(cli, built, docs, tiny_embedder, monkeypatch):
-    from ragtune.data.chunk import Chunker, chunk_files
+    from ragtune.index import Index
+    from ragtune.ingest.chunk import Chunker, chunk_files
     from ragtune.retrieval.dense import DenseRetriever
-    from ragtune.retrieval.index import Index, search
 
     before = all_chunks(built)
     heart_before = {i for i, (s, _) in before.items() if s.endswith("heart.txt")}
@@ -213,11 +213,11 @@ def test_add_reindexes_only_new_and_changed_files(cli, built, docs, tiny_embedde
     assert len(after) == len(before) - len(heart_before) + len(expected)
     details = info(cli, built)
     assert details["version"] == "v000002" and details["sources"] == 6 and details["chunks"] == len(after)
-    assert ask(cli, built, "marathon", "mode=bm25", "-k", "1")["sources"][0]["source"] == str(docs / "heart.txt")
-    assert ask(cli, built, "skin rash wound", "mode=bm25", "-k", "1")["sources"][0]["source"] == str(docs / "skin.md")
+    assert ask(cli, built, "marathon", "first_stage=bm25", "-k", "1")["sources"][0]["source"] == str(docs / "heart.txt")
+    assert ask(cli, built, "skin rash wound", "first_stage=bm25", "-k", "1")["sources"][0]["source"] == str(docs / "skin.md")
     index = Index(built)
     for chunk_id, (_, text) in after.items():  # every vector, old or new, is on the row of its chunk
-        assert search(index, text, 1, "dense")[0][0] == chunk_id
+        assert index.search(text, 1, "dense")[0][0] == chunk_id
     index.close()
 
     encoded.clear()  # nothing changed: nothing is encoded, every source is unchanged
@@ -233,7 +233,7 @@ def test_add_one_file_and_human_output(cli, built, docs):
     code, out, err = cli("index", "add", built, new)
     assert code == 0, err
     assert "sources added" in out and "chunks added" in out
-    assert ask(cli, built, "spine posture", "mode=bm25", "-k", "1")["sources"][0]["source"] == str(new)
+    assert ask(cli, built, "spine posture", "first_stage=bm25", "-k", "1")["sources"][0]["source"] == str(new)
     code, out, err = cli("index", "add", built, _write(docs / "blank.txt", "   "), _write(docs / "skin.txt", "Sun."))
     assert code == 0, err
     assert "skipped:" in out and "blank.txt" in out
@@ -287,7 +287,7 @@ def test_add_bad_input_is_one_line_error(cli, built, docs, tmp_path, case):
 
 # ---------------------------------------------------------------------------------------------------- delete
 def test_delete_by_source_and_by_id(cli, built, docs):
-    from ragtune.retrieval.index import Index, search
+    from ragtune.index import Index
 
     before = all_chunks(built)
     lung = str(docs / "lung.md")
@@ -309,7 +309,7 @@ def test_delete_by_source_and_by_id(cli, built, docs):
     index = Index(built)
     assert index.faiss().ntotal == index.size == len(after) - 1
     for chunk_id, (_, text) in all_chunks(built).items():  # rows and vectors still line up
-        assert search(index, text, 1, "dense")[0][0] == chunk_id
+        assert index.search(text, 1, "dense")[0][0] == chunk_id
     index.close()
     # a deleted source can be added back
     assert cli("index", "add", built, docs)[0] == 0
@@ -335,7 +335,7 @@ def test_delete_errors_are_one_line(cli, built, docs, case):
 
 # ------------------------------------------------------------------------------------------- safety checks
 def test_a_different_embedder_is_refused(cli, built, docs, tiny_embedder, tmp_path):
-    from ragtune.retrieval.index import Index
+    from ragtune.index import Index
 
     other = perturbed_copy(tiny_embedder, tmp_path / "other-embedder")
     _write(docs / "new.txt", "Bone density and joint pain.")
@@ -357,13 +357,13 @@ def test_an_embedder_retrained_in_place_is_refused(cli, docs, tiny_embedder, tmp
     original = shutil.copytree(tiny_embedder, tmp_path / "original-copy")
     index = tmp_path / "index"
     build(cli, docs, index, str(embedder))
-    assert ask(cli, index, "heart rhythm", "mode=dense")["sources"]
+    assert ask(cli, index, "heart rhythm", "first_stage=dense")["sources"]
     perturbed_copy(tiny_embedder, tmp_path / "retrained")
     shutil.copy(tmp_path / "retrained" / "model.safetensors", embedder / "model.safetensors")
-    error_line(cli("query", index, "heart rhythm", "--no-generate", "mode=dense"), str(embedder), "changed",
+    error_line(cli("query", index, "heart rhythm", "--no-generate", "first_stage=dense"), str(embedder), "changed",
                "index build")
     error_line(cli("index", "add", index, _write(docs / "new.txt", "Bone density.")), "changed")
-    assert ask(cli, index, "heart rhythm", "mode=bm25")["sources"]  # BM25 needs no embedder
+    assert ask(cli, index, "heart rhythm", "first_stage=bm25")["sources"]  # BM25 needs no embedder
     assert info(cli, index)["version"] == "v000001"
     code, _, err = cli("index", "add", index, docs, "--embedder", original)  # a copy of the original weights serves
     assert code == 0, err
@@ -379,7 +379,7 @@ def test_an_index_built_from_a_hub_id_refuses_another_hub_model(cli, docs, tiny_
     assert json.loads((index / "v000001" / "manifest.json").read_text())["embedder"]["fingerprint"]
     error_line(cli("index", "add", index, _write(docs / "new.txt", "Bone density."), "--embedder", "org/embedder-b"),
                "org/embedder-b", "different model")
-    assert ask(cli, index, "heart rhythm", "mode=dense")["sources"]
+    assert ask(cli, index, "heart rhythm", "first_stage=dense")["sources"]
     assert list((tmp_path / "cache").rglob("*.npy"))  # a hub model's document vectors are cached too
 
 
@@ -401,7 +401,7 @@ def test_a_file_is_known_by_any_spelling_of_its_path(cli, built, docs, monkeypat
 def test_chunks_are_capped_at_what_the_embedder_reads(cli, docs, tiny_embedder, tmp_path, command):
     from transformers import AutoTokenizer
 
-    from ragtune.retrieval.index import Index
+    from ragtune.index import Index
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_embedder)
     _write(docs / "long.txt", " ".join(f"heart rhythm word{i}" for i in range(300)))  # no boundary to split at
@@ -436,7 +436,7 @@ def test_index_metadata_and_text_field(cli, tiny_embedder, tmp_path):
     _write(folder / "b.jsonl", json.dumps({"body": "Asthma narrows the airways."}) + "\n")
     code, _, err = cli("index", "add", index, folder / "b.jsonl", "--meta", "team=lungs", "--meta", "year=2024")
     assert code == 0, err  # the build's text field serves the add
-    found = {s["text"]: s["metadata"] for s in ask(cli, index, "cholesterol asthma", "mode=bm25", "-k", "2")["sources"]}
+    found = {s["text"]: s["metadata"] for s in ask(cli, index, "cholesterol asthma", "first_stage=bm25", "-k", "2")["sources"]}
     assert found == {"Statins lower cholesterol.": {"team": "cardio", "topic": "heart", "record": 1},
                      "Asthma narrows the airways.": {"team": "lungs", "year": 2024, "record": 1}}
 
@@ -462,7 +462,7 @@ def test_a_file_indexed_by_a_relative_path_is_known_from_any_working_directory(c
 
 
 def test_an_index_written_before_source_paths_were_stored_still_updates(cli, built, docs):
-    from ragtune.retrieval.index import _current
+    from ragtune.index.store import current_version as _current
 
     with sqlite3.connect(_current(built) / "chunks.sqlite") as db:  # the first format-1 layout: no path column
         db.execute("ALTER TABLE sources DROP COLUMN path")
@@ -470,7 +470,7 @@ def test_an_index_written_before_source_paths_were_stored_still_updates(cli, bui
     code, out, err = cli("--json", "index", "add", built, docs)
     assert code == 0, err
     assert json.loads(out)["changed_sources"] == [str(docs / "heart.txt")]
-    assert ask(cli, built, "statins cholesterol", "mode=bm25")["sources"][0]["source"] == str(docs / "heart.txt")
+    assert ask(cli, built, "statins cholesterol", "first_stage=bm25")["sources"][0]["source"] == str(docs / "heart.txt")
 
 
 @pytest.mark.parametrize("command", ["info", "query", "add"])
@@ -549,7 +549,7 @@ def test_a_damaged_index_is_a_clear_error(cli, built, docs):
 
 
 def test_build_over_an_existing_index_needs_overwrite(cli, built, docs, tiny_embedder, tmp_path, monkeypatch):
-    from ragtune.retrieval import index as index_module
+    from ragtune.index import update as index_module
 
     before = ask(cli, built, "calcium intake", "-k", "3")
     error_line(cli("index", "build", docs, "--out", built, "--embedder", tiny_embedder), "--overwrite")
@@ -601,7 +601,7 @@ def test_build_over_what_a_crashed_first_build_left(cli, docs, tiny_embedder, tm
 
 
 def test_a_failed_change_leaves_the_index_as_it_was(built, docs, monkeypatch):
-    from ragtune.retrieval import index as index_module
+    from ragtune.index import update as index_module
     from ragtune.retrieval.bm25 import BM25Retriever
 
     before = all_chunks(built)
@@ -621,7 +621,7 @@ def test_a_failed_change_leaves_the_index_as_it_was(built, docs, monkeypatch):
 KILL = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from ragtune.retrieval import index
+    from ragtune.index import update as index
     from ragtune.retrieval.bm25 import BM25Retriever
 
     where = sys.argv[1]
@@ -643,7 +643,7 @@ KILL = textwrap.dedent("""
             if Path(dst).name == "CURRENT":
                 os.kill(os.getpid(), signal.SIGKILL)
             replace(src, dst)
-        index.os.replace = switch
+        os.replace = switch  # the one os module, which the writer lock uses
     if sys.argv[2] == "index":
         from ragtune.cli.main import run
         sys.exit(run(sys.argv[2:]))
@@ -653,7 +653,7 @@ KILL = textwrap.dedent("""
 
 @pytest.mark.parametrize("where,command", [("mid_write", "add"), ("staged", "delete"), ("renamed", "delete")])
 def test_a_killed_writer_leaves_the_index_answering_as_before(cli, built, docs, tmp_path, where, command):
-    from ragtune.retrieval.index import Index, search
+    from ragtune.index import Index
 
     questions = ["calcium intake", "asthma attack", "stroke recovery"]
     before = {q: ask(cli, built, q, "-k", "4")["sources"] for q in questions}
@@ -678,7 +678,7 @@ def test_a_killed_writer_leaves_the_index_answering_as_before(cli, built, docs, 
     assert not list(built.glob(".staging-*"))
     assert sorted(p.name for p in built.glob("v0*")) == ["v000001", live]  # the replaced version stays for readers
     index = Index(built)
-    assert search(index, "skin cancer wound healing", 1, "bm25")[0][0] in {
+    assert index.search("skin cancer wound healing", 1, "bm25")[0][0] in {
         i for i, (s, _) in all_chunks(built).items() if s.endswith("new.txt")}
     index.close()
 
@@ -686,7 +686,7 @@ def test_a_killed_writer_leaves_the_index_answering_as_before(cli, built, docs, 
 WRITE_SLOWLY = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from ragtune.retrieval import index
+    from ragtune.index import update as index
 
     original = index._write_version
     def write(staging, *args, **kwargs):
@@ -700,7 +700,7 @@ WRITE_SLOWLY = textwrap.dedent("""
 
 
 def test_readers_open_and_query_while_a_writer_works(cli, built, docs, tmp_path):
-    from ragtune.retrieval.index import Index, delete_from_index, search
+    from ragtune.index import Index, delete_from_index
 
     sizes = {"v000001": len(all_chunks(built))}
     _write(docs / "new.txt", "Sun exposure and skin cancer need wound healing.")
@@ -716,7 +716,7 @@ def test_readers_open_and_query_while_a_writer_works(cli, built, docs, tmp_path)
         while not done.is_set():
             try:
                 index = Index(built)
-                hits = search(index, "stroke recovery", 3, "bm25")
+                hits = index.search("stroke recovery", 3, "bm25")
                 ids = set(index.texts())
                 assert hits and all(d in ids for d, _ in hits)
                 seen.append((index.folder.name, index.size, index.faiss().ntotal))

@@ -34,22 +34,22 @@ def index(cli, tmp_path, tiny_embedder) -> Path:
 
 
 def test_retriever_returns_documents_with_their_sources(index, tmp_path, tiny_cross_encoder):
-    from ragtune.retrieval.index import Index, search
+    from ragtune.index import Index
 
-    retriever = RagtuneRetriever.from_index(index, k=2, mode="bm25")
+    retriever = RagtuneRetriever.from_index(index, k=2, first_stage="bm25")
     docs = retriever.invoke("calcium intake bone density pain")
     assert len(docs) == 2 and all(isinstance(d, Document) for d in docs)
     top = docs[0]
     assert top.metadata["source"] == str(tmp_path / "docs" / "bone.pdf") and top.metadata["page"] == 1
     assert top.metadata["title"] == "Bones" and top.metadata["score"] > 0
     ragtune_index = Index(index)
-    [(chunk_id, _)] = search(ragtune_index, "calcium intake bone density pain", 1, "bm25")
+    [(chunk_id, _)] = ragtune_index.search("calcium intake bone density pain", 1, "bm25")
     assert top.metadata["chunk_id"] == chunk_id and top.page_content == ragtune_index.chunks([chunk_id])[0].text
-    gut = RagtuneRetriever.from_index(index, k=1, mode="bm25").invoke("stomach ulcer bacteria")[0]
+    gut = RagtuneRetriever.from_index(index, k=1, first_stage="bm25").invoke("stomach ulcer bacteria")[0]
     assert gut.metadata["id"] == "g1"  # the record's own fields travel along
     hybrid = RagtuneRetriever.from_index(index)  # hybrid, k=4 by default
     assert 1 <= len(hybrid.invoke("heart rhythm")) <= 4
-    reranked = RagtuneRetriever.from_index(index, reranker=tiny_cross_encoder, k=3, candidates=6)
+    reranked = RagtuneRetriever.from_index(index, reranker=tiny_cross_encoder, k=3, rerank_k=6)
     assert len(reranked.invoke("heart rhythm")) == 3
     assert [d.metadata["chunk_id"] for d in retriever.batch(["asthma", "calcium intake bone density pain"])[1]] == \
         [d.metadata["chunk_id"] for d in docs]
@@ -116,7 +116,7 @@ def test_embeddings_cache_in_a_shared_store_is_per_model(tiny_embedder, tmp_path
 
 
 def test_export_langchain_loads_in_faiss_with_the_same_top_hit(cli, index, tiny_embedder, tmp_path):
-    from ragtune.retrieval.index import Index, search
+    from ragtune.index import Index
 
     out = tmp_path / "lc"
     code, stdout, err = cli("--json", "export", "langchain", index, out)
@@ -134,7 +134,7 @@ def test_export_langchain_loads_in_faiss_with_the_same_top_hit(cli, index, tiny_
                              distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
     questions = ["calcium intake and bone density", "asthma attack", "memory loss after a stroke", "liver enzymes"]
     for question in questions:
-        [(chunk_id, score)] = search(ragtune_index, question, 1, "dense")
+        [(chunk_id, score)] = ragtune_index.search(question, 1, "dense")
         [doc] = store.similarity_search(question, k=1)
         assert doc.metadata["chunk_id"] == chunk_id
         assert doc.page_content == ragtune_index.chunks([chunk_id])[0].text

@@ -49,7 +49,7 @@ PAIRS = [("the query", "the positive")]
 
 
 def mine_fixed(hits=HITS, pairs=PAIRS, corpus=CORPUS, reranker=None, **settings):
-    from ragtune.data.mine import mine
+    from ragtune.retrieval.mine import mine
 
     settings = HardNegativesSection(**{"output": "triplets", **settings})
     return mine(pairs, corpus, FixedRetriever({q: hits for q, _ in pairs}), settings, reranker)
@@ -119,7 +119,7 @@ def test_a_filter_that_removes_everything_is_a_data_error():
 
 
 def test_queries_with_several_positives_never_get_any_of_them():
-    from ragtune.data.mine import mine
+    from ragtune.retrieval.mine import mine
 
     # "the query" has two positives, P and a; known_positives adds c (judged relevant elsewhere).
     pairs = [("the query", "the positive"), ("the query", "doc a")]
@@ -132,8 +132,8 @@ def test_queries_with_several_positives_never_get_any_of_them():
 
 
 def test_duplicate_copies_of_the_positive_are_not_negatives():
-    from ragtune.data.mine import mine
     from ragtune.retrieval.bm25 import BM25Retriever
+    from ragtune.retrieval.mine import mine
 
     corpus = {"a": "asthma is a lung disease", "a-copy": "asthma is a lung disease",
               "b": "lung capacity and asthma in runners", "c": "heart disease and cholesterol",
@@ -181,10 +181,10 @@ def test_cross_encoder_drops_candidates_near_or_above_the_positive():
 
 
 def test_cross_encoder_filter_with_the_tiny_cross_encoder(tiny_cross_encoder):
-    from ragtune.data.mine import mine
     from ragtune.models.device import Placement
     from ragtune.models.load import load_cross_encoder
     from ragtune.retrieval.bm25 import BM25Retriever
+    from ragtune.retrieval.mine import mine
     from ragtune.retrieval.rerank import Reranker
 
     placement = Placement("cpu", "fp32", "tests")
@@ -214,7 +214,7 @@ def test_output_formats():
 
 
 def test_ntuples_skip_pairs_short_of_negatives_but_triplets_keep_them():
-    from ragtune.data.mine import mine
+    from ragtune.retrieval.mine import mine
 
     pairs = [("q-full", "the positive"), ("q-short", "the positive")]
     hits = {"q-full": HITS, "q-short": [("P", 10.0), ("a", 1.0)]}
@@ -225,8 +225,8 @@ def test_ntuples_skip_pairs_short_of_negatives_but_triplets_keep_them():
 
 
 def test_bm25_mining_over_the_toy_pairs():
-    from ragtune.data.mine import mine
     from ragtune.retrieval.bm25 import BM25Retriever
+    from ragtune.retrieval.mine import mine
 
     pairs = [(r["query"], r["document"]) for r in toy_pairs()]
     corpus = {f"d{i}": p for i, (_, p) in enumerate(pairs)}
@@ -292,7 +292,7 @@ def test_data_mine_with_a_dense_or_hybrid_retriever(cli, pairs_file, tiny_embedd
     dense = f"dense:{tiny_embedder}"
     spec = dense if kind == "dense" else f"hybrid(bm25,{dense})"
     out = tmp_path / "mined.jsonl"
-    code, stdout, err = cli("--json", "data", "mine", pairs_file, "--out", out, f"retriever={spec}",
+    code, stdout, err = cli("--json", "data", "mine", pairs_file, "--out", out, f"first_stage={spec}",
                             "output=triplets", "num_negatives=2", "range_max=10", "--device", "cpu")
     assert code == 0, err
     report = json.loads(stdout)
@@ -306,11 +306,11 @@ def test_data_mine_with_a_dense_or_hybrid_retriever(cli, pairs_file, tiny_embedd
 
 
 def test_the_mining_retriever_takes_its_retrieval_settings(cli, pairs_file, tiny_embedder, tmp_path):
-    from ragtune.data.mine import mining_tools
     from ragtune.models.device import Placement
+    from ragtune.retrieval.mine import mining_tools
 
     corpus = {f"d{i}": r["document"] for i, r in enumerate(toy_pairs())}
-    settings = HardNegativesSection(retriever=f"hybrid(bm25,dense:{tiny_embedder})",
+    settings = HardNegativesSection(first_stage=f"hybrid(bm25,dense:{tiny_embedder})",
                                     bm25={"k1": 0.9, "b": 0.4, "stemming": False},
                                     dense={"index": "hnsw", "cache": False}, fusion={"method": "wsum"})
     retriever, _ = mining_tools(settings, corpus, None, Placement("cpu", "fp32", "tests"))
@@ -351,7 +351,7 @@ def test_data_mine_from_a_config_file_and_a_beir_dir(cli, tmp_path):
 
     beir = make_beir(tmp_path / "beir")
     config = tmp_path / "mine.yaml"
-    config.write_text("retriever: bm25\nnum_negatives: 2\noutput: triplets\n")
+    config.write_text("first_stage: bm25\nnum_negatives: 2\noutput: triplets\n")
     out = tmp_path / "mined.jsonl"
     code, stdout, err = cli("--json", "data", "mine", beir, "-c", config, "--out", out)
     assert code == 0, err
@@ -372,8 +372,8 @@ def test_data_mine_positive_missing_from_the_given_corpus(cli, pairs_file, tmp_p
     (["num_negativs=3"], ["unknown key 'num_negativs'", "did you mean 'num_negatives'"]),
     (["sampling=best"], ["sampling"]),
     (["output=pairs"], ["output"]),
-    (["retriever=hybrid(bm25"], ["hard_negatives.retriever 'hybrid(bm25'", "column 12"]),
-    (["retriever=bm25+rerank:x"], ["a mining retriever has no reranker", "cross_encoder"]),
+    (["first_stage=hybrid(bm25"], ["hard_negatives.first_stage 'hybrid(bm25'", "column 12"]),
+    (["first_stage=bm25+rerank:x"], ["a mining retriever has no reranker", "cross_encoder"]),
 ])
 def test_data_mine_bad_overrides(cli, pairs_file, tmp_path, overrides, needles):
     one_line_error(cli("data", "mine", pairs_file, "--out", tmp_path / "o.jsonl", *overrides), *needles)
@@ -394,11 +394,11 @@ def test_mining_memory_stays_bounded_over_a_large_corpus(tiny_embedder, kind):
     import tracemalloc
 
     from ragtune.config.retrieval import DenseSection, FusionSection
-    from ragtune.data.mine import mine
     from ragtune.models.device import Placement
     from ragtune.models.load import load_embedder
     from ragtune.retrieval.bm25 import BM25Retriever
     from ragtune.retrieval.dense import DenseRetriever, build_faiss_index
+    from ragtune.retrieval.mine import mine
     from ragtune.retrieval.pipeline import HybridRetriever
 
     n_docs, n_queries = 100_000, 2_000
@@ -465,7 +465,7 @@ def test_mining_memory_stays_bounded_over_a_large_corpus(tiny_embedder, kind):
 def test_train_embed_mines_hard_negatives(cli, pairs_file, tiny_embedder, tmp_path):
     run = tmp_path / "run"
     code, stdout, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run),
-                            "data.hard_negatives.retriever=bm25", "data.hard_negatives.num_negatives=2",
+                            "data.hard_negatives.first_stage=bm25", "data.hard_negatives.num_negatives=2",
                             "loss=mnrl", "--allow-regression")
     assert code == 0, err
     output = stdout + err
@@ -483,7 +483,7 @@ def test_train_embed_hard_negatives_need_pairs(cli, tiny_embedder, tmp_path):
                                                       "score": 0.5} for r in toy_pairs()])
     run = tmp_path / "run"
     one_line_error(cli("train", "embed", f"data.train={scored}", "loss=cosent",
-                       *tiny_train_overrides(tiny_embedder, run), "data.hard_negatives.retriever=bm25"),
+                       *tiny_train_overrides(tiny_embedder, run), "data.hard_negatives.first_stage=bm25"),
                    "data.hard_negatives", "scored_pairs")
     assert not run.exists()
 
@@ -514,7 +514,7 @@ def test_train_embed_mines_pairs_by_default_and_keeps_given_negatives(cli, tiny_
     flat = " ".join(out.split())
     assert "hard negatives:" in flat and "removed by relative margin" in flat
     config = (tmp_path / "run" / "config.yaml").read_text()
-    assert "retriever: dense:base" in config and "loss: gist" in config
+    assert "first_stage: dense:base" in config and "loss: gist" in config
     rows = [{"query": f"q {i}", "positive": f"doc {i}", "negative": f"neg {i}"} for i in range(24)]
     triplets = write_jsonl(tmp_path / "triplets.jsonl", rows)
     code, out, err = cli("train", "embed", f"data.train={triplets}",

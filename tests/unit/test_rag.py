@@ -146,8 +146,8 @@ def index(cli, tmp_path, tiny_embedder) -> Path:
 
 
 def pipeline(index_path, generator=None, reranker=None, **settings) -> RAGPipeline:
+    from ragtune.index import Index
     from ragtune.models.device import Placement
-    from ragtune.retrieval.index import Index
 
     return RAGPipeline(Index(index_path, Placement("cpu", "fp32", "tests")), reranker, generator,
                        RAGSection(**settings))
@@ -158,7 +158,7 @@ def test_query_json_gives_ranked_chunks_with_sources_as_indexed(cli, tmp_path, t
     monkeypatch.chdir(tmp_path)
     make_docs(Path("docs"))
     build(cli, "docs", "idx", tiny_embedder)  # relative paths: the sources stay as given
-    answer = ask(cli, "idx", "calcium intake and fracture healing", "-k", "4", "mode=bm25")
+    answer = ask(cli, "idx", "calcium intake and fracture healing", "-k", "4", "first_stage=bm25")
     assert answer["question"] == "calcium intake and fracture healing" and answer["answer"] is None
     sources = answer["sources"]
     assert 1 <= len(sources) <= 4
@@ -169,20 +169,20 @@ def test_query_json_gives_ranked_chunks_with_sources_as_indexed(cli, tmp_path, t
     assert {s["source"] for s in sources} <= {"docs/bone.pdf", "docs/heart.txt", "docs/lung.md", "docs/brain.html",
                                               "docs/gut.jsonl"}
     assert "retrieve_ms" in answer["timings"]
-    gut = ask(cli, "idx", "gut bacteria stomach ulcer", "-k", "1", "mode=bm25")["sources"][0]
+    gut = ask(cli, "idx", "gut bacteria stomach ulcer", "-k", "1", "first_stage=bm25")["sources"][0]
     assert gut["metadata"] == {"id": "g1", "record": 1} and gut["page"] is None
 
 
 def test_query_bad_settings_are_one_line_errors(cli, index, tmp_path):
     from ragtune.errors import ConfigError
 
-    error_line(cli("query", index, "q", "--no-generate", "mode=sparse"), "mode")
+    error_line(cli("query", index, "q", "--no-generate", "first_stage=sparse"), "first_stage")
     error_line(cli("query", index, "q", "--no-generate", "prompt=no slots here"), "{context}", "{question}")
     error_line(cli("query", tmp_path / "nowhere", "q", "--no-generate"), "not a ragtune index")
     for empty in ("", "   \n"):
         error_line(cli("query", index, empty, "--no-generate"), "the question is empty")
     with pytest.raises(ConfigError, match="the question is empty"):
-        pipeline(index, mode="bm25").retrieve(" ")
+        pipeline(index, first_stage="bm25").retrieve(" ")
 
 
 def test_a_prompt_with_stray_braces_is_refused_before_anything_loads(cli, index, tmp_path):
@@ -197,25 +197,25 @@ def test_a_prompt_with_stray_braces_is_refused_before_anything_loads(cli, index,
 
 
 def test_min_score_drops_passages_below_it(index):
-    rag = pipeline(index, mode="bm25", k=10, max_per_source=10)
+    rag = pipeline(index, first_stage="bm25", k=10, max_per_source=10)
     scores = [s.score for s in rag.retrieve("blood pressure heart rhythm")]
     assert len(scores) >= 3 and len(set(scores)) >= 2
     cut = sorted(set(scores))[len(set(scores)) // 2]
-    kept = pipeline(index, mode="bm25", k=10, max_per_source=10, min_score=cut).retrieve("blood pressure heart rhythm")
+    kept = pipeline(index, first_stage="bm25", k=10, max_per_source=10, min_score=cut).retrieve("blood pressure heart rhythm")
     assert [s.score for s in kept] == [s for s in scores if s >= cut] and len(kept) < len(scores)
     assert [s.n for s in kept] == list(range(1, len(kept) + 1))
-    assert pipeline(index, mode="bm25", min_score=1e9).retrieve("blood pressure") == []
+    assert pipeline(index, first_stage="bm25", min_score=1e9).retrieve("blood pressure") == []
 
 
 def test_max_per_source_limits_passages_from_one_document(index):
     question = "cardiac arrest blood pressure cholesterol heart rhythm"
     for limit in (1, 2, 3):
-        sources = pipeline(index, mode="bm25", k=6, max_per_source=limit).retrieve(question)
+        sources = pipeline(index, first_stage="bm25", k=6, max_per_source=limit).retrieve(question)
         counts = {}
         for s in sources:
             counts[s.source] = counts.get(s.source, 0) + 1
         assert max(counts.values()) == limit, counts  # heart_long.txt has more than 3 matching chunks
-    texts = [s.text for s in pipeline(index, mode="bm25", k=10, max_per_source=10).retrieve(question)]
+    texts = [s.text for s in pipeline(index, first_stage="bm25", k=10, max_per_source=10).retrieve(question)]
     assert len(texts) == len(set(texts))
 
 
@@ -225,7 +225,7 @@ def test_identical_passages_from_two_files_are_given_once(cli, tmp_path, tiny_em
     _write(docs / "b.txt", "Calcium intake protects bone density.")
     _write(docs / "c.txt", "Migraine pain and sleep quality.")
     build(cli, docs, tmp_path / "idx", tiny_embedder)
-    sources = pipeline(tmp_path / "idx", mode="bm25", k=5).retrieve("calcium bone density")
+    sources = pipeline(tmp_path / "idx", first_stage="bm25", k=5).retrieve("calcium bone density")
     assert [s.text for s in sources] == ["Calcium intake protects bone density."]
 
 
@@ -241,21 +241,21 @@ def test_rerank_orders_passages_by_the_cross_encoder(cli, index, tiny_cross_enco
     with torch.no_grad():  # a fresh head scores everything near 0.5; spread the scores so the order shows
         model[0].auto_model.classifier.weight.mul_(300)
     question = "heart rhythm and blood pressure"
-    plain = pipeline(index, mode="bm25", k=6, candidates=8, max_per_source=10).retrieve(question)
-    reranked = pipeline(index, reranker=Reranker(model, Placement("cpu", "fp32", "tests")), mode="bm25", k=6,
-                        candidates=8, max_per_source=10)
+    plain = pipeline(index, first_stage="bm25", k=6, rerank_k=8, max_per_source=10).retrieve(question)
+    reranked = pipeline(index, reranker=Reranker(model, Placement("cpu", "fp32", "tests")), first_stage="bm25", k=6,
+                        rerank_k=8, max_per_source=10)
     timings = {}
     sources = reranked.retrieve(question, timings)
     expected = model.predict([(question, s.text) for s in sources])
     np.testing.assert_allclose([s.score for s in sources], expected, atol=1e-5)
     assert [s.score for s in sources] == sorted((s.score for s in sources), reverse=True)
     assert "rerank_ms" in timings
-    assert {s.id for s in sources} <= {h.id for h in pipeline(index, mode="bm25", k=8, max_per_source=10)
+    assert {s.id for s in sources} <= {h.id for h in pipeline(index, first_stage="bm25", k=8, max_per_source=10)
                                        .retrieve(question)}
     assert [s.id for s in sources] != [s.id for s in plain]
     cut = sorted(s.score for s in sources)[2]
-    thresholded = pipeline(index, reranker=Reranker(model, Placement("cpu", "fp32", "tests")), mode="bm25", k=6,
-                           candidates=8, max_per_source=10, min_score=cut).retrieve(question)
+    thresholded = pipeline(index, reranker=Reranker(model, Placement("cpu", "fp32", "tests")), first_stage="bm25", k=6,
+                           rerank_k=8, max_per_source=10, min_score=cut).retrieve(question)
     assert [s.id for s in thresholded] == [s.id for s in sources if s.score >= cut]
     # through the CLI
     code, out, err = cli("--json", "query", index, question, "--rerank", tiny_cross_encoder, "--no-generate",
@@ -266,9 +266,9 @@ def test_rerank_orders_passages_by_the_cross_encoder(cli, index, tiny_cross_enco
 
 
 def test_rerank_max_length_truncates_the_pairs(cli, index, tiny_cross_encoder):
-    full = RAGPipeline.from_index(str(index), tiny_cross_encoder, settings=RAGSection(mode="bm25"))
+    full = RAGPipeline.from_index(str(index), tiny_cross_encoder, settings=RAGSection(first_stage="bm25"))
     short = RAGPipeline.from_index(str(index), tiny_cross_encoder,
-                                   settings=RAGSection(mode="bm25", rerank_max_length=12))
+                                   settings=RAGSection(first_stage="bm25", rerank_max_length=12))
     assert short.reranker.max_length == 12 and full.reranker.max_length > 12
     question = "heart rhythm and blood pressure"
     texts = [s.text for s in full.retrieve(question)]
@@ -326,7 +326,7 @@ def test_cited_parses_the_source_numbers():
 
 def test_pipeline_answer_with_and_without_a_generator(index):
     generator = RecordingGenerator("It does [2].")
-    rag = pipeline(index, generator=generator, mode="bm25", k=3, context_tokens=60)
+    rag = pipeline(index, generator=generator, first_stage="bm25", k=3, context_tokens=60)
     answer = rag.answer("blood pressure and cholesterol")
     assert answer.answer == "It does [2]." and 1 <= len(answer.sources) <= 3
     budget = sum(len(f"[{s.n}] ({s.source}) {s.text}".split()) for s in answer.sources)
@@ -361,7 +361,7 @@ def test_local_generator_answers_through_the_cli(cli, index, tiny_llm):
 def test_openai_generator_sends_the_context_and_question(cli, index, chat_server):
     chat_server.reply = lambda body: "Cholesterol levels rise with age [1]."
     code, out, err = cli("--json", "query", index, "do cholesterol levels rise?", "--generator", chat_server.url,
-                         "--generator-model", "served-model", "-k", "2", "mode=bm25")
+                         "--generator-model", "served-model", "-k", "2", "first_stage=bm25")
     assert code == 0, err
     result = json.loads(out)
     assert result["answer"] == "Cholesterol levels rise with age [1]."
@@ -772,8 +772,8 @@ def test_synth_rerank_jsonl_trains_the_reranker_with_its_own_negatives(cli, synt
 
 def test_rerank_jsonl_labels_survive_loading(synth_out):
     from ragtune.data.formats import normalise
-    from ragtune.data.readers import read_rows
     from ragtune.data.rerank import groups_from_examples
+    from ragtune.ingest.readers import read_rows
 
     groups = groups_from_examples(normalise(list(read_rows(synth_out / "rerank.jsonl"))))
     assert len(groups) == 6

@@ -67,7 +67,7 @@ def test_calibration_split_fits_offsets_per_system(tiny_llm, tmp_path, cli):
     from ragtune.config.rag import RAGSection
     from ragtune.data.beir import load_beir
     from ragtune.eval.label_metrics import predict_with_offsets
-    from ragtune.eval.rag import evaluate_rag
+    from ragtune.rag.evaluate import evaluate_rag
     from ragtune.rag.generators import LocalGenerator
 
     data = beir_dir(tmp_path / "beir")
@@ -154,8 +154,8 @@ def test_rag_sft_records_hold_context_question_label_answer_and_citation(cli, tm
     assert assistant == {"role": "assistant", "content": "Yes. It does. [1]"}
     assert records[3]["messages"][1]["content"] == "Yes. It does."  # q4's gold passage is not retrieved: no cite
     # the chats train as they are
-    from ragtune.data.readers import read_rows
     from ragtune.data.sft import load_sft_examples
+    from ragtune.ingest.readers import read_rows
 
     fmt, examples = load_sft_examples(read_rows(out), "auto", {}, None)
     assert fmt == "chat" and len(examples) == 4
@@ -165,7 +165,7 @@ def test_rag_sft_records_hold_context_question_label_answer_and_citation(cli, tm
 
 
 def test_jsonl_lines_split_at_newlines_only(tmp_path):
-    from ragtune.data.readers import read_rows
+    from ragtune.ingest.readers import read_rows
 
     path = tmp_path / "odd.jsonl"
     rows = [{"query": "a\u2029b\u2028c\x85d", "document": "x"}, {"query": "e", "document": "f"}]

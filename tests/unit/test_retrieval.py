@@ -450,8 +450,8 @@ def test_bad_spec_names_the_option_the_spec_and_the_column(spec):
 def test_spec_error_names_where_the_spec_came_from():
     from ragtune.retrieval.spec import parse_spec
 
-    with pytest.raises(ConfigError, match="^hard_negatives.retriever 'bm': at column 1"):
-        parse_spec("bm", where="hard_negatives.retriever")
+    with pytest.raises(ConfigError, match="^hard_negatives.first_stage 'bm': at column 1"):
+        parse_spec("bm", where="hard_negatives.first_stage")
 
 
 # -------------------------------------------------------------------------------------------------------- reranker
@@ -525,20 +525,20 @@ def test_rerank_orders_the_head_and_keeps_the_tail(cross_encoder):
     hits = [(f"d{i}", 10.0 - i) for i in range(len(DOCS))]
     reranker = Reranker(cross_encoder, CPU)
     scores = reranker.score(query, DOCS[:4])
-    reranked = reranker.rerank(query, hits, corpus, top_k=4)
+    reranked = reranker.rerank(query, hits, corpus, rerank_k=4)
     assert [d for d, _ in reranked[:4]] == [f"d{i}" for i in np.argsort(-scores, kind="stable")]
     np.testing.assert_allclose([s for _, s in reranked[:4]], np.sort(scores)[::-1], atol=1e-6)
     assert [d for d, _ in reranked[4:]] == ["d4", "d5", "d6"]  # first-stage order, below every reranked hit
     all_scores = [s for _, s in reranked]
     assert all(x > y for x, y in itertools.pairwise(all_scores))
-    assert sorted(d for d, _ in reranker.rerank(query, hits, corpus, top_k=100)) == sorted(corpus)
+    assert sorted(d for d, _ in reranker.rerank(query, hits, corpus, rerank_k=100)) == sorted(corpus)
 
 
 def test_rerank_of_nothing(cross_encoder):
     from ragtune.retrieval.rerank import Reranker
 
     reranker = Reranker(cross_encoder, CPU)
-    assert reranker.rerank("anything", [], {}, top_k=5) == []
+    assert reranker.rerank("anything", [], {}, rerank_k=5) == []
     assert reranker.score("anything", []).shape == (0,)
 
 

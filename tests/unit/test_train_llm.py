@@ -75,9 +75,9 @@ def test_full_fine_tuning_saves_a_plain_model(cli, tiny_llm, tmp_path):
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_mask_trains_only_answers(tiny_llm, fmt):
     """Zero trained tokens outside assistant turns / completions, on every format."""
-    from ragtune.data.readers import Row
     from ragtune.data.sft import load_sft_examples
     from ragtune.data.sft_tokens import IGNORE, encode
+    from ragtune.ingest.readers import Row
     from ragtune.models.generator import load_tokenizer
     from ragtune.models.templates import setup_template
 
@@ -102,9 +102,9 @@ def test_mask_trains_only_answers(tiny_llm, fmt):
 
 
 def test_train_on_prompt_trains_everything(tiny_llm):
-    from ragtune.data.readers import Row
     from ragtune.data.sft import load_sft_examples
     from ragtune.data.sft_tokens import IGNORE, encode
+    from ragtune.ingest.readers import Row
     from ragtune.models.generator import load_tokenizer
     from ragtune.models.templates import setup_template
 

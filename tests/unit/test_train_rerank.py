@@ -22,7 +22,7 @@ def tiny_rerank_overrides(model: str, out, steps: int = 2) -> list[str]:
     """Overrides that make `train rerank` take seconds on the tiny cross-encoder."""
     return [f"model.name={model}", f"output.dir={out}", f"train.max_steps={steps}", "train.eval_steps=2",
             "train.save_steps=2", "train.per_device_train_batch_size=4", "train.logging_steps=1",
-            "eval.batch_size=16", "eval.rerank_top_k=10"]
+            "eval.batch_size=16", "eval.rerank_k=10"]
 
 
 def _docs(topic: str, i: int) -> tuple[str, list[str]]:
@@ -191,7 +191,7 @@ def test_every_loss_is_covered_above():
 def test_before_is_the_first_stage_and_after_adds_the_reranker(cli, tiny_cross_encoder, pairs_file, tmp_path):
     run_dir = tmp_path / "run"
     code, _, err = cli("train", "rerank", f"data.train={pairs_file}", *tiny_rerank_overrides(tiny_cross_encoder,
-                       run_dir), "eval.rerank_top_k=5", "--allow-regression")
+                       run_dir), "eval.rerank_k=5", "--allow-regression")
     assert code == 0, err
     before, after = _eval(run_dir, "before"), _eval(run_dir, "after")
     assert before["model"] == "bm25" and after["model"] == str(run_dir / "final")
@@ -205,7 +205,7 @@ def test_reranking_only_the_top_one_leaves_the_first_stage_ranking(cli, tiny_cro
     # One candidate reranked is no reordering at all: the tail keeps its first-stage order, so after == before.
     run_dir = tmp_path / "run"
     code, _, err = cli("train", "rerank", f"data.train={pairs_file}", *tiny_rerank_overrides(tiny_cross_encoder,
-                       run_dir), "eval.rerank_top_k=1", "--allow-regression")
+                       run_dir), "eval.rerank_k=1", "--allow-regression")
     assert code == 0, err
     before, after = _eval(run_dir, "before")["metrics"], _eval(run_dir, "after")["metrics"]
     assert before.keys() == after.keys()

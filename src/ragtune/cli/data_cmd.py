@@ -47,7 +47,7 @@ def mine(
     data: Path = typer.Argument(..., help="(query, positive) pairs file, or a BEIR directory"),
     out: Path = typer.Option(..., "--out", "-o", help="JSONL file to write (triplets, n-tuples or labelled pairs)"),
     overrides: Optional[list[str]] = typer.Argument(None, help="mining settings, e.g. num_negatives=5 "
-                                                    "retriever=hybrid(bm25,dense:MODEL) range_max=30"),
+                                                    "first_stage=hybrid(bm25,dense:MODEL) range_max=30"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="mining settings file (YAML/JSON)"),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="corpus.jsonl or BEIR directory to mine from; "
                                           "default: the data's own documents"),
@@ -58,7 +58,7 @@ def mine(
 ) -> int:
     """Mine hard negatives for each pair with BM25, dense or hybrid retrieval; print what each filter removed."""
     from ragtune.config import load_config
-    from ragtune.data.mine import mine_to_file
+    from ragtune.retrieval.mine import mine_to_file
     from ragtune.utils import output_file
 
     output_file(out)
@@ -88,8 +88,8 @@ def chunk(
     meta: Optional[list[str]] = META,
 ) -> int:
     """Split documents on headings, paragraphs and sentences into chunks with source, title, page and offsets."""
-    from ragtune.data.chunk import Chunker, chunk_files, write_chunks
     from ragtune.errors import DataError
+    from ragtune.ingest.chunk import Chunker, chunk_files, write_chunks
     from ragtune.models.device import choose_placement
     from ragtune.models.load import load_embedder
     from ragtune.utils import output_file
@@ -165,7 +165,7 @@ def rag_sft(
     """Write RAG SFT chats: retrieved context + question -> label, long answer and [n] citation of the gold
     passages, with the prompt `eval rag` asks with."""
     from ragtune.data.beir import load_beir
-    from ragtune.eval.rag import CONTEXTS
+    from ragtune.rag.evaluate import CONTEXTS
     from ragtune.rag.sft_data import rag_sft_rows, write_rag_sft
     from ragtune.retrieval.spec import parse_spec
     from ragtune.utils import output_file

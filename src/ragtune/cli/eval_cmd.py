@@ -165,7 +165,7 @@ def rag(
     from ragtune.data.beir import load_beir
     from ragtune.data.embed import sample_queries
     from ragtune.errors import ConfigError
-    from ragtune.eval.rag import CONTEXTS, evaluate_rag, metric_columns, rag_payload, write_rag_results
+    from ragtune.rag.evaluate import CONTEXTS, evaluate_rag, metric_columns, rag_payload, write_rag_results
     from ragtune.rag.generators import make_generator
     from ragtune.retrieval.spec import parse_spec
     from ragtune.utils import output_folder

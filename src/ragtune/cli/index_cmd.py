@@ -53,7 +53,7 @@ def build(docs: list[Path] = typer.Argument(..., help="files and folders (.txt .
           overwrite: bool = typer.Option(False, "--overwrite", help="rebuild an existing index")) -> int:
     """Chunk, embed and index documents into a new index folder."""
     from ragtune.config import load_config
-    from ragtune.retrieval.index import build_index
+    from ragtune.index import build_index
 
     settings = load_config("retrieval", config)
     with RichReporter().phase("Building the index"):
@@ -68,7 +68,7 @@ def add(index: Path = typer.Argument(..., help="index folder"),
         embedder: Optional[str] = typer.Option(None, "--embedder", help="must be the index's own embedder"),
         meta: Optional[list[str]] = META) -> int:
     """Index new and changed documents (by content hash); unchanged ones are skipped."""
-    from ragtune.retrieval.index import add_to_index
+    from ragtune.index import add_to_index
 
     with RichReporter().phase("Updating the index"):
         report = add_to_index(index, [str(d) for d in docs], embedder, metadata=metadata(meta))
@@ -81,7 +81,7 @@ def delete(index: Path = typer.Argument(..., help="index folder"),
            chunk_id: Optional[list[str]] = typer.Option(None, "--id", help="a chunk id (repeatable)")) -> int:
     """Remove documents (by source path) or single chunks (by id)."""
     from ragtune.errors import ConfigError
-    from ragtune.retrieval.index import delete_from_index
+    from ragtune.index import delete_from_index
 
     if not source and not chunk_id:
         raise ConfigError("say what to delete: --source PATH or --id CHUNK_ID (repeatable)")
@@ -92,7 +92,7 @@ def delete(index: Path = typer.Argument(..., help="index folder"),
 @app.command("info")
 def info(index: Path = typer.Argument(..., help="index folder")) -> int:
     """Embedder, chunker settings, counts and size of an index."""
-    from ragtune.retrieval.index import Index
+    from ragtune.index import Index
 
     details = Index(index).info()
     if FLAGS.json:

@@ -84,6 +84,20 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
+# Keys that were renamed (so that every config calls a first stage `first_stage` and the number of candidates the
+# reranker rescores `rerank_k`): an old config gets the new name instead of a bare "unknown key".
+RENAMED = {"mode": "first_stage", "candidates": "rerank_k", "eval.rerank_top_k": "eval.rerank_k",
+           "rerank.top_k": "rerank_k", "hard_negatives.retriever": "hard_negatives.first_stage",
+           "retriever": "first_stage"}
+
+
+def _renamed(dotted: str) -> str:
+    for old, new in RENAMED.items():
+        if dotted == old or dotted.endswith("." + old):
+            return f" (renamed: write '{dotted[: len(dotted) - len(old)]}{new}')"
+    return ""
+
+
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names valid at the parent of `loc`, for 'did you mean'."""
     current: Any = model
@@ -104,7 +118,7 @@ def _problems(exc: ValidationError, model: type[BaseModel], lines: dict[str, int
         at = ("command-line override: " if any(dotted == k or dotted.startswith(k + ".") for k in overridden)
               else f"line {lines[dotted]}: " if dotted in lines else "")
         if err["type"] == "extra_forbidden":
-            hint = did_you_mean(loc[-1], _fields_at(model, loc))
+            hint = _renamed(dotted) or did_you_mean(loc[-1], _fields_at(model, loc))
             problems.append(f"{at}unknown key '{dotted}'{hint}")
             continue
         message = err["msg"].removeprefix("Value error, ")

@@ -1,4 +1,4 @@
-"""How `ragtune query` and `RAGPipeline` answer: retrieval mode, depth, threshold, context budget, prompt."""
+"""How `ragtune query` and `RAGPipeline` answer: first stage, rerank depth, threshold, context budget, prompt."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ class RAGSection(Section):
     """How `ragtune query` and RAGPipeline answer."""
 
     task: ClassVar[str] = "query"
-    mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="first stage: hybrid, dense or bm25")
+    first_stage: Literal["hybrid", "dense", "bm25"] = Field(
+        "hybrid", description="the index's first stage: hybrid (its BM25 and dense fused), dense or bm25")
     k: int = Field(5, gt=0, description="passages given to the generator")
-    candidates: int = Field(50, gt=0, description="first-stage candidates (reranked when a reranker is set)")
+    rerank_k: int = Field(50, gt=0, description="first-stage candidates the reranker rescores, when one is set")
     rerank_max_length: int | None = Field(None, gt=0, description="truncate each (question, chunk) pair to N tokens "
                                           "for the reranker, the main latency knob on CPU; default: the model's")
     min_score: float | None = Field(None, description="drop passages scoring below this (reranker or first stage)")

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from ragtune.choices import one_of
-from ragtune.config.retrieval import HardNegativesSection
+from ragtune.config.retrieval import FIRST_STAGE_HELP, RERANK_K_HELP, HardNegativesSection
 from ragtune.config.schema import (
     EvalSection,
     ModelSection,
@@ -25,9 +25,8 @@ class RerankModelSection(ModelSection):
 
 
 class RerankEvalSection(EvalSection):
-    first_stage: str = Field("bm25", description="pipeline spec proposing the candidates: bm25, dense:MODEL, "
-                             "hybrid(bm25,dense:MODEL); 'before' is this stage alone")
-    rerank_top_k: int = Field(100, gt=0, description="first-stage candidates the reranker rescores")
+    first_stage: str = Field("bm25", description=f"{FIRST_STAGE_HELP}; 'before' is this stage alone")
+    rerank_k: int = Field(100, gt=0, description=RERANK_K_HELP)
 
 
 class RerankDataSection(RetrievalDataSection):

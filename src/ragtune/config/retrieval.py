@@ -75,8 +75,13 @@ class FusionSection(Section):
         return weights
 
 
+# The two names every config uses for a retrieval pipeline: its first stage (a spec) and the number of first-stage
+# candidates the reranker rescores.
+FIRST_STAGE_HELP = "pipeline spec that proposes candidates: bm25, dense:MODEL, hybrid(bm25,dense:MODEL)"
+RERANK_K_HELP = "first-stage candidates the reranker rescores (a spec's @K wins)"
+
+
 class RerankSection(Section):
-    top_k: int = Field(100, gt=0, description="first-stage candidates the cross-encoder rescores")
     batch_size: int | None = Field(None, gt=0, description="pairs per forward pass; default 8 on CPU, 64 on GPUs")
     max_length: int | None = Field(None, gt=0, description="truncate query+document to N tokens; default: the model's")
     first_stage_weight: float = Field(0.0, ge=0, le=1, description="mix in the first stage's score (both min-max "
@@ -98,6 +103,7 @@ class RetrievalConfig(FirstStageSettings):
     device: Device = device_field()
     precision: Precision = precision_field()
     rerank: RerankSection = Field(default_factory=RerankSection)
+    rerank_k: int = Field(100, gt=0, description=RERANK_K_HELP)
     pipelines: list[str] = Field(default_factory=list,
                                  description="pipeline specs to evaluate when no --pipeline is given")
 
@@ -106,8 +112,7 @@ class HardNegativesSection(FirstStageSettings):
     """Mine hard negatives for each (query, positive) pair before training; bm25, dense and fusion configure the
     mining retriever."""
 
-    retriever: str = Field("bm25", description="pipeline spec that proposes candidates: bm25, dense:MODEL, "
-                           "hybrid(bm25,dense:MODEL); dense:base means the model being trained")
+    first_stage: str = Field("bm25", description=f"{FIRST_STAGE_HELP}; dense:base means the model being trained")
     num_negatives: int = Field(3, gt=0, description="negatives kept per pair")
     range_min: int = Field(0, ge=0, description="skip the top N candidates (likely unlabelled positives)")
     range_max: int = Field(50, gt=0, description="sample from the top N candidates")

@@ -58,7 +58,7 @@ def default_hard_negatives() -> HardNegativesSection:
     positives excluded, and anything scoring above 95% of the positive's score dropped as a likely unlabelled
     positive (positive-aware mining, as in NV-Retriever and sentence-transformers' `relative_margin`); a pair with no
     candidate left gets a random document instead, so no pair is lost."""
-    return HardNegativesSection(retriever="dense:base", num_negatives=1, range_max=50, relative_margin=0.05,
+    return HardNegativesSection(first_stage="dense:base", num_negatives=1, range_max=50, relative_margin=0.05,
                                 short="random")
 
 

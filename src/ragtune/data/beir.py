@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragtune.data.readers import read_rows, read_text, text_lines
 from ragtune.errors import DataError, MissingPathError
+from ragtune.ingest.readers import read_rows, read_text, text_lines
 
 log = logging.getLogger(__name__)
 

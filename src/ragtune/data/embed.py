@@ -9,8 +9,8 @@ from pathlib import Path
 from ragtune.config.schema import DataSection
 from ragtune.data.beir import IRData, is_beir_dir, load_beir
 from ragtune.data.formats import Examples, normalise
-from ragtune.data.readers import read_rows
 from ragtune.errors import ConfigError, DataError
+from ragtune.ingest.readers import read_rows
 
 RELEVANT_SCORE = 0.5  # scored pairs at or above this count as relevant in the IR evaluation
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragtune.config.schema import unknown_role
-from ragtune.data.readers import Row
 from ragtune.errors import DataError
+from ragtune.ingest.readers import Row
 
 # Each format lists its accepted field spellings, most specific first; each spelling maps a role to a field.
 SPELLINGS: dict[str, list[dict[str, str]]] = {

@@ -74,7 +74,7 @@ def rerank_rows(groups: list[Group], layout: str) -> list[dict]:
         labels = {label for g in groups for label in g.labels}
         if labels and min(labels) > 0:
             raise ConfigError("every training pair is a positive, so the reranker would learn nothing; mine "
-                              "negatives (data.hard_negatives: {retriever: bm25}) or give labelled negatives")
+                              "negatives (data.hard_negatives: {first_stage: bm25}) or give labelled negatives")
         return [{"query": g.query, "document": d, "label": float(label)}
                 for g in groups for d, label in zip(g.docs, g.labels)]
     if layout == "listwise":

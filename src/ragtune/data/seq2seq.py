@@ -11,8 +11,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragtune.data.readers import Row, read_rows, read_text, text_lines
 from ragtune.errors import ConfigError, DataError
+from ragtune.ingest.readers import Row, read_rows, read_text, text_lines
 
 SPELLINGS = [("source_text", "target_text"), ("source", "target"), ("src", "tgt"), ("input", "output")]
 

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ragtune.data.readers import Row
 from ragtune.errors import DataError
+from ragtune.ingest.readers import Row
 
 # Each format: the roles it needs (role -> default field), most specific first.
 FIELDS: dict[str, dict[str, str]] = {
@@ -173,8 +173,8 @@ def load_sft_data(data, seed: int = 42) -> tuple[str, list[SFTExample], list[SFT
     """The training and held-out examples a config names: data.eval, or a seeded fraction held out."""
     import random
 
-    from ragtune.data.readers import read_rows
     from ragtune.errors import ConfigError
+    from ragtune.ingest.readers import read_rows
 
     if not data.train:
         raise ConfigError("data.train is not set; give a JSONL/JSON/CSV/Parquet file or a folder (data.train=PATH)")

@@ -9,7 +9,7 @@ import numpy as np
 
 from ragtune.data.beir import is_beir_dir, load_beir
 from ragtune.data.formats import normalise
-from ragtune.data.readers import read_rows
+from ragtune.ingest.readers import read_rows
 
 
 @dataclass

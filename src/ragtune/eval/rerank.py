@@ -37,7 +37,7 @@ class Candidates:
         config = RetrievalConfig(device=placement.device, precision=placement.precision)
         first = PipelineBuilder(ir.corpus, config, placement).build(spec)
         query_ids = list(ir.queries)
-        depth = max(max(cfg.ks), cfg.rerank_top_k)
+        depth = max(max(cfg.ks), cfg.rerank_k)
         hits = first.search([ir.queries[q] for q in query_ids], depth)
         # Ties go by id, as the metrics break them, so 'before' and the reranked tail rank tied documents alike.
         return cls(ir, query_ids, [sorted(h, key=lambda item: (-item[1], item[0])) for h in hits], spec.text)
@@ -46,13 +46,13 @@ class Candidates:
         return ir_metrics(self.ir.qrels, to_run(self.query_ids, self.hits), cfg.metrics, cfg.ks)
 
     def reranked_metrics(self, model, cfg: RerankEvalSection, placement: Placement) -> dict[str, float]:
-        """Rerank the top `rerank_top_k` of every query with `model` (its weights as they are now)."""
+        """Rerank the top `rerank_k` of every query with `model` (its weights as they are now)."""
         from ragtune.retrieval.rerank import Reranker
 
         sizes = {"batch_size": cfg.batch_size} if cfg.batch_size else {}  # else the reranker's own default
-        settings = RerankSection(top_k=cfg.rerank_top_k, **sizes)
+        settings = RerankSection(**sizes)
         reranker = Reranker(model, placement, settings)
-        reranked = [reranker.rerank(self.ir.queries[q], hits, self.ir.corpus)
+        reranked = [reranker.rerank(self.ir.queries[q], hits, self.ir.corpus, cfg.rerank_k)
                     for q, hits in zip(self.query_ids, self.hits)]
         return ir_metrics(self.ir.qrels, to_run(self.query_ids, reranked), cfg.metrics, cfg.ks)
 
@@ -74,6 +74,6 @@ def rerank_evaluator(candidates: Candidates, cfg: RerankEvalSection, placement: 
 
         def get_config_dict(self):
             return {"collection": candidates.ir.name, "first_stage": candidates.spec,
-                    "rerank_top_k": cfg.rerank_top_k, "queries": len(candidates.query_ids)}
+                    "rerank_k": cfg.rerank_k, "queries": len(candidates.query_ids)}
 
     return RerankEvaluator()

@@ -24,13 +24,13 @@ class RagtuneRetriever(BaseRetriever):
     pipeline: Any  # ragtune.rag.pipeline.RAGPipeline
 
     @classmethod
-    def from_index(cls, path: str | Path, reranker: str | None = None, k: int = 4, mode: str = "hybrid",
+    def from_index(cls, path: str | Path, reranker: str | None = None, k: int = 4, first_stage: str = "hybrid",
                    **settings: Any) -> RagtuneRetriever:
         from ragtune.config.rag import RAGSection
         from ragtune.rag.pipeline import RAGPipeline
 
         pipeline = RAGPipeline.from_index(str(path), reranker=reranker,
-                                          settings=RAGSection(k=k, mode=mode, **settings))
+                                          settings=RAGSection(k=k, first_stage=first_stage, **settings))
         return cls(pipeline=pipeline)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
@@ -131,7 +131,7 @@ def export_langchain(index_path: str | Path, out: str | Path, overwrite: bool = 
     from langchain_community.vectorstores.utils import DistanceStrategy
 
     from ragtune.errors import OutputError
-    from ragtune.retrieval.index import Index
+    from ragtune.index import Index
     from ragtune.utils import output_folder
 
     out, source = output_folder(out), Path(index_path).resolve()

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ragtune.config.rag import RAGSection
-from ragtune.retrieval.index import Index, search
+from ragtune.index.reader import Index
 
 log = logging.getLogger(__name__)
 CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")  # [2] and [1, 3]
@@ -46,11 +46,13 @@ def check_question(question: str) -> None:
 
 
 class RAGPipeline:
-    """Answers questions from an index, optionally through a reranker, with a local or remote generator."""
+    """Answers questions from an index, optionally through a reranker, with a local or remote generator. Retrieval
+    is the index's spec pipeline: its first stage, then `Reranker.rerank` over the top `rerank_k`."""
 
     def __init__(self, index: Index, reranker=None, generator=None, settings: RAGSection | None = None):
         self.index, self.reranker, self.generator = index, reranker, generator
         self.settings = settings or RAGSection()
+        self.retrieval = index.pipeline(self.settings.first_stage, reranker, self.settings.rerank_k)
 
     @classmethod
     def from_index(cls, path: str, reranker: str | None = None, generator: str | None = None,
@@ -61,12 +63,13 @@ class RAGPipeline:
         index = Index(path, placement)
         rerank = None
         if reranker:
-            from ragtune.config.retrieval import RerankSection
             from ragtune.models.load import load_cross_encoder
             from ragtune.retrieval.rerank import Reranker
 
             limit = (settings or RAGSection()).rerank_max_length
-            rerank = Reranker(load_cross_encoder(reranker, placement), placement, RerankSection(max_length=limit))
+            rerank_settings = index.config.rerank.model_copy(update={"max_length": limit} if limit else {})
+            rerank = Reranker(load_cross_encoder(reranker, placement), placement, rerank_settings,
+                              name=f"rerank:{reranker}")
         make = None
         if generator:
             from ragtune.rag.generators import make_generator
@@ -79,15 +82,11 @@ class RAGPipeline:
         check_question(question)
         timings = timings if timings is not None else {}
         s = self.settings
-        start = time.perf_counter()
-        hits = search(self.index, question, s.candidates if self.reranker else max(s.k * 4, s.k), s.mode)
-        timings["retrieve_ms"] = 1000 * (time.perf_counter() - start)
-        chunks = {c.id: c for c in self.index.chunks([d for d, _ in hits])}
+        hits, timings["retrieve_ms"], rerank_ms = self.retrieval.search_timed(
+            question, s.rerank_k if self.reranker else max(s.k * 4, s.k))
         if self.reranker is not None:
-            start = time.perf_counter()
-            scores = self.reranker.score(question, [chunks[d].text for d, _ in hits])
-            hits = sorted(zip((d for d, _ in hits), scores.tolist()), key=lambda h: -h[1])
-            timings["rerank_ms"] = 1000 * (time.perf_counter() - start)
+            timings["rerank_ms"] = rerank_ms
+        chunks = {c.id: c for c in self.index.chunks([d for d, _ in hits])}
         sources, per_source, seen = [], {}, set()
         for doc, score in hits:
             chunk = chunks[doc]

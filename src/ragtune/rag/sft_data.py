@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ragtune.config.rag import DEFAULT_PROMPT, RAGSection
 from ragtune.data.beir import IRData
-from ragtune.eval.rag import context_sources, label_prompt, query_field, reference_answers
+from ragtune.rag.evaluate import context_sources, label_prompt, query_field, reference_answers
 from ragtune.rag.pipeline import messages_for
 from ragtune.utils import write_atomic
 

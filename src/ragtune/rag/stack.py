@@ -75,7 +75,7 @@ def answer(data_dir: str, systems: list[tuple[str, object]], settings: StackSett
     the first `free_text_questions`. Returns (label results, free-text results)."""
     from ragtune.config.rag import RAGSection
     from ragtune.data.embed import sample_queries
-    from ragtune.eval.rag import evaluate_rag
+    from ragtune.rag.evaluate import evaluate_rag
 
     ir = sample_queries(load_beir(data_dir, "test"), settings.test_questions, seed=42)
     specs, generators = [s for s, _ in systems], [g for _, g in systems]

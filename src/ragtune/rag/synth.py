@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragtune.config.rag import DEFAULT_PROMPT
-from ragtune.data.chunk import Chunk
 from ragtune.errors import DataError
+from ragtune.ingest.chunk import Chunk
 from ragtune.utils import write_atomic
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,9 @@ def synth_from(source: str, out_dir: str, make_generator, questions: int = 3, ro
     """`ragtune data synth`: chunks from an index (searched with its hybrid retrieval) or a chunks.jsonl (searched
     with BM25 over the chunks); returns the files written and the report. The output folder and the source are
     checked before `make_generator` (no arguments) loads the generator."""
-    from ragtune.data.chunk import read_chunks
     from ragtune.errors import OutputError
+    from ragtune.index import is_index
+    from ragtune.ingest.chunk import read_chunks
     from ragtune.utils import output_folder
 
     earlier = [name for name in SYNTH_FILES if (output_folder(out_dir) / name).exists()]
@@ -150,16 +151,14 @@ def synth_from(source: str, out_dir: str, make_generator, questions: int = 3, ro
         raise OutputError(f"{out_dir}: holds {', '.join(earlier)} from an earlier run; pass --overwrite to replace "
                           "them, or choose another folder")
     path = Path(source)
-    if (path / "CURRENT").is_file():
-        from ragtune.retrieval.index import Index
-        from ragtune.retrieval.index import search as index_search
+    if is_index(path):
+        from ragtune.index import Index
 
         index = Index(path)
-        ids = list(index.texts())[: max_chunks or None]
-        chunks = index.chunks(ids)
+        chunks = index.chunks(index.ids()[: max_chunks or None])
 
         def search(question: str, k: int) -> list[str]:
-            return [d for d, _ in index_search(index, question, k)]
+            return [d for d, _ in index.search(question, k)]
     else:
         from ragtune.retrieval.bm25 import BM25Retriever
 

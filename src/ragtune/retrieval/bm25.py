@@ -96,6 +96,10 @@ class BM25Retriever:
         retriever._model = bm25s.BM25.load(str(folder), mmap=mmap, show_progress=False)
         return retriever
 
+    def pair_scores(self, queries: list[str], doc_ids: list[str]) -> np.ndarray:
+        """The BM25 score of doc_ids[i] for queries[i] (a mined pair's positive outside the top k)."""
+        return np.array([self.scores_for(q, [d])[0] for q, d in zip(queries, doc_ids)], dtype=np.float32)
+
     def scores_for(self, query: str, doc_ids: list[str]) -> np.ndarray:
         """BM25 scores of given documents for one query (used to score a known positive when mining)."""
         if self._rows is None or self._rows[0] != len(self.doc_ids):  # built once, not per query

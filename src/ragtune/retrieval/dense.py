@@ -102,13 +102,14 @@ class DenseRetriever:
     """A sentence-transformers model over a FAISS index of the corpus."""
 
     def __init__(self, model, placement: Placement, settings: DenseSection | None = None,
-                 model_path: str | None = None, name: str = "dense"):
+                 model_path: str | None = None, name: str = "dense", index=None, doc_ids: list[str] | None = None):
+        """`index` is a FAISS index whose row i is the vector of `doc_ids[i]` (`build` makes both)."""
         self.model, self.placement = model, placement
         self.settings = settings or DenseSection()
         self.model_path, self.name = model_path, name
         self.query_prompt, self.document_prompt = model_prompts(model, self.settings)
-        self.doc_ids: list[str] = []
-        self.index = None
+        self.doc_ids: list[str] = list(doc_ids or [])
+        self.index = index
         self._encoder = None
 
     def _cache_key(self, texts: list[str]) -> str | None:
@@ -149,14 +150,21 @@ class DenseRetriever:
     def build(cls, corpus: dict[str, str], model, placement: Placement, settings: DenseSection | None = None,
               model_path: str | None = None, name: str = "dense", show_progress: bool = False) -> DenseRetriever:
         check_corpus(corpus)
-        retriever = cls(model, placement, settings, model_path, name)
-        retriever.doc_ids = list(corpus)
-        embeddings = retriever.encode_documents([corpus[d] for d in retriever.doc_ids], show_progress)
-        retriever.index = build_faiss_index(embeddings, retriever.settings)
-        return retriever
+        encoder = cls(model, placement, settings, model_path, name)
+        embeddings = encoder.encode_documents([corpus[d] for d in corpus], show_progress)
+        return cls(model, placement, settings, model_path, name, build_faiss_index(embeddings, encoder.settings),
+                   list(corpus))
 
     def search(self, queries: list[str], k: int) -> list[Hits]:
         return self.search_embeddings(self.encode_queries(queries), k)
+
+    def pair_scores(self, queries: list[str], doc_ids: list[str]) -> np.ndarray:
+        """The score of doc_ids[i] for queries[i], each pair on its own (a mined pair's positive outside the top k)."""
+        if not queries:
+            return np.zeros(0, dtype=np.float32)
+        position = {d: j for j, d in enumerate(self.doc_ids)}
+        docs = self.index.reconstruct_batch(np.array([position[d] for d in doc_ids], dtype=np.int64))
+        return np.sum(self.encode_queries(queries) * docs, axis=1)
 
     def search_embeddings(self, embeddings: np.ndarray, k: int) -> list[Hits]:
         k = clamp_k(k, len(self.doc_ids))

@@ -131,4 +131,4 @@ class PipelineBuilder:
         if spec.reranker:
             reranker = Reranker(self._model("rerank", spec.reranker), self.placement, self.config.rerank,
                                 name=f"rerank:{spec.reranker}")
-        return Pipeline(spec, stage, self.corpus, reranker, spec.rerank_k or self.config.rerank.top_k, seconds)
+        return Pipeline(spec, stage, self.corpus, reranker, spec.rerank_k or self.config.rerank_k, seconds)

@@ -63,10 +63,10 @@ class Reranker:
                 scores[index] = out.cpu().numpy()
         return scores
 
-    def rerank(self, query: str, hits: Hits, corpus: dict[str, str], top_k: int | None = None) -> Hits:
-        """Rescore the first `top_k` hits; the rest follow below them in their first-stage order."""
-        top_k = top_k or self.settings.top_k
-        head, tail = hits[:top_k], hits[top_k:]
+    def rerank(self, query: str, hits: Hits, corpus, rerank_k: int) -> Hits:
+        """Rescore the first `rerank_k` hits (texts from `corpus`, id -> text); the rest follow below them in their
+        first-stage order."""
+        head, tail = hits[:rerank_k], hits[rerank_k:]
         scores = self.score(query, [corpus[d] for d, _ in head])
         return order(head, scores, tail, self.settings.first_stage_weight)
 
@@ -76,6 +76,7 @@ def order(head: Hits, scores: np.ndarray, tail: Hits, first_stage_weight: float 
     if first_stage_weight > 0 and len(head) > 1:
         first = np.array([s for _, s in head], dtype=np.float64)
         scores = (1 - first_stage_weight) * min_max(scores) + first_stage_weight * min_max(first)
-    reranked = sorted(zip((d for d, _ in head), np.asarray(scores).tolist()), key=lambda item: (-item[1], item[0]))
+    # ties keep their first-stage order (a stable sort), as a cross-encoder gives twin texts the same score
+    reranked = sorted(zip((d for d, _ in head), np.asarray(scores).tolist()), key=lambda item: -item[1])
     floor = min((s for _, s in reranked), default=0.0)
     return reranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]

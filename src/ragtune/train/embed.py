@@ -62,7 +62,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
     loss = build_loss(model, cfg.loss, cfg.loss_args, cfg.matryoshka_dims)
     mining = None
     if mining_asked:
-        from ragtune.data.mine import mine_for_training, mining_tools
+        from ragtune.retrieval.mine import mine_for_training, mining_tools
 
         with reporter.phase("Mining hard negatives"):
             tools = mining_tools(cfg.data.hard_negatives, data.eval.corpus, cfg.model.name, placement)

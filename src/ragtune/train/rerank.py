@@ -1,7 +1,7 @@
 """Reranker fine-tuning recipe: config -> data (+ mined negatives) -> model -> before -> train -> after -> report.
 
 Built on sentence-transformers' CrossEncoderTrainer. 'Before' is the first stage alone (eval.first_stage);
-'after' is that first stage plus the tuned cross-encoder over its top eval.rerank_top_k, on the same queries.
+'after' is that first stage plus the tuned cross-encoder over its top eval.rerank_k, on the same queries.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _training_rows(cfg: RerankConfig, data, placement, reporter: Reporter) -> tu
 
     examples, report = data.train, []
     if examples.format == "pairs" and cfg.data.hard_negatives:
-        from ragtune.data.mine import mine_for_training, mining_tools
+        from ragtune.retrieval.mine import mine_for_training, mining_tools
 
         with reporter.phase("Mining hard negatives"):
             tools = mining_tools(cfg.data.hard_negatives, data.eval.corpus, cfg.model.name, placement)
@@ -82,7 +82,7 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
         for line in mining_report:
             reporter.note(f"hard negatives: {line}")
         reporter.note(f"data: {len(rows)} {RERANK_LOSSES[cfg.loss].layout} training rows; eval {data.eval.name}: "
-                      f"{len(data.eval.queries)} queries, {cfg.eval.first_stage} top {cfg.eval.rerank_top_k} reranked")
+                      f"{len(data.eval.queries)} queries, {cfg.eval.first_stage} top {cfg.eval.rerank_k} reranked")
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.eval.first_stage, data.eval.name,
                                         lambda: candidates.first_stage_metrics(cfg.eval),
                                         label="Evaluating the first stage alone")
@@ -105,7 +105,7 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
         layers = f" (its first {cfg.model.num_layers} layers)" if cfg.model.num_layers else ""
         details = {"model": cfg.model.name + layers, "data": str(cfg.data.train), "eval split": data.eval.name,
                    "before": f"{cfg.eval.first_stage} alone",
-                   "after": f"{cfg.eval.first_stage} + reranker over the top {cfg.eval.rerank_top_k}",
+                   "after": f"{cfg.eval.first_stage} + reranker over the top {cfg.eval.rerank_k}",
                    "train rows": str(len(rows)), "loss": cfg.loss,
                    "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,

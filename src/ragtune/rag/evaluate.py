@@ -20,10 +20,10 @@ import numpy as np
 
 from ragtune.config.rag import DEFAULT_PROMPT, RAGSection
 from ragtune.data.beir import IRData
-from ragtune.data.readers import read_rows
 from ragtune.errors import DataError
 from ragtune.eval.label_metrics import MISSING, fit_label_offsets, label_report, predict_with_offsets
 from ragtune.eval.text_metrics import exact_match, predicted_label, rouge_l, token_f1
+from ragtune.ingest.readers import read_rows
 from ragtune.rag.pipeline import CITATION, Source, cited, messages_for
 
 log = logging.getLogger(__name__)

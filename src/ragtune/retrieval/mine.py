@@ -45,9 +45,6 @@ class MiningReport:
 
 def _positive_scores(retriever, queries: list[str], positive_ids: list[str], found: list[dict[str, float]]):
     """The retriever's score of each pair's positive (from the candidates, else computed directly)."""
-    from ragtune.retrieval.bm25 import BM25Retriever
-    from ragtune.retrieval.dense import DenseRetriever
-
     scores = np.full(len(queries), -np.inf, dtype=np.float64)
     missing = []
     for i, (pos, hits) in enumerate(zip(positive_ids, found)):
@@ -57,14 +54,9 @@ def _positive_scores(retriever, queries: list[str], positive_ids: list[str], fou
             missing.append(i)
     if not missing:
         return scores
-    if isinstance(retriever, DenseRetriever):
-        position = {d: j for j, d in enumerate(retriever.doc_ids)}
-        q = retriever.encode_queries([queries[i] for i in missing])
-        docs = retriever.index.reconstruct_batch(np.array([position[positive_ids[i]] for i in missing]))
-        scores[missing] = np.sum(q * docs, axis=1)
-    elif isinstance(retriever, BM25Retriever):
-        for i in missing:
-            scores[i] = float(retriever.scores_for(queries[i], [positive_ids[i]])[0])
+    pair_scores = getattr(retriever, "pair_scores", None)
+    if pair_scores is not None:  # BM25 and dense can score any pair
+        scores[missing] = pair_scores([queries[i] for i in missing], [positive_ids[i] for i in missing])
     # A fused (hybrid) score exists only inside the fused list: a positive outside it ranks below every candidate.
     return scores
 
@@ -189,9 +181,9 @@ def build_mining_retriever(spec: str, corpus: dict[str, str], base_model: str | 
 
     if base_model is not None:
         spec = spec.replace("dense:base", f"dense:{base_model}")
-    parsed = parse_spec(spec, where="hard_negatives.retriever")
+    parsed = parse_spec(spec, where="hard_negatives.first_stage")
     if parsed.reranker:
-        raise DataError(f"hard_negatives.retriever '{spec}': a mining retriever has no reranker; use "
+        raise DataError(f"hard_negatives.first_stage '{spec}': a mining retriever has no reranker; use "
                         "hard_negatives.cross_encoder to filter false negatives instead")
     settings = settings or HardNegativesSection()
     config = RetrievalConfig(**{name: getattr(settings, name) for name in FirstStageSettings.model_fields})
@@ -228,7 +220,7 @@ def mine_for_training(examples, corpus: dict[str, str], settings: HardNegativesS
 
 def mining_tools(settings: HardNegativesSection, corpus: dict[str, str], base_model: str | None, placement):
     """The retriever (and optional cross-encoder) a mining config asks for, built over `corpus`."""
-    retriever = build_mining_retriever(settings.retriever, corpus, base_model, placement, settings)
+    retriever = build_mining_retriever(settings.first_stage, corpus, base_model, placement, settings)
     reranker = None
     if settings.cross_encoder:
         from ragtune.models.load import load_cross_encoder
@@ -248,7 +240,7 @@ def load_mining_input(data: str, corpus: str | None = None, split: str = "train"
     from ragtune.data.beir import _documents, is_beir_dir, load_beir
     from ragtune.data.embed import examples_from_ir
     from ragtune.data.formats import normalise
-    from ragtune.data.readers import read_rows
+    from ragtune.ingest.readers import read_rows
 
     if is_beir_dir(data):
         ir = load_beir(data, split, unknown_ids)

@@ -1,0 +1,231 @@
+"""Reading an index: its chunks, sources and vectors, and its BM25 and dense first stages, as one retrieval
+pipeline (the same spec pipeline as `eval retrieval`) with an optional reranker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ragtune.errors import DataError, ModelError
+from ragtune.index.store import (
+    BM25_DIR,
+    CHUNKS_DB,
+    FAISS_FILE,
+    REBUILD,
+    IndexedFile,
+    current_version,
+    damaged,
+    open_chunks,
+    read_manifest,
+    retrieval_config,
+)
+from ragtune.ingest.chunk import Chunk
+from ragtune.retrieval.base import Hits
+
+log = logging.getLogger(__name__)
+
+
+class ChunkTexts(Mapping):
+    """chunk id -> text, read from the chunk database on demand."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def __getitem__(self, chunk_id: str) -> str:
+        row = self._db.execute("SELECT text FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
+        if row is None:
+            raise KeyError(chunk_id)
+        return row[0]
+
+    def __iter__(self):
+        return (r[0] for r in self._db.execute("SELECT id FROM chunks ORDER BY row"))
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+
+class Index:
+    """Open an index folder for queries; `build`, `add` and `delete` write new versions."""
+
+    def __init__(self, root: str | Path, placement=None, embedder: str | None = None):
+        from ragtune.models.device import choose_placement
+
+        self.root = Path(root)
+        self.folder = current_version(self.root)
+        self.manifest = read_manifest(self.folder)
+        self.placement = placement or choose_placement()
+        self._embedder_path: str | None = None
+        self._check_embedder(embedder)
+        self.config = retrieval_config(self.folder, self.manifest)
+        self._db = open_chunks(self.folder / CHUNKS_DB)
+        self._dense = self._bm25 = self._faiss = None
+        # Read this version's FAISS and BM25 files now: a long-lived reader must not find them removed by later
+        # writes (only the live and the previous version are kept).
+        self.faiss()
+        self.bm25()
+
+    def _check_embedder(self, embedder: str | None) -> None:
+        if embedder is None:
+            return
+        from ragtune.models.fingerprint import model_fingerprint
+        from ragtune.models.resolve import resolve_model
+
+        built = self.manifest["embedder"]
+        path = resolve_model(embedder)
+        now = model_fingerprint(path)
+        if now is not None and built.get("fingerprint") is not None:
+            same = now == built["fingerprint"]
+        else:  # weights not on disk to compare: only the same name will do
+            same = embedder in (built["name"], built.get("path"))
+        if same:
+            self._embedder_path = str(path)  # the same weights, maybe elsewhere: serve from there
+        else:
+            raise ModelError(f"{self.root}: built with embedder '{built['name']}'; '{embedder}' is a different "
+                             "model, so its vectors would not match; use the index's own embedder or rebuild")
+
+    def _check_weights(self, info: dict) -> None:
+        """Refuse an embedder whose weights changed since the build (say, retrained into the same folder)."""
+        from ragtune.models.fingerprint import model_fingerprint
+
+        now = model_fingerprint(info["path"])
+        if now is not None and info.get("fingerprint") and now != info["fingerprint"]:
+            raise ModelError(f"{self.root}: the embedder at {info['path']} has changed since this index was built "
+                             "(its weights differ), so new vectors would not match the stored ones; rebuild with "
+                             "`ragtune index build --overwrite`, or put the original model back at that path")
+
+    # ------------------------------------------------------------------------------------------------ reading
+    @property
+    def size(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def faiss(self):
+        """The FAISS index (row i is the chunk with row = i), read from disk once."""
+        if self._faiss is None:
+            import faiss
+
+            path = self.folder / FAISS_FILE
+            if not path.is_file():
+                raise damaged(path, "missing")
+            try:
+                loaded = faiss.read_index(str(path))
+            except RuntimeError:
+                raise damaged(path, "not a readable FAISS index (damaged or not written by ragtune)") from None
+            if loaded.d != self.manifest["embedder"]["dimension"]:
+                raise damaged(path, f"holds {loaded.d}-dimensional vectors, but manifest.json says "
+                                     f"{self.manifest['embedder']['dimension']}")
+            self._faiss = loaded
+            if hasattr(self._faiss, "make_direct_map"):  # IVF: allow reconstructing vectors by row
+                self._faiss.make_direct_map()
+        return self._faiss
+
+    def vectors(self, rows: list[int]) -> np.ndarray:
+        if not rows:
+            return np.zeros((0, self.manifest["embedder"]["dimension"]), dtype=np.float32)
+        return self.faiss().reconstruct_batch(np.array(rows, dtype=np.int64))
+
+    def dense(self):
+        if self._dense is None:
+            from ragtune.models.load import load_embedder
+            from ragtune.retrieval.dense import DenseRetriever
+
+            info = self.manifest["embedder"]
+            path = self._embedder_path or info["path"]
+            if self._embedder_path is None:
+                self._check_weights(info)
+            model = load_embedder(path, self.placement, info.get("max_seq_length"))
+            self._dense = DenseRetriever(model, self.placement, self.config.dense, path, "dense", self.faiss(),
+                                         self.ids())
+        return self._dense
+
+    def bm25(self):
+        if self._bm25 is None:
+            from ragtune.retrieval.bm25 import BM25Retriever
+
+            folder = self.folder / BM25_DIR
+            try:
+                self._bm25 = BM25Retriever.load(folder)
+            except DataError as exc:
+                raise DataError(f"{exc}; {REBUILD}") from None
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise damaged(folder, f"not a readable BM25 index ({' '.join(str(exc).split())})") from None
+        return self._bm25
+
+    def chunks(self, ids: list[str]) -> list[Chunk]:
+        """Chunks by id, in the order asked."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(f'SELECT id, text, source, title, chunk, start, "end", page, metadata FROM chunks '
+                                f"WHERE id IN ({marks})", ids).fetchall()
+        found = {r[0]: Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8])) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    def sources(self) -> dict[str, IndexedFile]:
+        """Every indexed file by the name it was indexed under."""
+        if "path" in {column for _, column, *_ in self._db.execute("PRAGMA table_info(sources)")}:
+            rows = self._db.execute("SELECT source, content_hash, chunks, path FROM sources").fetchall()
+        else:  # written before paths were stored: relative names resolve from the working directory
+            rows = [(s, h, n, str(Path(s).resolve()))
+                    for s, h, n in self._db.execute("SELECT source, content_hash, chunks FROM sources")]
+        return {s: IndexedFile(h, n, p) for s, h, n, p in rows}
+
+    def texts(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT id, text FROM chunks ORDER BY row"))
+
+    def ids(self) -> list[str]:
+        """Chunk ids in row order (row i is FAISS vector i)."""
+        return [r[0] for r in self._db.execute("SELECT id FROM chunks ORDER BY row")]
+
+    def rows(self) -> dict[str, int]:
+        """Each chunk id's row, the position of its vector."""
+        return dict(self._db.execute("SELECT id, row FROM chunks"))
+
+    def id_sources(self) -> list[tuple[str, str]]:
+        """(chunk id, source) in row order."""
+        return self._db.execute("SELECT id, source FROM chunks ORDER BY row").fetchall()
+
+    def text_lookup(self) -> ChunkTexts:
+        """Chunk texts by id, read from the database as they are asked for (a reranker reads its top k only)."""
+        return ChunkTexts(self._db)
+
+    def first_stage(self, name: str = "hybrid"):
+        """The index's first stage: bm25, dense (the index's embedder) or hybrid (both, fused with the index's
+        fusion settings): the retrievers `eval retrieval` builds, over this index's files."""
+        from ragtune.retrieval.pipeline import HybridRetriever
+
+        stages = {"bm25": self.bm25, "dense": self.dense,
+                  "hybrid": lambda: HybridRetriever([self.bm25(), self.dense()], self.config.fusion, "hybrid")}
+        if name not in stages:
+            from ragtune.choices import unknown
+            from ragtune.errors import ConfigError
+
+            raise ConfigError(unknown("first_stage", name, stages))
+        return stages[name]()
+
+    def pipeline(self, first_stage: str = "hybrid", reranker=None, rerank_k: int | None = None):
+        """The first stage, then the reranker (if any) over its top `rerank_k`: a retrieval Pipeline."""
+        from ragtune.retrieval.pipeline import Pipeline
+        from ragtune.retrieval.spec import Spec
+
+        spec = Spec(first_stage, text=first_stage + (f"+{reranker.name}@{rerank_k}" if reranker else ""))
+        return Pipeline(spec, self.first_stage(first_stage), self.text_lookup(), reranker,
+                        rerank_k or self.config.rerank_k)
+
+    def search(self, query: str, k: int, first_stage: str = "hybrid") -> Hits:
+        """The top k chunk ids (and scores) of one query from the first stage alone."""
+        return self.pipeline(first_stage).search([query], k)[0]
+
+    def info(self) -> dict:
+        sources = self._db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+        size = sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+        return {"path": str(self.root), "version": self.folder.name, "format_version": self.manifest["format_version"],
+                "embedder": self.manifest["embedder"]["name"], "dimension": self.manifest["embedder"]["dimension"],
+                "chunker": self.manifest["chunker"], "sources": sources, "chunks": self.size, "bytes": size,
+                "updated": self.manifest.get("updated")}
+
+    def close(self) -> None:
+        self._db.close()

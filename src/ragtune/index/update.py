@@ -1,0 +1,244 @@
+"""Changing an index: build it from documents, add new and changed files (found by content hash), delete
+sources or chunks. Each change writes a whole new version under the writer lock (see store.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ragtune.config.retrieval import RetrievalConfig
+from ragtune.errors import DataError, OutputError
+from ragtune.index.reader import Index
+from ragtune.index.store import (
+    BM25_DIR,
+    CHUNKS_DB,
+    CURRENT,
+    FAISS_FILE,
+    FORMAT_VERSION,
+    LEFTOVER,
+    MANIFEST_FILE,
+    SCHEMA,
+    IndexedFile,
+    current_version,
+    writer,
+)
+from ragtune.ingest.chunk import Chunk, Chunker, chunk_files
+from ragtune.ingest.documents import source_files
+from ragtune.utils import output_folder
+
+
+@dataclass
+class ChangeReport:
+    added_sources: list[str] = field(default_factory=list)
+    changed_sources: list[str] = field(default_factory=list)
+    unchanged_sources: list[str] = field(default_factory=list)
+    removed_sources: list[str] = field(default_factory=list)
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _counts(chunks: list[Chunk]) -> dict[str, int]:
+    """Chunks per source."""
+    counts: dict[str, int] = {}
+    for chunk in chunks:
+        counts[chunk.source] = counts.get(chunk.source, 0) + 1
+    return counts
+
+
+def _no_text(inputs: list[str], report: ChangeReport) -> DataError:
+    return DataError(f"{', '.join(inputs)}: no text to index ({'; '.join(report.warnings[:3])})")
+
+
+def _embedder_info(name: str, placement, config: RetrievalConfig, max_seq_length: int | None):
+    from ragtune.models.fingerprint import model_fingerprint
+    from ragtune.models.load import load_embedder
+    from ragtune.models.resolve import resolve_model
+    from ragtune.retrieval.dense import DenseRetriever
+
+    path = resolve_model(name)
+    model = load_embedder(path, placement, max_seq_length)
+    retriever = DenseRetriever(model, placement, config.dense, path)
+    info = {"name": name, "path": str(Path(path).resolve()) if Path(path).exists() else path,
+            "fingerprint": model_fingerprint(path), "dimension": model.get_embedding_dimension(),
+            "max_seq_length": model.max_seq_length}
+    return retriever, info
+
+
+def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]], vectors: np.ndarray,
+                   sources: dict[str, IndexedFile], config: RetrievalConfig) -> None:
+    """Write every file of one index version into `staging`."""
+    import faiss
+
+    from ragtune.retrieval.bm25 import BM25Retriever
+    from ragtune.retrieval.dense import build_faiss_index
+
+    db = sqlite3.connect(staging / CHUNKS_DB)
+    db.executescript(SCHEMA)
+    db.executemany('INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                   [(c.id, i, c.source, c.title, c.chunk, c.start, c.end, c.page, c.text,
+                     json.dumps(c.metadata, ensure_ascii=False)) for i, (c, _) in enumerate(rows)])
+    counts = _counts([c for c, _ in rows])
+    db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?)",
+                   [(s, rec.content_hash, counts.get(s, 0), rec.path) for s, rec in sources.items()])
+    db.commit()
+    db.close()
+    faiss.write_index(build_faiss_index(vectors, config.dense), str(staging / FAISS_FILE))
+    BM25Retriever.build({c.id: c.text for c, _ in rows}, config.bm25).save(staging / BM25_DIR)
+    manifest = {**manifest, "chunks": len(rows), "sources": len(sources),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport, metadata: dict | None = None,
+                names: dict[Path, str] | None = None) -> list[Chunk]:
+    chunks, warnings = chunk_files(files, chunker, metadata, names)
+    report.warnings += warnings
+    return chunks
+
+
+def build_index(out: str | Path, inputs: list[str], embedder: str, config: RetrievalConfig | None = None,
+                chunk_size: int | None = None, overlap: int = 32, overwrite: bool = False, placement=None,
+                text_field: str = "text", metadata: dict | None = None) -> ChangeReport:
+    """Chunk, embed and index every document under `inputs` into a new index at `out`; `metadata` is added to
+    every chunk."""
+    from ragtune.models.device import choose_placement
+
+    start = time.perf_counter()
+    out, config = output_folder(out), config or RetrievalConfig()
+    if (out / CURRENT).exists() and not overwrite:
+        raise OutputError(f"{out}: an index exists; pass --overwrite to rebuild it, or use `ragtune index add`")
+    if out.exists() and not (out / CURRENT).exists() and any(not LEFTOVER.fullmatch(p.name)
+                                                               for p in out.iterdir()):
+        raise OutputError(f"{out}: exists and is not a ragtune index; choose an empty or new folder")
+    files = source_files(inputs)
+    placement = placement or choose_placement(config.device, config.precision)
+    Chunker(chunk_size or Chunker.chunk_size, overlap)  # a bad size fails before the embedder loads
+    retriever, info = _embedder_info(embedder, placement, config, None)
+    chunker = Chunker.for_embedder(retriever.model, chunk_size, overlap, text_field)
+    report = ChangeReport()
+    chunks = _new_chunks(files, chunker, report, metadata)
+    if not chunks:
+        raise _no_text(inputs, report)
+    vectors = retriever.encode_documents([c.text for c in chunks])
+    manifest = {"format_version": FORMAT_VERSION, "embedder": info, "chunker": chunker.settings(),
+                "retrieval": json.loads(config.model_dump_json(exclude={"pipelines"}))}
+    counts = _counts(chunks)
+    hashes = {str(f): IndexedFile.of(f, file_hash(f), counts[str(f)]) for f in files if str(f) in counts}  # none skipped
+    report.added_sources = list(hashes)
+    with writer(out) as staging:  # with --overwrite, the old version stays live until the new one is complete
+        _write_version(staging, manifest, [(c, c.source) for c in chunks], vectors, hashes, config)
+    report.chunks_added = len(chunks)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeReport:
+    """Apply `plan(index, report) -> (kept chunk ids, new chunks, source hashes)` as a new version."""
+    start = time.perf_counter()
+    root = Path(root)
+    current_version(root)  # not an index: say so before the writer lock creates anything there
+    with writer(root) as staging:
+        index = Index(root, placement, embedder)
+        report = ChangeReport()
+        keep, new_chunks, hashes = plan(index, report)
+        old_rows = index.rows()
+        kept = index.chunks(keep)
+        old_vectors = index.vectors([old_rows[c.id] for c in kept])
+        new_vectors = index.dense().encode_documents([c.text for c in new_chunks]) if new_chunks else \
+            np.zeros((0, old_vectors.shape[1]), dtype=np.float32)
+        rows = [(c, c.source) for c in kept + new_chunks]
+        if not rows:
+            raise DataError(f"{root}: the change would leave the index empty; delete the folder instead")
+        vectors = np.ascontiguousarray(np.vstack([old_vectors, new_vectors]), dtype=np.float32)
+        _write_version(staging, index.manifest, rows, vectors, hashes, index.config)
+        report.chunks_added, report.chunks_removed = len(new_chunks), len(old_rows) - len(kept)
+        index.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _source_names(paths: list[str], known: dict[str, IndexedFile]) -> list[str]:
+    """The names the index knows files by: their spelling at indexing, matched exactly or as the same file on disk
+    (an absolute path for one indexed as relative, or a relative path from another working directory); a file the
+    index does not know keeps its own spelling."""
+    on_disk: dict[Path, str] | None = None
+    names = []
+    for path in paths:
+        if path not in known:
+            if on_disk is None:
+                on_disk = {Path(rec.path): name for name, rec in known.items()}
+            path = on_disk.get(Path(path).resolve(), path)
+        names.append(path)
+    return names
+
+
+def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = None, placement=None,
+                 metadata: dict | None = None) -> ChangeReport:
+    """Index new and changed files (found by content hash), chunked as at the build; unchanged ones cost nothing.
+    `metadata` is added to every new chunk."""
+    files = source_files(inputs)
+
+    def plan(index: Index, report: ChangeReport):
+        known = index.sources()
+        fresh = {name: (f, file_hash(f)) for name, f in zip(_source_names([str(f) for f in files], known), files)}
+        for source, (_, digest) in fresh.items():
+            bucket = report.changed_sources if source in known and known[source].content_hash != digest else \
+                report.unchanged_sources if source in known else report.added_sources
+            bucket.append(source)
+        todo = {fresh[s][0]: s for s in report.added_sources + report.changed_sources}  # file -> its name
+        settings = index.manifest["chunker"]
+        chunker = Chunker(settings["chunk_size"], settings["overlap"], index.dense().model.tokenizer,
+                          settings.get("text_field", "text"))
+        new_chunks = _new_chunks(list(todo), chunker, report, metadata, todo) if todo else []
+        if todo and not new_chunks:
+            raise _no_text(inputs, report)
+        counts = _counts(new_chunks)  # a file without chunks was skipped: the index keeps it as it was, or not at all
+        report.added_sources = [s for s in report.added_sources if s in counts]
+        report.changed_sources = [s for s in report.changed_sources if s in counts]
+        drop = set(report.changed_sources)
+        keep = [cid for cid, src in index.id_sources() if src not in drop]
+        hashes = {**known, **{name: IndexedFile.of(f, fresh[name][1], counts[name]) for f, name in todo.items()
+                              if name in counts}}
+        return keep, new_chunks, hashes
+
+    return _change(root, plan, embedder, placement)
+
+
+def delete_from_index(root: str | Path, sources: list[str] | None = None, ids: list[str] | None = None,
+                      placement=None) -> ChangeReport:
+    """Remove every chunk of the given sources and the given chunk ids."""
+    sources, ids = list(sources or []), set(ids or [])
+
+    def plan(index: Index, report: ChangeReport):
+        known = index.sources()
+        named = _source_names(sources, known)
+        missing = [s for s, name in zip(sources, named) if name not in known]
+        present = set(index.ids())
+        unknown_ids = sorted(ids - present)
+        if missing or unknown_ids:
+            what = [f"sources not in the index: {missing[:3]}"] if missing else []
+            what += [f"chunk ids not in the index: {unknown_ids[:3]}"] if unknown_ids else []
+            raise DataError(f"{index.root}: {'; '.join(what)}; `ragtune index info` lists what is there")
+        report.removed_sources = named
+        keep = [cid for cid, src in index.id_sources()
+                if src not in named and cid not in ids]
+        hashes = {s: rec for s, rec in known.items() if s not in named}
+        return keep, [], hashes
+
+    return _change(root, plan, None, placement)
