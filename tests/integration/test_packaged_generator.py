@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+from ragtune.models.packaged_llm import DEFAULT_GENERATOR
 from ragtune.utils import packaged_resource
 
 pytestmark = [pytest.mark.slow,
@@ -47,7 +47,7 @@ def lora_run(tmp_path_factory) -> Path:
 
 def test_the_packaged_model_resolves_to_a_converted_safetensors_folder():
     from ragtune.doctor import environment_checks
-    from ragtune.models.packaged_generator import PROVENANCE, SOURCE_FILE
+    from ragtune.models.packaged_llm import PROVENANCE, SOURCE_FILE
     from ragtune.models.resolve import resolve_model
 
     folder = Path(resolve_model(DEFAULT_GENERATOR))

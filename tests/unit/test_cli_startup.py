@@ -52,3 +52,13 @@ def test_piped_config_show_keeps_every_key_whole_on_one_line(cli):
 def test_a_config_error_is_one_line_before_any_model_loads(cli):
     code, _, err = cli("quickstart", "rag", "llm.no_such_key=1")
     assert code == 2 and "unknown key 'no_such_key'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_index_info_imports_no_torch(cli, tiny_embedder, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Statins lower LDL cholesterol.", encoding="utf-8")
+    code, _, err = cli("index", "build", docs, "--out", tmp_path / "index", "--embedder", tiny_embedder)
+    assert code == 0, err
+    found = _imported_after(f"from ragtune.cli.main import run; code = run(['index', 'info', {str(tmp_path / 'index')!r}])")
+    assert "v000001" in found["out"] and "torch" not in found["heavy"], found["heavy"]

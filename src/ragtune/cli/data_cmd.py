@@ -12,7 +12,7 @@ from rich.markup import escape
 from ragtune.cli.eval_cmd import UNKNOWN_IDS
 from ragtune.cli.index_cmd import CHUNK_SIZE, EMBEDDER, META, OVERLAP, TEXT_FIELD, metadata
 from ragtune.cli.output import FLAGS, emit_json, say, show, table
-from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+from ragtune.models.packaged_llm import DEFAULT_GENERATOR
 
 app = typer.Typer(no_args_is_help=True, help="Check and prepare training data.")
 

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ragtune.cli.output import FLAGS, RichReporter, emit_json, say, show, table
-from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+from ragtune.models.packaged_llm import DEFAULT_GENERATOR
 
 app = typer.Typer(no_args_is_help=True, help="Evaluate models and pipelines on held-out data.")
 UNKNOWN_IDS = typer.Option("error", "--unknown-ids", help="qrels naming unknown query/document ids: error, or skip "

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ragtune.cli.output import FLAGS, emit_json, say, show, table
-from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+from ragtune.models.packaged_llm import DEFAULT_GENERATOR
 
 
 def query(index: Path = typer.Argument(..., help="index folder built with `ragtune index build`"),

@@ -112,7 +112,7 @@ class GenerationEvaluator:
 
 def chat_evaluator(cfg, tokenizer, examples, encoded, stops: list[int], samples_path: Path | None = None):
     """The causal-LM evaluator: perplexity on the encoded examples, greedy chat answers for the text metrics."""
-    from ragtune.models.generator import chat_prompt, generate_text
+    from ragtune.models.language_model import chat_prompt, generate_text
 
     def shown(context) -> str:
         return context if isinstance(context, str) else context[-1]["content"]
@@ -131,7 +131,7 @@ def seq2seq_evaluator(cfg, encoder, pairs, samples_path: Path | None = None):
     by the text metrics."""
     from itertools import groupby
 
-    from ragtune.models.generator import generate_text
+    from ragtune.models.language_model import generate_text
 
     def generate(model, sources):
         answers: dict[int, str] = {}

@@ -32,7 +32,7 @@ def evaluate_generation(source: str, data: str, task: str | None = None, config:
                         overrides: list[str] | None = None) -> dict[str, float]:
     """Every configured generation metric of `source` on the records of `data`."""
     from ragtune.models.device import choose_placement
-    from ragtune.models.generator import load_for_inference
+    from ragtune.models.language_model import load_for_inference
 
     task, model_path, run_config = _task_and_model(source, task)
     if task not in TASKS or not TASKS[task].generation:
@@ -44,7 +44,7 @@ def evaluate_generation(source: str, data: str, task: str | None = None, config:
         from ragtune.data.sft import load_sft_data
         from ragtune.data.sft_tokens import encode_all
         from ragtune.eval.generation import chat_evaluator
-        from ragtune.models.generator import prepare_chat
+        from ragtune.models.language_model import prepare_chat
 
         _, _, examples = load_sft_data(cfg.data, cfg.train.seed)
         model, tokenizer = load_for_inference(model_path, placement)

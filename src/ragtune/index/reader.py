@@ -52,12 +52,10 @@ class Index:
     """Open an index folder for queries; `build`, `add` and `delete` write new versions."""
 
     def __init__(self, root: str | Path, placement=None, embedder: str | None = None):
-        from ragtune.models.device import choose_placement
-
         self.root = Path(root)
         self.folder = current_version(self.root)
         self.manifest = read_manifest(self.folder)
-        self.placement = placement or choose_placement()
+        self._placement = placement  # chosen when a model first loads: BM25 and `index info` need no torch
         self._embedder_path: str | None = None
         self._check_embedder(embedder)
         self.config = retrieval_config(self.folder, self.manifest)
@@ -67,6 +65,14 @@ class Index:
         # writes (only the live and the previous version are kept).
         self.faiss()
         self.bm25()
+
+    @property
+    def placement(self):
+        if self._placement is None:
+            from ragtune.models.device import choose_placement
+
+            self._placement = choose_placement()
+        return self._placement
 
     def _check_embedder(self, embedder: str | None) -> None:
         if embedder is None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ragtune.errors import ModelError
-from ragtune.models.packaged_generator import NAMES as PACKAGED_GENERATORS
+from ragtune.models.packaged_llm import NAMES as PACKAGED_GENERATORS
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def resolve_model(name: str) -> str:
                              "point model.name at a saved model directory (e.g. RUN_DIR/final)")
         return str(path)
     if name in PACKAGED_GENERATORS and (hub_offline() or not _hub_cached(name)):
-        from ragtune.models.packaged_generator import packaged_generator
+        from ragtune.models.packaged_llm import packaged_generator
 
         return packaged_generator()
     packaged = _packaged_path(name)

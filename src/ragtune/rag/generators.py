@@ -44,7 +44,7 @@ class LocalGenerator:
         import torch
 
         from ragtune.models.device import choose_placement, settle
-        from ragtune.models.generator import load_for_inference, prepare_chat
+        from ragtune.models.language_model import load_for_inference, prepare_chat
 
         self.name, self.batch_size = model, batch_size
         placement = placement or choose_placement()
@@ -77,7 +77,7 @@ class LocalGenerator:
     def generate_many(self, conversations: list[list[dict[str, str]]], max_new_tokens: int = 256,
                       labels: list[str] | None = None) -> list[Reply]:
         """Greedy answers in batches; with `labels`, each label's likelihood as the start of the answer too."""
-        from ragtune.models.generator import chat_prompt, generate_text, label_first_tokens
+        from ragtune.models.language_model import chat_prompt, generate_text, label_first_tokens
 
         prompts = [self._fit(chat_prompt(self.tokenizer, m), max_new_tokens) for m in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch

@@ -142,7 +142,7 @@ def quickstart_rag(out: Path, settings: StackSettings, reporter: Reporter) -> di
     """Tune the embedder, then the generator with it, and compare base embedder + base generator against tuned +
     tuned on the test questions. Returns the before/after rows, the verdict and the runs' folders."""
     from ragtune.config.schema import DEFAULT_EMBEDDER
-    from ragtune.models.packaged_generator import DEFAULT_GENERATOR
+    from ragtune.models.packaged_llm import DEFAULT_GENERATOR
     from ragtune.rag.generators import LocalGenerator
 
     data = packaged_resource("pubmedqa")

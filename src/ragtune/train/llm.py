@@ -16,7 +16,7 @@ from ragtune.data.sft import load_sft_data
 from ragtune.data.sft_tokens import encode_all, marked
 from ragtune.eval.generation import chat_evaluator
 from ragtune.models.device import choose_placement, settle
-from ragtune.models.generator import (
+from ragtune.models.language_model import (
     apply_lora,
     check_max_length,
     check_method,
@@ -113,7 +113,7 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
         title = f"ragtune train llm: {run_dir.name}"
         comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details, title, best)
         if (final / "adapter_config.json").is_file():
-            from ragtune.models.packaged_generator import provenance
+            from ragtune.models.packaged_llm import provenance
             from ragtune.models.resolve import resolve_model
             from ragtune.train.adapter_card import write_adapter_card
 

@@ -14,7 +14,7 @@ from ragtune.config.generate import Seq2SeqConfig
 from ragtune.data.seq2seq import Encoder, load_seq2seq_data
 from ragtune.eval.generation import seq2seq_evaluator
 from ragtune.models.device import choose_placement, settle
-from ragtune.models.generator import apply_lora, check_method, load_generator, load_tokenizer
+from ragtune.models.language_model import apply_lora, check_method, load_generator, load_tokenizer
 from ragtune.progress import Reporter
 from ragtune.run_dir import RunDir
 from ragtune.train import recipe
