@@ -62,6 +62,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("retrieval", "ragtune.config.retrieval:RetrievalConfig", "Retrieval settings: BM25, dense, fusion, rerank."),
     Task("mine", "ragtune.config.retrieval:HardNegativesSection", "Hard-negative mining settings."),
     Task("query", "ragtune.config.rag:RAGSection", "How `ragtune query` retrieves and answers."),
+    Task("serve", "ragtune.config.serve:ServeConfig", "How `ragtune serve` listens, batches and answers."),
 )}
 
 

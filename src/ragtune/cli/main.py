@@ -22,6 +22,7 @@ from ragtune.cli import (
     index_cmd,
     query_cmd,
     quickstart_cmd,
+    serve_cmd,
     train_cmd,
 )
 from ragtune.cli.output import FLAGS, emit_json, errors, take_global_flags
@@ -38,11 +39,13 @@ app.add_typer(index_cmd.app, name="index")
 app.command("query")(query_cmd.query)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("quickstart")(quickstart_cmd.quickstart)
+app.command("serve")(serve_cmd.serve)
 
 
 EXTRAS = {"trl": "llm", "peft": "llm", "sacrebleu": "llm", "rouge_score": "llm", "pypdf": "rag",
           "langchain_core": "rag", "langchain_community": "rag", "langchain_huggingface": "rag",
-          "tensorboard": "tensorboard", "pyarrow": "dev"}
+          "tensorboard": "tensorboard", "pyarrow": "dev", "fastapi": "serve",
+          "uvicorn": "serve", "prometheus_client": "serve"}
 
 
 def _fail(message: str, code: int = 2) -> int:

@@ -22,6 +22,10 @@ def query(index: Path = typer.Argument(..., help="index folder built with `ragtu
           generator_model: Optional[str] = typer.Option(None, "--generator-model", help="served model name, for a URL"),
           no_generate: bool = typer.Option(False, "--no-generate", help="retrieval only: print the ranked chunks"),
           k: Optional[int] = typer.Option(None, "-k", min=1, help="passages to use (default 5)"),
+          server: Optional[str] = typer.Option(None, "--server", help="ask a running `ragtune serve` at this URL "
+                                               "instead of loading models (INDEX is then ignored)"),
+          api_key: Optional[str] = typer.Option(None, "--api-key", help="the server's key (default: "
+                                                "$RAGTUNE_API_KEY)"),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="query settings (YAML/JSON)")) -> int:
     """Answer a question from an index, citing the chunks it used."""
     from ragtune.config import load_config
@@ -29,9 +33,14 @@ def query(index: Path = typer.Argument(..., help="index folder built with `ragtu
 
     check_question(question)  # before any model loads
     settings = load_config("query", config, [*(overrides or []), *([f"k={k}"] if k else [])])
-    pipeline = RAGPipeline.from_index(str(index), rerank, None if no_generate else generator, generator_model,
-                                      settings)
-    result = pipeline.answer(question, generate=not no_generate)
+    if server:
+        from ragtune.serve.client import ask_server
+
+        result = ask_server(server, question, settings, generate=not no_generate, api_key=api_key)
+    else:
+        pipeline = RAGPipeline.from_index(str(index), rerank, None if no_generate else generator, generator_model,
+                                          settings)
+        result = pipeline.answer(question, generate=not no_generate)
     if FLAGS.json:
         emit_json(result.to_dict())
         return 0

@@ -51,8 +51,10 @@ class ChunkTexts(Mapping):
 class Index:
     """Open an index folder for queries; `build`, `add` and `delete` write new versions."""
 
-    def __init__(self, root: str | Path, placement=None, embedder: str | None = None):
+    def __init__(self, root: str | Path, placement=None, embedder: str | None = None, model=None):
+        """`model` is the index's embedder, already loaded (a server shares one across index versions)."""
         self.root = Path(root)
+        self._model = model
         self.folder = current_version(self.root)
         self.manifest = read_manifest(self.folder)
         self._placement = placement  # chosen when a model first loads: BM25 and `index info` need no torch
@@ -142,7 +144,7 @@ class Index:
             path = self._embedder_path or info["path"]
             if self._embedder_path is None:
                 self._check_weights(info)
-            model = load_embedder(path, self.placement, info.get("max_seq_length"))
+            model = self._model or load_embedder(path, self.placement, info.get("max_seq_length"))
             self._dense = DenseRetriever(model, self.placement, self.config.dense, path, "dense", self.faiss(),
                                          self.ids())
         return self._dense

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 from ragtune.errors import ConfigError, GeneratorError
 
@@ -90,6 +90,23 @@ class LocalGenerator:
             scores = {label: float(first[rank][ids].logsumexp(0)) for label, ids in starts.items()} if starts else None
             replies[i] = Reply(texts[rank], scores)
         return replies
+
+
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int = 256) -> Iterator[str]:
+        """The greedy answer as it is generated, piece by piece (transformers' TextIteratorStreamer)."""
+        import threading
+
+        from transformers import TextIteratorStreamer
+
+        from ragtune.models.language_model import chat_prompt, generate_text
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        prompt = self._fit(chat_prompt(self.tokenizer, messages), max_new_tokens)
+        worker = threading.Thread(target=generate_text, daemon=True, args=(
+            self.model, self.tokenizer, [prompt], max_new_tokens, self.stops, 1), kwargs={"streamer": streamer})
+        worker.start()
+        yield from (piece for piece in streamer if piece)
+        worker.join()
 
 
 class OpenAIGenerator:

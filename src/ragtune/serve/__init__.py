@@ -1,0 +1,1 @@
+"""`ragtune serve`: the tuned stack behind an OpenAI-compatible HTTP API (FastAPI + uvicorn), with metrics."""
