@@ -248,3 +248,14 @@ def test_query_asks_a_running_server(cli, full, index):
     code, out, err = cli("--json", "query", index, "calcium intake bone", "--server", full + "/v1")
     assert code == 0 and isinstance(json.loads(out)["answer"], str) and json.loads(out)["sources"], err
     error_line(cli("query", index, "q", "--server", "http://127.0.0.1:9"), "--server", "ragtune serve")
+
+
+def test_a_client_leaving_mid_stream_fails_no_other_request(full):
+    body = {"messages": [{"role": "user", "content": "calcium and bones?"}], "stream": True, "max_tokens": 16}
+    with httpx.stream("POST", full + "/v1/chat/completions", json=body, timeout=60) as reply:
+        first = next(reply.iter_lines())
+        assert first.startswith("data: ")
+    # the client has gone; the server goes on answering
+    assert post(full, "/v1/embeddings", {"input": "still here"}).status_code == 200
+    again = post(full, "/v1/chat/completions", {**body, "stream": False, "max_tokens": 4})
+    assert again.status_code == 200 and again.json()["choices"][0]["finish_reason"] == "stop"
