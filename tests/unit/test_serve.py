@@ -259,3 +259,17 @@ def test_a_client_leaving_mid_stream_fails_no_other_request(full):
     assert post(full, "/v1/embeddings", {"input": "still here"}).status_code == 200
     again = post(full, "/v1/chat/completions", {**body, "stream": False, "max_tokens": 4})
     assert again.status_code == 200 and again.json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_search_with_batched_query_vectors_ranks_as_the_local_pipeline(full, index):
+    from ragtune.config.rag import RAGSection
+    from ragtune.index import Index
+    from ragtune.rag.pipeline import RAGPipeline
+
+    for first_stage in ("hybrid", "dense"):
+        question = "calcium intake and bone density"
+        local = RAGPipeline(Index(index), settings=RAGSection(k=3, first_stage=first_stage)).retrieve(question)
+        served = post(full, "/v1/search", {"query": question, "k": 3, "first_stage": first_stage,
+                                           "rerank": False}).json()
+        assert [s["id"] for s in served["results"]] == [s.id for s in local]
+        assert "encode_ms" in served["timings_ms"]

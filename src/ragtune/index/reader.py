@@ -200,13 +200,17 @@ class Index:
         """Chunk texts by id, read from the database as they are asked for (a reranker reads its top k only)."""
         return ChunkTexts(self._db)
 
-    def first_stage(self, name: str = "hybrid"):
+    def first_stage(self, name: str = "hybrid", dense=None):
         """The index's first stage: bm25, dense (the index's embedder) or hybrid (both, fused with the index's
-        fusion settings): the retrievers `eval retrieval` builds, over this index's files."""
+        fusion settings): the retrievers `eval retrieval` builds, over this index's files. `dense` stands in for
+        the dense retriever (a server passes one whose query vectors were computed in a batch)."""
         from ragtune.retrieval.pipeline import HybridRetriever
 
-        stages = {"bm25": self.bm25, "dense": self.dense,
-                  "hybrid": lambda: HybridRetriever([self.bm25(), self.dense()], self.config.fusion, "hybrid")}
+        def dense_stage():
+            return dense or self.dense()
+
+        stages = {"bm25": self.bm25, "dense": dense_stage,
+                  "hybrid": lambda: HybridRetriever([self.bm25(), dense_stage()], self.config.fusion, "hybrid")}
         if name not in stages:
             from ragtune.choices import unknown
             from ragtune.errors import ConfigError
@@ -214,13 +218,13 @@ class Index:
             raise ConfigError(unknown("first_stage", name, stages))
         return stages[name]()
 
-    def pipeline(self, first_stage: str = "hybrid", reranker=None, rerank_k: int | None = None):
+    def pipeline(self, first_stage: str = "hybrid", reranker=None, rerank_k: int | None = None, dense=None):
         """The first stage, then the reranker (if any) over its top `rerank_k`: a retrieval Pipeline."""
         from ragtune.retrieval.pipeline import Pipeline
         from ragtune.retrieval.spec import Spec
 
         spec = Spec(first_stage, text=first_stage + (f"+{reranker.name}@{rerank_k}" if reranker else ""))
-        return Pipeline(spec, self.first_stage(first_stage), self.text_lookup(), reranker,
+        return Pipeline(spec, self.first_stage(first_stage, dense), self.text_lookup(), reranker,
                         rerank_k or self.config.rerank_k)
 
     def search(self, query: str, k: int, first_stage: str = "hybrid") -> Hits:

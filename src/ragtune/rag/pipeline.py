@@ -49,10 +49,11 @@ class RAGPipeline:
     """Answers questions from an index, optionally through a reranker, with a local or remote generator. Retrieval
     is the index's spec pipeline: its first stage, then `Reranker.rerank` over the top `rerank_k`."""
 
-    def __init__(self, index: Index, reranker=None, generator=None, settings: RAGSection | None = None):
+    def __init__(self, index: Index, reranker=None, generator=None, settings: RAGSection | None = None,
+                 dense=None):
         self.index, self.reranker, self.generator = index, reranker, generator
         self.settings = settings or RAGSection()
-        self.retrieval = index.pipeline(self.settings.first_stage, reranker, self.settings.rerank_k)
+        self.retrieval = index.pipeline(self.settings.first_stage, reranker, self.settings.rerank_k, dense)
 
     @classmethod
     def from_index(cls, path: str, reranker: str | None = None, generator: str | None = None,

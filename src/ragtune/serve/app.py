@@ -95,6 +95,7 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
     rerank_batcher = Batcher(lambda _, pairs: state.rerank_scores(pairs), settings.batch_window_ms,
                              settings.max_batch, state.executor, metrics.batch.labels("rerank").observe)
     generation = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragtune-generate")
+    lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragtune-lookup")  # one SQLite reader at a time
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -170,12 +171,13 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
                     **({"document": {"text": body.documents[i]}} if body.return_documents else {})} for i in order]
         return {"id": uuid.uuid4().hex, "model": state.reranker.name.removeprefix("rerank:"), "results": results}
 
-    def pipeline(first_stage: str | None = None, rerank: bool = True, **changes):
+    def pipeline(first_stage: str | None = None, rerank: bool = True, dense=None, index=None, **changes):
         from ragtune.rag.pipeline import RAGPipeline
 
         query = settings.query.model_copy(update={k: v for k, v in
                                                   {"first_stage": first_stage, **changes}.items() if v is not None})
-        return RAGPipeline(state.live.current(), state.reranker if rerank else None, state.generator, query)
+        return RAGPipeline(index or state.live.current(), state.reranker if rerank else None, state.generator, query,
+                           dense)
 
     async def in_thread(executor, function, *args):
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
@@ -184,9 +186,20 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
     async def search(request: Request):
         body = await _body(request, SearchRequest, settings.max_body_bytes)
         _check_texts([body.query], "query", settings)
-        rag = pipeline(body.first_stage, body.rerank, k=body.k, min_score=body.min_score)
+        index = state.live.current()
+        first_stage = body.first_stage or settings.query.first_stage
+        dense = None
+        if first_stage != "bm25":  # the query's vector joins the batch of concurrent searches and embeddings
+            start = time.perf_counter()
+            vector = (await embed_batcher.run("query", [body.query]))[0]
+            dense = Encoded(index.dense(), {body.query: vector}, 1000 * (time.perf_counter() - start))
+        rerank = body.rerank and state.reranker is not None
+        rag = pipeline(first_stage, rerank, dense, index, k=body.k, min_score=body.min_score)
         timings: dict[str, float] = {}
-        sources = await in_thread(state.executor, rag.retrieve, body.query, timings)
+        # BM25, FAISS and SQLite need no model: without a reranker they run beside the model thread
+        sources = await in_thread(state.executor if rerank else lookups, rag.retrieve, body.query, timings)
+        if dense is not None:
+            timings["encode_ms"] = dense.encode_ms
         return {"query": body.query, "index_version": rag.index.folder.name, "timings_ms": timings,
                 "results": [source_json(s) for s in sources]}
 
@@ -247,6 +260,16 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
 
 ENDPOINTS = ("/health", "/v1/models", "/metrics", "/v1/embeddings", "/v1/rerank", "/v1/search",
              "/v1/chat/completions")
+
+
+class Encoded:
+    """The index's dense first stage with the query vectors already computed (in a batch with other requests)."""
+
+    def __init__(self, dense, vectors: dict[str, np.ndarray], encode_ms: float):
+        self.dense, self.vectors, self.encode_ms, self.name = dense, vectors, encode_ms, dense.name
+
+    def search(self, queries: list[str], k: int):
+        return self.dense.search_embeddings(np.stack([self.vectors[q] for q in queries]), k)
 
 
 def source_json(source) -> dict:
