@@ -24,7 +24,9 @@ def bind(host: str, port: int) -> socket.socket:
 def server(app, sock: socket.socket):
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    # log_config=None: uvicorn must not re-configure logging (dictConfig closes every existing handler, the
+    # CLI's and the host application's); its records go to the root logger like everything else
+    config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     return uvicorn.Server(config)
 
 
