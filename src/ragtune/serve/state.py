@@ -23,10 +23,11 @@ class LiveIndex:
     version when it changed; a request keeps the Index it started with, so it never mixes versions (the writer
     keeps the previous version's files, and open ones stay readable)."""
 
-    def __init__(self, root: str | Path, placement, poll_s: float):
+    def __init__(self, root: str | Path, placement, poll_s: float, embedder: str | None = None):
+        """`embedder` names the index's embedder elsewhere (the same weights); a different one fails here."""
         self.root, self.placement, self.poll_s = Path(root), placement, poll_s
         self._lock = threading.Lock()
-        self._index = Index(self.root, placement)
+        self._index = Index(self.root, placement, embedder)
         self._index.dense()  # the embedder loads now, and every later version shares it
         self._pointer, self._checked = self._read_pointer(), time.monotonic()
 
@@ -99,9 +100,7 @@ class ServeState:
         self.placement = choose_placement()
         # one model call at a time, off the event loop: torch already uses every core for one call
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragtune-model")
-        if embedder is not None:
-            Index(index, self.placement, embedder)  # a different embedder than the index's fails here, by name
-        self.live = LiveIndex(index, self.placement, settings.index_poll_s)
+        self.live = LiveIndex(index, self.placement, settings.index_poll_s, embedder)
         self.reranker = self._reranker(reranker) if reranker else None
         self.cache = EmbeddingCache(settings.cache_size)
         self.generator = None
