@@ -273,3 +273,11 @@ def test_search_with_batched_query_vectors_ranks_as_the_local_pipeline(full, ind
                                            "rerank": False}).json()
         assert [s["id"] for s in served["results"]] == [s.id for s in local]
         assert "encode_ms" in served["timings_ms"]
+
+
+def test_serve_refuses_an_embedder_that_is_not_the_index_one(cli, index, tiny_embedder, tmp_path):
+    from tests.unit.test_chunk import error_line
+    from tests.unit.test_index import perturbed_copy
+
+    other = perturbed_copy(tiny_embedder, tmp_path / "other-embedder")
+    error_line(cli("serve", index, "--port", "0", "--embedder", other), "different model")
