@@ -490,7 +490,7 @@ def test_bf16_on_cpu_runs_a_copy_and_agrees_with_fp32(embedder, cross_encoder):
     # embeddings and rerank scores agree with fp32 to bf16's precision.
     import torch
 
-    from ragtune.retrieval.dense import encode
+    from ragtune.retrieval.dense import encode, reduced_precision_copy
     from ragtune.retrieval.rerank import Reranker
 
     bf16 = Placement("cpu", "bf16", "tests: forced bf16")
@@ -504,9 +504,33 @@ def test_bf16_on_cpu_runs_a_copy_and_agrees_with_fp32(embedder, cross_encoder):
     fp32_scores = Reranker(cross_encoder, CPU).score(query, DOCS)
     reranker = Reranker(cross_encoder, bf16)
     bf16_scores = reranker.score(query, DOCS)
-    assert next(reranker._module()[0].parameters()).dtype == torch.bfloat16
+    assert next(reduced_precision_copy(cross_encoder, bf16)[0].parameters()).dtype == torch.bfloat16
     assert next(cross_encoder.parameters()).dtype == torch.float32
     np.testing.assert_allclose(bf16_scores, fp32_scores, atol=0.02)  # bf16 keeps 8 bits of mantissa
+
+
+def test_the_bf16_copy_is_made_once_and_again_when_the_weights_change(embedder):
+    # A copy per call cost 140 ms per served query; a kept copy must still follow training's in-place updates.
+    import torch
+
+    from ragtune.retrieval.dense import encode, reduced_precision_copy
+
+    bf16 = Placement("cpu", "bf16", "tests: forced bf16")
+    first = reduced_precision_copy(embedder, bf16)[0]
+    assert reduced_precision_copy(embedder, bf16)[0] is first
+    assert reduced_precision_copy(embedder, CPU)[0] is embedder  # fp32 runs the model itself
+    before = encode(embedder, DOCS[:2], bf16)
+    weight = next(embedder.parameters())
+    with torch.no_grad():
+        weight.mul_(-1.0)  # as an optimizer step would: in place
+    try:
+        again = reduced_precision_copy(embedder, bf16)[0]
+        assert again is not first
+        assert torch.equal(next(again.parameters()).float(), weight.to(torch.bfloat16).float())
+        assert not np.allclose(encode(embedder, DOCS[:2], bf16), before, atol=1e-3)
+    finally:
+        with torch.no_grad():
+            weight.mul_(-1.0)
 
 
 def test_a_query_longer_than_the_rerank_limit_is_truncated_too(cross_encoder):

@@ -22,24 +22,18 @@ class Reranker:
         self.model, self.placement = model, placement
         self.settings = settings or RerankSection()
         self.name = name
-        self._runner = None
 
     @property
     def max_length(self) -> int:
         own = getattr(self.model, "max_seq_length", None) or 512
         return min(self.settings.max_length or own, own)
 
-    def _module(self):
-        if self._runner is None:
-            self._runner = reduced_precision_copy(self.model, self.placement)
-        return self._runner
-
     @torch.inference_mode()
     def score(self, query: str, documents: list[str]) -> np.ndarray:
         """One relevance score per document (the model's activation applied), (n,)."""
         if not documents:
             return np.zeros(0, dtype=np.float32)
-        model, context = self._module()
+        model, context = reduced_precision_copy(self.model, self.placement)
         tokenizer = model.tokenizer
         # Tokenize once, truncating the document only, then batch by token length so padding is minimal.
         pairs = ([query] * len(documents), documents)
