@@ -533,6 +533,38 @@ def test_the_bf16_copy_is_made_once_and_again_when_the_weights_change(embedder):
             weight.mul_(-1.0)
 
 
+def test_the_in_training_evaluator_sees_a_fused_optimizer_step(embedder):
+    # transformers' default optimizer, adamw_torch_fused, updates weights without bumping their versions: a kept
+    # bf16 copy then scored every checkpoint as the base model (quickstart: "NO GAIN ... 0.8385 -> 0.8385").
+    import torch
+
+    from ragtune.config.schema import EvalSection
+    from ragtune.data.beir import IRData
+    from ragtune.eval.retrieval import ir_evaluator
+    from ragtune.retrieval.dense import reduced_precision_copy
+
+    bf16 = Placement("cpu", "bf16", "tests: forced bf16")
+    ir = IRData({f"d{i}": text for i, text in enumerate(DOCS)}, {"q0": DOCS[0]}, {"q0": {"d1": 1}}, "toy")
+    evaluate = ir_evaluator(ir, EvalSection(ks=[1], primary_metric="ndcg@1"), bf16)
+    evaluate(embedder)
+    first = reduced_precision_copy(embedder, bf16)[0]
+    saved = {k: v.clone() for k, v in embedder.state_dict().items()}
+    optimizer = torch.optim.AdamW(embedder.parameters(), lr=0.5, fused=True)
+    versions = [p._version for p in embedder.parameters()]
+    for p in embedder.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    try:
+        assert [p._version for p in embedder.parameters()] == versions  # why versions alone cannot tell
+        evaluate(embedder)
+        again = reduced_precision_copy(embedder, bf16)[0]
+        assert again is not first
+        weight = next(embedder.parameters())
+        assert torch.equal(next(again.parameters()).float(), weight.detach().to(torch.bfloat16).float())
+    finally:
+        embedder.load_state_dict(saved)
+
+
 def test_a_query_longer_than_the_rerank_limit_is_truncated_too(cross_encoder):
     from ragtune.retrieval.rerank import Reranker
 

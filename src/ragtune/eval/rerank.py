@@ -15,6 +15,7 @@ from ragtune.eval.metrics import ir_metrics
 from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
 from ragtune.retrieval.base import Hits, to_run
+from ragtune.retrieval.dense import forget_copy
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def rerank_evaluator(candidates: Candidates, cfg: RerankEvalSection, placement: 
             self.greater_is_better = greater_is_better(cfg.primary_metric)
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
+            forget_copy(model)  # trained since the last call, by a step that may not bump weight versions
             metrics = candidates.reranked_metrics(model, cfg, placement)
             log.info("evaluation at step %s: %s=%.4f", steps, cfg.primary_metric, metrics[cfg.primary_metric])
             return metrics

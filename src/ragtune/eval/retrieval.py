@@ -18,6 +18,7 @@ from ragtune.eval.metrics import ir_metrics
 from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
 from ragtune.retrieval.base import to_run
+from ragtune.retrieval.dense import forget_copy
 from ragtune.retrieval.pipeline import HybridRetriever, Pipeline, PipelineBuilder, check_weights
 from ragtune.retrieval.spec import parse_spec
 
@@ -185,6 +186,7 @@ def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: Pr
             self.greater_is_better = greater_is_better(cfg.primary_metric)
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
+            forget_copy(model)  # trained since the last call, by a step that may not bump weight versions
             with around():
                 result = evaluate_model(model, ir, cfg, placement, prompts)
             log.info("evaluation at step %s: %s=%.4f", steps, cfg.primary_metric, result.metrics[cfg.primary_metric])
