@@ -53,6 +53,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("rerank", "ragtune.config.rerank:RerankConfig", "Fine-tune a cross-encoder reranker; before = the first "
          "stage alone, after = first stage + reranker.", "ragtune.train.rerank:train_rerank", "runs/rerank",
          "ragtune.data.embed:describe"),
+    Task("multivector", "ragtune.config.multivector:MultiVectorConfig", "Train a late-interaction (ColBERT-style) "
+         "model scored by MaxSim; before = the first stage alone, after = first stage + MaxSim over its top k.",
+         "ragtune.train.multivector:train_multivector", "runs/multivector", "ragtune.data.embed:describe"),
     Task("llm", "ragtune.config.generate:LLMConfig", "Supervised fine-tuning of a causal LM (full, LoRA or QLoRA) "
          "with TRL's SFTTrainer.", "ragtune.train.llm:train_llm", "runs/llm", "ragtune.data.sft:describe",
          generation=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,11 @@ CHUNK_SIZE = typer.Option(None, "--chunk-size", min=8, help="tokens per chunk, a
 OVERLAP = typer.Option(32, "--overlap", min=0, help="tokens shared by consecutive chunks")
 TEXT_FIELD = typer.Option("text", "--text-field", help="text field of .jsonl documents")
 META = typer.Option(None, "--meta", help="KEY=VALUE added to every chunk's metadata (repeatable)")
+
+
+class TokenDtype(str, Enum):
+    int8 = "int8"
+    fp16 = "fp16"
 
 
 def metadata(meta: Optional[list[str]]) -> dict:
@@ -50,6 +56,11 @@ def build(docs: list[Path] = typer.Argument(..., help="files and folders (.txt .
                                                 "fusion) for the index"),
           chunk_size: Optional[int] = CHUNK_SIZE, overlap: int = OVERLAP, text_field: str = TEXT_FIELD,
           meta: Optional[list[str]] = META,
+          multivector: Optional[str] = typer.Option(None, "--multivector", help="late-interaction model (a "
+                                                    "`ragtune train multivector` run): store every chunk's token "
+                                                    "vectors, for MaxSim as the second stage"),
+          token_dtype: TokenDtype = typer.Option("int8", "--token-dtype", help="how token vectors are stored: int8 "
+                                                 "(one scale per token) or fp16 (twice the bytes)"),
           overwrite: bool = typer.Option(False, "--overwrite", help="rebuild an existing index")) -> int:
     """Chunk, embed and index documents into a new index folder."""
     from ragtune.config import load_config
@@ -58,7 +69,8 @@ def build(docs: list[Path] = typer.Argument(..., help="files and folders (.txt .
     settings = load_config("retrieval", config)
     with RichReporter().phase("Building the index"):
         report = build_index(out, [str(d) for d in docs], embedder, settings, chunk_size, overlap, overwrite,
-                             text_field=text_field, metadata=metadata(meta))
+                             text_field=text_field, metadata=metadata(meta), multivector=multivector,
+                             token_dtype=token_dtype.value)
     return _render(report, f"index {out}")
 
 

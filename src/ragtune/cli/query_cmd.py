@@ -15,7 +15,8 @@ from ragtune.models.packaged_llm import DEFAULT_GENERATOR
 def query(index: Path = typer.Argument(..., help="index folder built with `ragtune index build`"),
           question: str = typer.Argument(..., help="the question"),
           overrides: Optional[list[str]] = typer.Argument(None, help="settings, e.g. first_stage=dense min_score=0.2"),
-          rerank: Optional[str] = typer.Option(None, "--rerank", help="cross-encoder that reranks the candidates"),
+          rerank: Optional[str] = typer.Option(None, "--rerank", help="second stage: a cross-encoder, or maxsim (the "
+                                              "index's stored token vectors)"),
           generator: str = typer.Option(DEFAULT_GENERATOR, "--generator", help="local model (path, hub id, ragtune "
                                         "run) or an OpenAI-compatible base URL (http://host:8000/v1); default: the "
                                         "packaged SmolLM2-135M-Instruct"),

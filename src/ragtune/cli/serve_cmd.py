@@ -15,7 +15,8 @@ def serve(index: Path = typer.Argument(..., help="index folder built with `ragtu
           overrides: Optional[list[str]] = typer.Argument(None, help="settings, e.g. max_batch=32 query.k=3"),
           embedder: Optional[str] = typer.Option(None, "--embedder", help="the index's embedder from elsewhere (the "
                                                  "same weights); default: the one it was built with"),
-          reranker: Optional[str] = typer.Option(None, "--reranker", help="cross-encoder for /v1/rerank and search"),
+          reranker: Optional[str] = typer.Option(None, "--reranker", help="cross-encoder for /v1/rerank and search, or "
+                                                "maxsim (the index's stored token vectors)"),
           generator: Optional[str] = typer.Option(None, "--generator", help="local model (path, hub id, ragtune "
                                                   "run) or an OpenAI-compatible base URL, for /v1/chat/completions"),
           generator_model: Optional[str] = typer.Option(None, "--generator-model", help="served model name, for a "

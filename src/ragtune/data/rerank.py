@@ -87,11 +87,20 @@ def rerank_rows(groups: list[Group], layout: str) -> list[dict]:
     return _tuples(groups)
 
 
-def add_teacher_margins(rows: list[dict], teacher) -> list[dict]:
-    """MarginMSE labels: the teacher's score of the positive minus its score of each negative."""
+def _teacher_labels(rows: list[dict], teacher, label) -> list[dict]:
     out = []
     for row in rows:
         negatives = [v for k, v in row.items() if k.startswith("negative_")]
         scores = teacher.score(row["query"], [row["positive"], *negatives])
-        out.append({**row, "label": [float(scores[0] - s) for s in scores[1:]]})
+        out.append({**row, "label": label([float(s) for s in scores])})
     return out
+
+
+def add_teacher_margins(rows: list[dict], teacher) -> list[dict]:
+    """MarginMSE labels: the teacher's score of the positive minus its score of each negative."""
+    return _teacher_labels(rows, teacher, lambda scores: [scores[0] - s for s in scores[1:]])
+
+
+def add_teacher_scores(rows: list[dict], teacher) -> list[dict]:
+    """Distillation labels: the teacher's score of the positive and of each negative, in column order."""
+    return _teacher_labels(rows, teacher, lambda scores: scores)

@@ -47,15 +47,24 @@ class Candidates:
         return ir_metrics(self.ir.qrels, to_run(self.query_ids, self.hits), cfg.metrics, cfg.ks)
 
     def reranked_metrics(self, model, cfg: RerankEvalSection, placement: Placement) -> dict[str, float]:
-        """Rerank the top `rerank_k` of every query with `model` (its weights as they are now)."""
-        from ragtune.retrieval.rerank import Reranker
-
-        sizes = {"batch_size": cfg.batch_size} if cfg.batch_size else {}  # else the reranker's own default
-        settings = RerankSection(**sizes)
-        reranker = Reranker(model, placement, settings)
+        """Rerank the top `rerank_k` of every query with `model` (its weights as they are now): a cross-encoder,
+        or a late-interaction model (MaxSim)."""
+        reranker = second_stage(model, cfg, placement)
         reranked = [reranker.rerank(self.ir.queries[q], hits, self.ir.corpus, cfg.rerank_k)
                     for q, hits in zip(self.query_ids, self.hits)]
         return ir_metrics(self.ir.qrels, to_run(self.query_ids, reranked), cfg.metrics, cfg.ks)
+
+
+def second_stage(model, cfg: RerankEvalSection, placement: Placement):
+    """The reranker that runs `model`: MaxSim for a MultiVectorEncoder, else the cross-encoder Reranker."""
+    if type(model).__name__ == "MultiVectorEncoder":
+        from ragtune.retrieval.maxsim import MaxSimReranker
+
+        return MaxSimReranker(model, placement, batch_size=cfg.batch_size)
+    from ragtune.retrieval.rerank import Reranker
+
+    sizes = {"batch_size": cfg.batch_size} if cfg.batch_size else {}  # else the reranker's own default
+    return Reranker(model, placement, RerankSection(**sizes))
 
 
 def rerank_evaluator(candidates: Candidates, cfg: RerankEvalSection, placement: Placement):

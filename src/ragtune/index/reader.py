@@ -16,6 +16,7 @@ from ragtune.index.store import (
     CHUNKS_DB,
     FAISS_FILE,
     REBUILD,
+    TOKENS_DIR,
     IndexedFile,
     current_version,
     damaged,
@@ -62,11 +63,13 @@ class Index:
         self._check_embedder(embedder)
         self.config = retrieval_config(self.folder, self.manifest)
         self._db = open_chunks(self.folder / CHUNKS_DB)
-        self._dense = self._bm25 = self._faiss = None
-        # Read this version's FAISS and BM25 files now: a long-lived reader must not find them removed by later
-        # writes (only the live and the previous version are kept).
+        self._dense = self._bm25 = self._faiss = self._tokens = self._maxsim = None
+        # Read this version's FAISS, BM25 and token files now: a long-lived reader must not find them removed by
+        # later writes (only the live and the previous version are kept).
         self.faiss()
         self.bm25()
+        if "multivector" in self.manifest:
+            self.token_vectors()
 
     @property
     def placement(self):
@@ -162,6 +165,53 @@ class Index:
                 raise damaged(folder, f"not a readable BM25 index ({' '.join(str(exc).split())})") from None
         return self._bm25
 
+    def token_vectors(self):
+        """The chunks' token vectors (TokenVectors, row order), memory-mapped; a DataError where the index has none."""
+        if self._tokens is None:
+            from ragtune.retrieval.maxsim import TokenVectors
+
+            folder = self.folder / TOKENS_DIR
+            if "multivector" not in self.manifest:
+                raise DataError(f"{self.root}: this index stores no token vectors, so MaxSim cannot score it; "
+                                "rebuild it with `ragtune index build --multivector MODEL`")
+            if not folder.is_dir():
+                raise damaged(folder, "missing")
+            try:
+                self._tokens = TokenVectors.load(folder)
+            except (OSError, ValueError, KeyError) as exc:
+                raise damaged(folder, f"not readable token vectors ({' '.join(str(exc).split())})") from None
+            if len(self._tokens) != self.size:
+                raise damaged(folder, f"holds token vectors for {len(self._tokens)} chunks, but the index has "
+                                      f"{self.size}")
+        return self._tokens
+
+    def maxsim(self, model=None):
+        """MaxSim over the stored token vectors, with the index's late-interaction model for the queries (`model`:
+        that model, already loaded, as a server shares it across index versions)."""
+        if self._maxsim is None:
+            from ragtune.models.load import load_multivector
+            from ragtune.retrieval.maxsim import MaxSimReranker
+
+            store = self.token_vectors()
+            info = self.manifest["multivector"]
+            if model is None:
+                self._check_weights(info)
+            self._maxsim = MaxSimReranker(model or load_multivector(info["path"], self.placement), self.placement, store,
+                                          self.rows(), f"maxsim:{info['name']}", self.config.dense.batch_size,
+                                          self.config.rerank)
+        return self._maxsim
+
+    def second_stage(self, name: str, max_length: int | None = None):
+        """The reranker called `name`: `maxsim` (the index's stored token vectors and their model) or a
+        cross-encoder by name or path, with the index's rerank settings and pairs cut to `max_length` tokens."""
+        if name == "maxsim":
+            return self.maxsim()
+        from ragtune.models.load import load_cross_encoder
+        from ragtune.retrieval.rerank import Reranker
+
+        settings = self.config.rerank.model_copy(update={"max_length": max_length} if max_length else {})
+        return Reranker(load_cross_encoder(name, self.placement), self.placement, settings, name=f"rerank:{name}")
+
     def chunks(self, ids: list[str]) -> list[Chunk]:
         """Chunks by id, in the order asked."""
         if not ids:
@@ -237,7 +287,8 @@ class Index:
         return {"path": str(self.root), "version": self.folder.name, "format_version": self.manifest["format_version"],
                 "embedder": self.manifest["embedder"]["name"], "dimension": self.manifest["embedder"]["dimension"],
                 "chunker": self.manifest["chunker"], "sources": sources, "chunks": self.size, "bytes": size,
-                "updated": self.manifest.get("updated")}
+                "updated": self.manifest.get("updated"),
+                **({"multivector": self.manifest["multivector"]} if "multivector" in self.manifest else {})}
 
     def close(self) -> None:
         self._db.close()

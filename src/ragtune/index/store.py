@@ -5,7 +5,7 @@ Layout: INDEX/CURRENT names the live version folder (v000001, v000002, ...). Eve
 version folder under the writer lock and becomes live by an atomic rename of CURRENT, so a crash or `kill -9`
 mid-change leaves the previous version live and readers never see a half-written index. The previous version is
 kept for readers still loading it; older ones are removed. Each version holds manifest.json, chunks.sqlite,
-faiss.index and bm25/.
+faiss.index and bm25/, and multivector/ (token vectors for MaxSim) where it was built with --multivector.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ragtune.errors import ConfigError, DataError, where
 
 CURRENT = "CURRENT"  # the live version's name
 MANIFEST_FILE, CHUNKS_DB, FAISS_FILE, BM25_DIR = "manifest.json", "chunks.sqlite", "faiss.index", "bm25"
+TOKENS_DIR = "multivector"  # the chunks' token vectors, where the index was built with a late-interaction model
 FORMAT_VERSION = 1
 LEFTOVER = re.compile(r"\.lock|\.CURRENT\.tmp|\.staging-\d+|v\d{6}")  # what a crashed first build leaves
 SCHEMA = """

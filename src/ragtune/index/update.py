@@ -24,6 +24,7 @@ from ragtune.index.store import (
     LEFTOVER,
     MANIFEST_FILE,
     SCHEMA,
+    TOKENS_DIR,
     IndexedFile,
     current_version,
     writer,
@@ -80,9 +81,31 @@ def _embedder_info(name: str, placement, config: RetrievalConfig, max_seq_length
     return retriever, info
 
 
+def _multivector_info(name: str, placement, token_dtype: str):
+    """The late-interaction model whose token vectors the index stores, and what the manifest says of it."""
+    from ragtune.models.fingerprint import model_fingerprint
+    from ragtune.models.load import load_multivector
+    from ragtune.models.resolve import resolve_model
+    from ragtune.retrieval.maxsim import MaxSimReranker
+
+    path = resolve_model(name)
+    scorer = MaxSimReranker(load_multivector(path, placement), placement, name=f"maxsim:{name}")
+    info = {"name": name, "path": str(Path(path).resolve()) if Path(path).exists() else path,
+            "fingerprint": model_fingerprint(path), "dtype": token_dtype,
+            "dimension": scorer.model.get_embedding_dimension()}
+    return scorer, info
+
+
+def _token_vectors(scorer, texts: list[str], dtype: str, dim: int):
+    from ragtune.retrieval.maxsim import TokenVectors
+
+    return TokenVectors.quantize(scorer.encode_documents(texts), dtype, dim)
+
+
 def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]], vectors: np.ndarray,
-                   sources: dict[str, IndexedFile], config: RetrievalConfig) -> None:
-    """Write every file of one index version into `staging`."""
+                   sources: dict[str, IndexedFile], config: RetrievalConfig, tokens=None) -> None:
+    """Write every file of one index version into `staging`; `tokens` (TokenVectors, in row order) where the
+    index stores token vectors."""
     import faiss
 
     from ragtune.retrieval.bm25 import BM25Retriever
@@ -102,6 +125,10 @@ def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]],
     BM25Retriever.build({c.id: c.text for c, _ in rows}, config.bm25).save(staging / BM25_DIR)
     manifest = {**manifest, "chunks": len(rows), "sources": len(sources),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if tokens is not None:
+        tokens.save(staging / TOKENS_DIR)
+        manifest["multivector"] = {**manifest["multivector"], "tokens": int(tokens.offsets[-1]),
+                                   "bytes": tokens.nbytes}
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
@@ -114,9 +141,11 @@ def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport, metad
 
 def build_index(out: str | Path, inputs: list[str], embedder: str, config: RetrievalConfig | None = None,
                 chunk_size: int | None = None, overlap: int = 32, overwrite: bool = False, placement=None,
-                text_field: str = "text", metadata: dict | None = None) -> ChangeReport:
+                text_field: str = "text", metadata: dict | None = None, multivector: str | None = None,
+                token_dtype: str = "int8") -> ChangeReport:
     """Chunk, embed and index every document under `inputs` into a new index at `out`; `metadata` is added to
-    every chunk."""
+    every chunk. With `multivector` (a late-interaction model), every chunk's token vectors are stored too, as
+    `token_dtype` (int8 or fp16), for MaxSim as the second stage."""
     from ragtune.models.device import choose_placement
 
     start = time.perf_counter()
@@ -130,19 +159,22 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     placement = placement or choose_placement(config.device, config.precision)
     Chunker(chunk_size or Chunker.chunk_size, overlap)  # a bad size fails before the embedder loads
     retriever, info = _embedder_info(embedder, placement, config, None)
+    scorer, late = _multivector_info(multivector, placement, token_dtype) if multivector else (None, None)
     chunker = Chunker.for_embedder(retriever.model, chunk_size, overlap, text_field)
     report = ChangeReport()
     chunks = _new_chunks(files, chunker, report, metadata)
     if not chunks:
         raise _no_text(inputs, report)
     vectors = retriever.encode_documents([c.text for c in chunks])
+    tokens = _token_vectors(scorer, [c.text for c in chunks], token_dtype, late["dimension"]) if scorer else None
     manifest = {"format_version": FORMAT_VERSION, "embedder": info, "chunker": chunker.settings(),
-                "retrieval": json.loads(config.model_dump_json(exclude={"pipelines"}))}
+                "retrieval": json.loads(config.model_dump_json(exclude={"pipelines"})),
+                **({"multivector": late} if late else {})}
     counts = _counts(chunks)
     hashes = {str(f): IndexedFile.of(f, file_hash(f), counts[str(f)]) for f in files if str(f) in counts}  # none skipped
     report.added_sources = list(hashes)
     with writer(out) as staging:  # with --overwrite, the old version stays live until the new one is complete
-        _write_version(staging, manifest, [(c, c.source) for c in chunks], vectors, hashes, config)
+        _write_version(staging, manifest, [(c, c.source) for c in chunks], vectors, hashes, config, tokens)
     report.chunks_added = len(chunks)
     report.seconds = time.perf_counter() - start
     return report
@@ -166,7 +198,15 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
         if not rows:
             raise DataError(f"{root}: the change would leave the index empty; delete the folder instead")
         vectors = np.ascontiguousarray(np.vstack([old_vectors, new_vectors]), dtype=np.float32)
-        _write_version(staging, index.manifest, rows, vectors, hashes, index.config)
+        tokens = None
+        late = index.manifest.get("multivector")
+        if late:  # the kept chunks' token vectors as they were, the new chunks' encoded by the same model
+            from ragtune.retrieval.maxsim import TokenVectors
+
+            kept_tokens = index.token_vectors().take([old_rows[c.id] for c in kept])
+            tokens = TokenVectors.concat([kept_tokens, _token_vectors(
+                index.maxsim(), [c.text for c in new_chunks], late["dtype"], late["dimension"])])
+        _write_version(staging, index.manifest, rows, vectors, hashes, index.config, tokens)
         report.chunks_added, report.chunks_removed = len(new_chunks), len(old_rows) - len(kept)
         index.close()
     report.seconds = time.perf_counter() - start

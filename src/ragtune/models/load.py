@@ -12,6 +12,13 @@ from ragtune.models.resolve import resolve_model
 log = logging.getLogger(__name__)
 
 
+def _unloadable(what: str, name: str, path: str, exc: Exception, expected: str) -> ModelError:
+    """One line for a model folder the library could not load: transformers raises many types for one."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelError(f"{what} '{name}' could not be loaded from {path} ({first}); check that it is {expected} "
+                      "directory with safetensors weights")
+
+
 def load_embedder(name: str, placement: Placement, max_seq_length: int | None = None):
     """A SentenceTransformer on the chosen device; safetensors only, no remote code."""
     from sentence_transformers import SentenceTransformer
@@ -20,10 +27,8 @@ def load_embedder(name: str, placement: Placement, max_seq_length: int | None = 
     try:
         model = SentenceTransformer(path, device=placement.device, trust_remote_code=False,
                                     model_kwargs={"use_safetensors": True})
-    except Exception as exc:  # transformers raises many types for a broken model folder
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"model '{name}' could not be loaded from {path} ({first}); check that it is a "
-                         "sentence-transformers or HF encoder directory with safetensors weights") from None
+    except Exception as exc:  # noqa: BLE001 - see _unloadable
+        raise _unloadable("model", name, path, exc, "a sentence-transformers or HF encoder") from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model
@@ -52,8 +57,50 @@ def load_cross_encoder(name: str, placement: Placement, new_head: bool = False):
     try:
         model = CrossEncoder(path, num_labels=1, device=placement.device, trust_remote_code=False,
                              model_kwargs={"use_safetensors": True})
-    except Exception as exc:  # transformers raises many types for a broken model folder
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cross-encoder '{name}' could not be loaded from {path} ({first}); check that it is a "
-                         "CrossEncoder or HF sequence-classification directory with safetensors weights") from None
+    except Exception as exc:  # noqa: BLE001 - see _unloadable
+        raise _unloadable("cross-encoder", name, path, exc, "a CrossEncoder or HF sequence-classification") from None
     return model
+
+
+def is_multivector_dir(path: str) -> bool:
+    """A saved late-interaction model: its modules.json ends in a MultiVectorMask (or it is a PyLate/ColBERT one)."""
+    import json
+
+    modules = Path(path) / "modules.json"
+    if modules.is_file():
+        return any("MultiVector" in m.get("type", "") or m.get("type", "").startswith("pylate")
+                   for m in json.loads(modules.read_text(encoding="utf-8")))
+    config = Path(path) / "config.json"
+    return config.is_file() and "HF_ColBERT" in (json.loads(config.read_text(encoding="utf-8"))
+                                                  .get("architectures") or [])
+
+
+def load_multivector(name: str, placement: Placement, new_head: bool = False, dim: int = 128,
+                     query_length: int | None = 32, document_length: int | None = None):
+    """A sentence-transformers MultiVectorEncoder (ColBERT-style). With `new_head`, a plain encoder (say MiniLM)
+    gets a fresh `dim`-wide token projection, the scoring mask and unit-length token vectors, for training."""
+    from sentence_transformers import MultiVectorEncoder
+
+    path = resolve_model(name)
+    built = is_multivector_dir(path)
+    if not built and not new_head:
+        raise ModelError(f"model '{name}' is not a late-interaction model (no MultiVectorMask in its modules.json); "
+                         "train one with `ragtune train multivector`, or use it as dense:MODEL")
+    try:
+        if built:
+            return MultiVectorEncoder(path, device=placement.device, model_kwargs={"use_safetensors": True})
+        from sentence_transformers.base.modules import Normalize, Transformer
+        from sentence_transformers.base.modules.dense import Dense
+        from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+        from torch import nn
+
+        encoder = Transformer(path, model_kwargs={"use_safetensors": True}, query_length=query_length,
+                              document_length=document_length)
+        project = Dense(encoder.get_embedding_dimension(), dim, bias=False, activation_function=nn.Identity(),
+                        module_input_name="token_embeddings")
+        return MultiVectorEncoder(modules=[encoder, project, MultiVectorMask(),
+                                           Normalize(module_input_name="token_embeddings")],
+                                  device=placement.device)
+    except Exception as exc:  # noqa: BLE001 - see _unloadable
+        raise _unloadable("late-interaction model", name, path, exc,
+                          "a MultiVectorEncoder (or, to train one, an HF encoder)") from None

@@ -62,15 +62,7 @@ class RAGPipeline:
 
         placement = choose_placement()
         index = Index(path, placement)
-        rerank = None
-        if reranker:
-            from ragtune.models.load import load_cross_encoder
-            from ragtune.retrieval.rerank import Reranker
-
-            limit = (settings or RAGSection()).rerank_max_length
-            rerank_settings = index.config.rerank.model_copy(update={"max_length": limit} if limit else {})
-            rerank = Reranker(load_cross_encoder(reranker, placement), placement, rerank_settings,
-                              name=f"rerank:{reranker}")
+        rerank = index.second_stage(reranker, (settings or RAGSection()).rerank_max_length) if reranker else None
         make = None
         if generator:
             from ragtune.rag.generators import make_generator

@@ -89,10 +89,10 @@ class PipelineBuilder:
         self.placement = self.placement or choose_placement(self.config.device, self.config.precision)
 
     def _model(self, role: str, name: str):
-        from ragtune.models.load import load_cross_encoder, load_embedder
+        from ragtune.models.load import load_cross_encoder, load_embedder, load_multivector
 
         if (role, name) not in self._models:
-            loader = load_embedder if role == "dense" else load_cross_encoder
+            loader = {"dense": load_embedder, "rerank": load_cross_encoder, "maxsim": load_multivector}[role]
             self._models[(role, name)] = loader(name, self.placement)
         return self._models[(role, name)]
 
@@ -128,7 +128,13 @@ class PipelineBuilder:
         spec = parse_spec(spec) if isinstance(spec, str) else spec
         stage, seconds = self.first_stage(spec)
         reranker = None
-        if spec.reranker:
+        if spec.reranker and spec.second == "maxsim":
+            from ragtune.retrieval.maxsim import MaxSimReranker
+
+            reranker = MaxSimReranker(self._model("maxsim", spec.reranker), self.placement,
+                                      name=f"maxsim:{spec.reranker}", batch_size=self.config.dense.batch_size,
+                                      settings=self.config.rerank)
+        elif spec.reranker:
             reranker = Reranker(self._model("rerank", spec.reranker), self.placement, self.config.rerank,
                                 name=f"rerank:{spec.reranker}")
         return Pipeline(spec, stage, self.corpus, reranker, spec.rerank_k or self.config.rerank_k, seconds)

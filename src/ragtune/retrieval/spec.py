@@ -1,4 +1,5 @@
-"""Pipeline specs: `bm25 | dense:MODEL | hybrid(SPEC,SPEC[,...]) | SPEC+rerank:MODEL[@K]`, parsed with positions.
+"""Pipeline specs: `bm25 | dense:MODEL | hybrid(SPEC,SPEC[,...]) | SPEC+rerank:MODEL[@K] | SPEC+maxsim:MODEL[@K]`,
+parsed with positions. The second stage is a cross-encoder (rerank) or a late-interaction model (maxsim).
 
 A bad spec fails with the column where parsing stopped and what was expected there, before any model loads.
 """
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ragtune.errors import ConfigError
 
-RERANK = "+rerank:"
+SECOND_STAGES = {"+rerank:": "rerank", "+maxsim:": "maxsim"}
 
 
 @dataclass(frozen=True)
@@ -18,16 +19,17 @@ class Spec:
     kind: str  # bm25 | dense | hybrid
     model: str | None = None  # dense model
     parts: tuple[Spec, ...] = ()  # hybrid members
-    reranker: str | None = None
+    reranker: str | None = None  # the second stage's model
     rerank_k: int | None = None
     text: str = field(default="", compare=False)
+    second: str = "rerank"  # rerank (a cross-encoder) | maxsim (late interaction)
 
     def models(self) -> list[tuple[str, str]]:
         """Every (role, model) the spec needs, for checking before anything loads."""
         found = [("dense", self.model)] if self.model else []
         for part in self.parts:
             found += part.models()
-        return found + ([("rerank", self.reranker)] if self.reranker else [])
+        return found + ([(self.second, self.reranker)] if self.reranker else [])
 
 
 class _Parser:
@@ -38,7 +40,8 @@ class _Parser:
         got = self.text[self.pos:self.pos + 20] or "the end"
         pointer = f"{self.text[:self.pos]}>>>{self.text[self.pos:]}"
         return ConfigError(f"{self.where} '{self.text}': at column {self.pos + 1} ({pointer}): expected {expected}, got "
-                           f"'{got}'; write bm25, dense:MODEL, hybrid(SPEC,SPEC) or SPEC+rerank:MODEL@K")
+                           f"'{got}'; write bm25, dense:MODEL, hybrid(SPEC,SPEC), SPEC+rerank:MODEL@K or "
+                           "SPEC+maxsim:MODEL@K")
 
     def take(self, literal: str) -> bool:
         """Consume `literal` (and the spaces around it, for ',', '(' and ')')."""
@@ -55,11 +58,11 @@ class _Parser:
         return False
 
     def name(self, what: str) -> str:
-        """A model name or path: runs to the next ',', ')', '+rerank:' or '@K' at the end."""
+        """A model name or path: runs to the next ',', ')', '+rerank:', '+maxsim:' or '@K' at the end."""
         start, depth = self.pos, 0
         while self.pos < len(self.text):
             char = self.text[self.pos]
-            if char in ",)" and depth == 0 or self.text.startswith(RERANK, self.pos):
+            if char in ",)" and depth == 0 or self.text.startswith(tuple(SECOND_STAGES), self.pos):
                 break
             rest = self.text[self.pos + 1:].split(")")[0].split(",")[0]
             if char == "@" and re.fullmatch(r"[-+]?[\d.]*", rest):  # @K, or a bad count such as @-5 or @0.5
@@ -91,8 +94,9 @@ class _Parser:
     def spec(self) -> Spec:
         start = self.pos
         stage = self.stage()
-        if self.take(RERANK):
-            model = self.name("rerank")
+        second = next((kind for literal, kind in SECOND_STAGES.items() if self.take(literal)), None)
+        if second:
+            model = self.name(second)
             k = None
             if self.take("@"):
                 digits, at = "", self.pos
@@ -103,9 +107,9 @@ class _Parser:
                     self.pos = at  # point at the bad count, not past it
                     raise self.fail("a positive number of candidates after '@'")
                 k = int(digits)
-            stage = Spec(stage.kind, stage.model, stage.parts, model, k)
+            stage = Spec(stage.kind, stage.model, stage.parts, model, k, second=second)
         return Spec(stage.kind, stage.model, stage.parts, stage.reranker, stage.rerank_k,
-                    self.text[start:self.pos])
+                    self.text[start:self.pos], stage.second)
 
 
 def parse_spec(text: str, where: str = "--pipeline") -> Spec:
@@ -114,5 +118,5 @@ def parse_spec(text: str, where: str = "--pipeline") -> Spec:
     parser = _Parser(text, where)
     spec = parser.spec()
     if parser.pos != len(text):
-        raise parser.fail("the end of the spec (or +rerank:MODEL)")
+        raise parser.fail("the end of the spec (or +rerank:MODEL, +maxsim:MODEL)")
     return spec

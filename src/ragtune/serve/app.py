@@ -155,8 +155,8 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
             np.asarray(v, dtype=np.float32).tobytes()).decode("ascii") if body.encoding_format == "base64"
             else np.asarray(v, dtype=np.float32).tolist()} for i, v in enumerate(vectors)]
         tokens = sum(len(t.split()) for t in texts)
-        return {"object": "list", "data": data, "model": state.embedder_name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return JSONResponse({"object": "list", "data": data, "model": state.embedder_name,
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     @app.post("/v1/rerank")
     async def rerank(request: Request):
@@ -169,15 +169,19 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n or len(scores)]
         results = [{"index": i, "relevance_score": scores[i],
                     **({"document": {"text": body.documents[i]}} if body.return_documents else {})} for i in order]
-        return {"id": uuid.uuid4().hex, "model": state.reranker.name.removeprefix("rerank:"), "results": results}
+        return JSONResponse({"id": uuid.uuid4().hex, "model": state.reranker.name.removeprefix("rerank:"),
+                             "results": results})
 
     def pipeline(first_stage: str | None = None, rerank: bool = True, dense=None, index=None, **changes):
         from ragtune.rag.pipeline import RAGPipeline
 
         query = settings.query.model_copy(update={k: v for k, v in
                                                   {"first_stage": first_stage, **changes}.items() if v is not None})
-        return RAGPipeline(index or state.live.current(), state.reranker if rerank else None, state.generator, query,
-                           dense)
+        index = index or state.live.current()
+        reranker = state.reranker if rerank else None
+        if reranker is not None and reranker.name.startswith("maxsim:"):  # this version's stored token vectors
+            reranker = index.maxsim(reranker.model)
+        return RAGPipeline(index, reranker, state.generator, query, dense)
 
     async def in_thread(executor, function, *args):
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
@@ -200,8 +204,8 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
         sources = await in_thread(state.executor if rerank else lookups, rag.retrieve, body.query, timings)
         if dense is not None:
             timings["encode_ms"] = dense.encode_ms
-        return {"query": body.query, "index_version": rag.index.folder.name, "timings_ms": timings,
-                "results": [source_json(s) for s in sources]}
+        return JSONResponse({"query": body.query, "index_version": rag.index.folder.name, "timings_ms": timings,
+                             "results": [source_json(s) for s in sources]})
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):

@@ -101,7 +101,8 @@ class ServeState:
         # one model call at a time, off the event loop: torch already uses every core for one call
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragtune-model")
         self.live = LiveIndex(index, self.placement, settings.index_poll_s, embedder)
-        self.reranker = self._reranker(reranker) if reranker else None
+        self.reranker = self.live.current().second_stage(reranker, settings.query.rerank_max_length) if reranker \
+            else None
         self.cache = EmbeddingCache(settings.cache_size)
         self.generator = None
         if generator:
@@ -110,16 +111,6 @@ class ServeState:
             self.generator = make_generator(generator, generator_model, placement=self.placement)
         self.embedder_name = self.live.current().manifest["embedder"]["name"]
         self.started = time.time()
-
-    def _reranker(self, name: str):
-        """The cross-encoder with the index's rerank settings (first_stage_weight, batch size), its pairs cut to
-        query.rerank_max_length tokens when that is set."""
-        from ragtune.models.load import load_cross_encoder
-        from ragtune.retrieval.rerank import Reranker
-
-        limit = self.settings.query.rerank_max_length
-        settings = self.live.current().config.rerank.model_copy(update={"max_length": limit} if limit else {})
-        return Reranker(load_cross_encoder(name, self.placement), self.placement, settings, name=f"rerank:{name}")
 
     def embed(self, kind: str, texts: list[str]) -> list[np.ndarray]:
         """Vectors for texts, from the cache where it has them; `kind` is query or document (their prompts)."""

@@ -27,10 +27,10 @@ from ragtune.utils import is_main_process
 log = logging.getLogger(__name__)
 
 
-def _training_rows(cfg: RerankConfig, data, placement, reporter: Reporter) -> tuple[list[dict], list[str]]:
-    """Mine negatives for pairs when asked, then lay the groups out as the loss reads them; also the mining report."""
-    from ragtune.errors import ConfigError
-
+def training_rows(cfg, data, placement, reporter: Reporter, layout: str, teacher_labels=None):
+    """Mine negatives for pairs when asked, lay the groups out as the loss reads them (`layout`), and label them
+    with `cfg.teacher` (a cross-encoder) through `teacher_labels(rows, teacher)` when the loss distils one; also
+    the mining report. Shared by the reranker and late-interaction recipes."""
     examples, report = data.train, []
     if examples.format == "pairs" and cfg.data.hard_negatives:
         from ragtune.retrieval.mine import mine_for_training, mining_tools
@@ -39,14 +39,12 @@ def _training_rows(cfg: RerankConfig, data, placement, reporter: Reporter) -> tu
             tools = mining_tools(cfg.data.hard_negatives, data.eval.corpus, cfg.model.name, placement)
             examples, mining = mine_for_training(examples, data.eval.corpus, cfg.data.hard_negatives, *tools)
         report = mining.lines()
-    rows = rerank_rows(groups_from_examples(examples), RERANK_LOSSES[cfg.loss].layout)
-    if cfg.loss == "margin_mse":
-        if not cfg.teacher:
-            raise ConfigError("loss=margin_mse distils a stronger scorer: set teacher=MODEL (a cross-encoder)")
+    rows = rerank_rows(groups_from_examples(examples), layout)
+    if teacher_labels is not None:
         from ragtune.retrieval.rerank import Reranker
 
         with reporter.phase("Scoring the training tuples with the teacher"):
-            rows = add_teacher_margins(rows, Reranker(load_cross_encoder(cfg.teacher, placement), placement))
+            rows = teacher_labels(rows, Reranker(load_cross_encoder(cfg.teacher, placement), placement))
     return rows, report
 
 
@@ -63,7 +61,12 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
 
         resolve_model(cfg.teacher)
     placement = choose_placement(cfg.model.device, cfg.model.precision)
-    rows, mining_report = _training_rows(cfg, data, placement, reporter)
+    if cfg.loss == "margin_mse" and not cfg.teacher:
+        from ragtune.errors import ConfigError
+
+        raise ConfigError("loss=margin_mse distils a stronger scorer: set teacher=MODEL (a cross-encoder)")
+    rows, mining_report = training_rows(cfg, data, placement, reporter, RERANK_LOSSES[cfg.loss].layout,
+                                        add_teacher_margins if cfg.loss == "margin_mse" else None)
     recipe.seed_everything(cfg.train.seed)  # the new scoring head starts the same on every run
     model = load_cross_encoder(cfg.model.name, placement, new_head=True)
     keep_first_layers(model.model, cfg.model.num_layers)
