@@ -116,8 +116,12 @@ def maxsim_scores(query: np.ndarray, documents: list[np.ndarray]) -> np.ndarray:
     present = lengths > 0
     if not present.any():
         return scores
-    flat = np.concatenate([d for d in documents if len(d)])
-    similarity = query.astype(np.float32) @ flat.T  # (query tokens, all candidate tokens)
+    import torch
+
+    flat = np.concatenate([d for d in documents if len(d)]).astype(np.float32, copy=False)
+    # (query tokens, all candidate tokens), on torch's threads: numpy's OpenBLAS pool busy-waits after a call and
+    # took the two cores from the next query's encoding (7 ms -> 40 ms)
+    similarity = (torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)) @ torch.from_numpy(flat).T).numpy()
     starts = np.concatenate([[0], np.cumsum(lengths[present])[:-1]])
     scores[present] = np.maximum.reduceat(similarity, starts, axis=1).sum(axis=0)
     return scores

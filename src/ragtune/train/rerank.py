@@ -48,10 +48,59 @@ def training_rows(cfg, data, placement, reporter: Reporter, layout: str, teacher
     return rows, report
 
 
+def train_second_stage(cfg, data, model, loss, rows: list[dict], mining_report: list[str], placement, reporter: Reporter,
+                       resume: bool, overwrite: bool, trainer_class, arguments_class, *, workload: str, scorer: str,
+                       model_line: str, rows_line: str, loss_line: str) -> TrainResult:
+    """The part of a second-stage recipe (a cross-encoder, or MaxSim) after the data and the model are ready:
+    first stage alone (before), train with best-checkpoint selection on the reranked eval queries, the tuned
+    `scorer` over the first stage's top eval.rerank_k (after), and the report."""
+    import datasets
+
+    task = cfg.task
+    with reporter.phase(f"First stage ({cfg.eval.first_stage}) for the eval queries"):
+        candidates = Candidates.build(data.eval, cfg.eval, placement)
+    run_dir = recipe.open_run(cfg, resume, overwrite)
+
+    with run_logging(RunDir(run_dir).log):
+        training, scoring = settle(placement, model, "train"), settle(placement, model, workload)
+        reporter.note(f"device {placement.device}; training {training.precision} ({training.reason}); {workload} "
+                      f"{scoring.precision} ({scoring.reason})")
+        for line in mining_report:
+            reporter.note(f"hard negatives: {line}")
+        reporter.note(f"data: {len(rows)} {rows_line}; eval {data.eval.name}: {len(data.eval.queries)} queries, "
+                      f"{cfg.eval.first_stage} top {cfg.eval.rerank_k} rescored by {scorer}")
+        before = recipe.evaluate_before(run_dir, resume, reporter, cfg.eval.first_stage, data.eval.name,
+                                        lambda: candidates.first_stage_metrics(cfg.eval),
+                                        label="Evaluating the first stage alone")
+        kwargs = training_kwargs(cfg.train, run_dir, training, cfg.eval.primary_metric, show_progress=False)
+        args = build_training_args(arguments_class, kwargs)
+        trainer = trainer_class(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), loss=loss,
+                                evaluator=rerank_evaluator(candidates, cfg.eval, placement),
+                                callbacks=recipe.callbacks(run_dir, cfg, reporter))
+        train_seconds = recipe.train(trainer, run_dir, resume, reporter)
+        if not is_main_process():
+            return TrainResult(run_dir, None, train_seconds, len(rows))
+
+        def evaluate_after() -> dict[str, float]:
+            with reporter.phase(f"Evaluating the tuned {task} model"):
+                return candidates.reranked_metrics(model, cfg.eval, placement)
+
+        final, best, after = recipe.conclude(trainer, run_dir, model.save_pretrained, cfg.eval.primary_metric,
+                                             evaluate_after)
+        details = {"model": model_line, "data": str(cfg.data.train), "eval split": data.eval.name,
+                   "before": f"{cfg.eval.first_stage} alone",
+                   "after": f"{cfg.eval.first_stage} + {scorer.removeprefix('the ')} over the top {cfg.eval.rerank_k}",
+                   "train rows": str(len(rows)), "loss": loss_line,
+                   **({"teacher": cfg.teacher} if getattr(cfg, "teacher", None) else {}),
+                   "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
+        comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
+                                   f"ragtune train {task}: {run_dir.name}", best)
+        return TrainResult(run_dir, comparison, train_seconds, len(rows))
+
+
 def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = False,
                  reporter: Reporter | None = None) -> TrainResult:
     """Fine-tune a cross-encoder reranker and compare first stage vs first stage + reranker on held-out queries."""
-    import datasets
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
     reporter = reporter or Reporter()
@@ -74,43 +123,8 @@ def train_rerank(cfg: RerankConfig, resume: bool = False, overwrite: bool = Fals
     if cfg.model.max_seq_length:
         model.max_seq_length = cfg.model.max_seq_length
     loss = build_rerank_loss(model, cfg.loss, cfg.loss_args)
-    with reporter.phase(f"First stage ({cfg.eval.first_stage}) for the eval queries"):
-        candidates = Candidates.build(data.eval, cfg.eval, placement)
-    run_dir = recipe.open_run(cfg, resume, overwrite)
-
-    with run_logging(RunDir(run_dir).log):
-        training, scoring = settle(placement, model, "train"), settle(placement, model, "rerank")
-        reporter.note(f"device {placement.device}; training {training.precision} ({training.reason}); reranking "
-                      f"{scoring.precision} ({scoring.reason})")
-        for line in mining_report:
-            reporter.note(f"hard negatives: {line}")
-        reporter.note(f"data: {len(rows)} {RERANK_LOSSES[cfg.loss].layout} training rows; eval {data.eval.name}: "
-                      f"{len(data.eval.queries)} queries, {cfg.eval.first_stage} top {cfg.eval.rerank_k} reranked")
-        before = recipe.evaluate_before(run_dir, resume, reporter, cfg.eval.first_stage, data.eval.name,
-                                        lambda: candidates.first_stage_metrics(cfg.eval),
-                                        label="Evaluating the first stage alone")
-        kwargs = training_kwargs(cfg.train, run_dir, training, cfg.eval.primary_metric, show_progress=False)
-        args = build_training_args(CrossEncoderTrainingArguments, kwargs)
-        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                                      loss=loss, evaluator=rerank_evaluator(candidates, cfg.eval, placement),
-                                      callbacks=recipe.callbacks(run_dir, cfg, reporter))
-        train_seconds = recipe.train(trainer, run_dir, resume, reporter)
-        if not is_main_process():
-            return TrainResult(run_dir, None, train_seconds, len(rows))
-
-
-        def evaluate_after() -> dict[str, float]:
-            with reporter.phase("Evaluating the tuned reranker"):
-                return candidates.reranked_metrics(model, cfg.eval, placement)
-
-        final, best, after = recipe.conclude(trainer, run_dir, model.save_pretrained, cfg.eval.primary_metric,
-                                             evaluate_after)
-        layers = f" (its first {cfg.model.num_layers} layers)" if cfg.model.num_layers else ""
-        details = {"model": cfg.model.name + layers, "data": str(cfg.data.train), "eval split": data.eval.name,
-                   "before": f"{cfg.eval.first_stage} alone",
-                   "after": f"{cfg.eval.first_stage} + reranker over the top {cfg.eval.rerank_k}",
-                   "train rows": str(len(rows)), "loss": cfg.loss,
-                   "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
-        comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
-                                   f"ragtune train rerank: {run_dir.name}", best)
-        return TrainResult(run_dir, comparison, train_seconds, len(rows))
+    layers = f" (its first {cfg.model.num_layers} layers)" if cfg.model.num_layers else ""
+    return train_second_stage(cfg, data, model, loss, rows, mining_report, placement, reporter, resume, overwrite,
+                              CrossEncoderTrainer, CrossEncoderTrainingArguments, workload="rerank",
+                              scorer="the reranker", model_line=cfg.model.name + layers,
+                              rows_line=f"{RERANK_LOSSES[cfg.loss].layout} training rows", loss_line=cfg.loss)
