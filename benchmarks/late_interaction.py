@@ -10,6 +10,9 @@ measure hybrid alone against hybrid + MaxSim over its top 50.
 
 Issue 16's targets for the MaxSim row: NDCG@10 >= 0.7863 (the ladder's hybrid + cross-encoder), p95 <= 100 ms on
 2 cores. SciFact (CC BY-NC) is read from ../shared/data, never copied; the indexes go to a temporary folder.
+- NDCG@10 of the ladder's hybrid (BM25 + the tuned MiniLM of `configs/embed/scifact.yaml`, `--embedder-run`) +
+  MaxSim@50, with the documents' token vectors as encoded and as stored (int8, fp16).
+
 Run: python -m benchmarks.late_interaction [--run RUN_DIR] [--queries 100] [key=value ...]
      (--run: skip training and measure an existing run; key=value: overrides for the training config)
 """
@@ -46,6 +49,38 @@ def measured_run(run_dir: Path) -> dict:
     return {"before": before["metrics"], "after": after["metrics"]}
 
 
+def stored_quality(model: str, embedder: str, fusion_weights: list[float], first_stage_weight: float,
+                   rerank_k: int) -> dict:
+    """NDCG@10 of hybrid(BM25, `embedder`) + MaxSim@`rerank_k` on SciFact test, with the documents' token vectors
+    as encoded (float) and as the index stores them (int8, fp16), at fixed fusion settings (those `eval retrieval
+    --tune-fusion` fitted on train)."""
+    from ragtune.config.retrieval import FusionSection, RerankSection, RetrievalConfig
+    from ragtune.data.beir import load_beir
+    from ragtune.eval.metrics import ir_metrics
+    from ragtune.eval.retrieval import run_pipeline
+    from ragtune.retrieval.maxsim import TokenVectors
+    from ragtune.retrieval.pipeline import PipelineBuilder
+    from ragtune.retrieval.spec import parse_spec
+
+    ir = load_beir(SCIFACT, "test")
+    config = RetrievalConfig(fusion=FusionSection(method="wsum", weights=fusion_weights),
+                             rerank=RerankSection(first_stage_weight=first_stage_weight))
+    pipeline = PipelineBuilder(ir.corpus, config).build(
+        parse_spec(f"hybrid(bm25,dense:{embedder})+maxsim:{model}@{rerank_k}"))
+    scorer = pipeline.reranker
+    ids = list(ir.corpus)
+    encoded = scorer.encode_documents([ir.corpus[d] for d in ids])
+    rows = {d: i for i, d in enumerate(ids)}
+    quality = {}
+    for dtype in ("float", "int8", "fp16"):
+        scorer.store, scorer.rows = (None, {}) if dtype == "float" else (TokenVectors.quantize(encoded, dtype), rows)
+        scorer._encoded = dict(zip([ir.corpus[d] for d in ids], encoded))  # float: the same vectors, unquantized
+        run, _ = run_pipeline(pipeline, ir, 10)
+        quality[dtype] = ir_metrics(ir.qrels, run, ["ndcg", "mrr"], [10])
+        print(f"hybrid + MaxSim@{rerank_k}, document vectors {dtype}: NDCG@10 {quality[dtype]['ndcg@10']:.4f}")
+    return quality
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
@@ -55,10 +90,16 @@ def main() -> None:
     parser.add_argument("--run", default=None, help="an existing `train multivector` run: skip training")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--rerank-k", type=int, default=50)
+    parser.add_argument("--embedder-run", default="runs/scifact-embed/final", help="the tuned embedder of the "
+                        "ladder's hybrid, for the rows with stored vectors (skipped where it is absent)")
+    parser.add_argument("--fusion-weights", type=float, nargs=2, default=[0.3, 0.7])
+    parser.add_argument("--first-stage-weight", type=float, default=0.3)
     parser.add_argument("overrides", nargs="*", help="key=value overrides for configs/multivector/scifact.yaml")
     args = parser.parse_args()
     run_dir, quality = (Path(args.run), measured_run(Path(args.run))) if args.run else train(args.overrides)
     model = str(run_dir / "final")
+    stored = stored_quality(model, args.embedder_run, args.fusion_weights, args.first_stage_weight, args.rerank_k) \
+        if Path(args.embedder_run).is_dir() else None
 
     from ragtune.config.rag import RAGSection
     from ragtune.config.retrieval import DenseSection, RetrievalConfig
@@ -87,7 +128,7 @@ def main() -> None:
     print(f"token vectors: {tokens['tokens']:,} for {index.size:,} chunks, int8 {tokens['bytes'] / 2**20:.1f} MiB; "
           f"index {sizes['plain'] / 2**20:.1f} MiB without, {sizes['int8'] / 2**20:.1f} MiB with int8, "
           f"{sizes['fp16'] / 2**20:.1f} MiB with fp16")
-    write_result("late_interaction", {"run": str(run_dir), "quality": quality, "index_bytes": sizes,
+    write_result("late_interaction", {"run": str(run_dir), "quality": quality, "stored_quality": stored, "index_bytes": sizes,
                                       "build_seconds": builds, "token_vectors": tokens, "queries": args.queries,
                                       "rerank_k": args.rerank_k, "latency_ms": latency})
 

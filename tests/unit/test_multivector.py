@@ -278,3 +278,14 @@ def test_serve_searches_with_maxsim_and_follows_a_new_version(late_index, tmp_pa
         assert hit["results"][0]["source"] == str(extra) and hit["index_version"] == "v000002"
         scores = httpx.post(url + "/v1/rerank", json={"query": "eye", "documents": ["glaucoma eye", "bone"]})
         assert scores.status_code == 200 and len(scores.json()["results"]) == 2
+
+
+def test_the_langchain_retriever_reranks_with_the_stored_vectors(late_index):
+    from ragtune.integrations.langchain import RagtuneRetriever
+
+    index, _ = late_index
+    chunk_id, (source, text) = next(iter(all_chunks(index).items()))
+    retriever = RagtuneRetriever.from_index(index, reranker="maxsim", k=2)
+    assert retriever.pipeline.reranker.name.startswith("maxsim:") and retriever.pipeline.reranker.store is not None
+    documents = retriever.invoke(text)
+    assert documents[0].metadata["chunk_id"] == chunk_id and len(documents) == 2
