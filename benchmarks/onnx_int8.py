@@ -1,13 +1,14 @@
 """int8 through ONNX Runtime against torch for the embedder, on SciFact test: is dynamic int8 worth building an
-export for, and why did torch's `quantize_dynamic` lose so much quality?
+export for, and which quantization explains the earlier probe's 0.937 cosine?
 
 Rows, all in one run on the packaged all-MiniLM-L6-v2 (mean pooling, unit vectors, 256 tokens):
 - torch fp32 (`SentenceTransformer.encode`), and ragtune's bf16 copy where the CPU has bf16;
-- torch `quantize_dynamic` (int8 Linear layers, per tensor), the earlier probe;
 - ONNX Runtime fp32, and dynamic int8 with per-tensor and with per-channel weight scales.
 
 For each: documents/s over SciFact's 5,183 abstracts (batch 32, length-sorted as ragtune encodes), NDCG@10 of
-dense retrieval on the 300 test claims, and the mean cosine of its document vectors to fp32's.
+dense retrieval on the 300 test claims, and the mean cosine of its document vectors to fp32's. (torch's
+`quantize_dynamic` is not a row: swapping the quantized module into a loaded SentenceTransformer did not take
+effect in the first run.)
 Needs `pip install onnxruntime onnx` (not ragtune dependencies: sentence-transformers' own ONNX backend needs
 optimum-onnx, which requires transformers < 4.58).
 Run: python -m benchmarks.onnx_int8
@@ -114,10 +115,6 @@ def main() -> None:
     encoders = {"torch fp32": torch_encoder(model)}
     if "-BF16" not in cpu_summary():
         encoders["torch bf16 copy"] = torch_encoder(copy.deepcopy(model).to(torch.bfloat16))
-    quantized = copy.deepcopy(model)
-    quantized[0].auto_model = torch.ao.quantization.quantize_dynamic(quantized[0].auto_model, {torch.nn.Linear},
-                                                                     dtype=torch.qint8)
-    encoders["torch quantize_dynamic int8"] = torch_encoder(quantized)
     with tempfile.TemporaryDirectory() as tmp:
         plain = export(model, Path(tmp), max_length)
         encoders["onnxruntime fp32"] = onnx_encoder(model, plain, model.tokenizer, max_length)
