@@ -203,9 +203,11 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
         if late:  # the kept chunks' token vectors as they were, the new chunks' encoded by the same model
             from ragtune.retrieval.maxsim import TokenVectors
 
-            kept_tokens = index.token_vectors().take([old_rows[c.id] for c in kept])
-            tokens = TokenVectors.concat([kept_tokens, _token_vectors(
-                index.maxsim(), [c.text for c in new_chunks], late["dtype"], late["dimension"])])
+            parts = [index.token_vectors().take([old_rows[c.id] for c in kept])]
+            if new_chunks:  # a delete alone loads no model
+                parts.append(_token_vectors(index.maxsim(), [c.text for c in new_chunks], late["dtype"],
+                                            late["dimension"]))
+            tokens = TokenVectors.concat(parts)
         _write_version(staging, index.manifest, rows, vectors, hashes, index.config, tokens)
         report.chunks_added, report.chunks_removed = len(new_chunks), len(old_rows) - len(kept)
         index.close()

@@ -91,7 +91,7 @@ def train_second_stage(cfg, data, model, loss, rows: list[dict], mining_report: 
                    "before": f"{cfg.eval.first_stage} alone",
                    "after": f"{cfg.eval.first_stage} + {scorer.removeprefix('the ')} over the top {cfg.eval.rerank_k}",
                    "train rows": str(len(rows)), "loss": loss_line,
-                   **({"teacher": cfg.teacher} if getattr(cfg, "teacher", None) else {}),
+                   **({"teacher": cfg.teacher} if cfg.teacher else {}),
                    "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
                                    f"ragtune train {task}: {run_dir.name}", best)
