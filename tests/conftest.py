@@ -189,6 +189,29 @@ def _build_tiny_seq2seq(path: Path) -> Path:
     return out
 
 
+def lift_first_evaluation(monkeypatch, recipe_module, factory: str, metric: str = "ndcg@10") -> None:
+    """Make step 2 the best checkpoint by construction: the first in-training evaluation scores `metric` 1.0 higher.
+
+    Which step a real tiny run peaks at depends on the CPU's float arithmetic, so best-checkpoint tests script it."""
+    real_factory = getattr(recipe_module, factory)
+
+    def lifted_factory(*args, **kwargs):
+        evaluator = real_factory(*args, **kwargs)
+        measure, calls = type(evaluator).__call__, []
+
+        def lifted(self, model, *a, **kw):
+            metrics = dict(measure(self, model, *a, **kw))
+            calls.append(metrics[metric])
+            if len(calls) == 1:
+                metrics[metric] += 1.0
+            return metrics
+
+        evaluator.__class__ = type("LiftedEvaluator", (type(evaluator),), {"__call__": lifted})
+        return evaluator
+
+    monkeypatch.setattr(recipe_module, factory, lifted_factory)
+
+
 def torch_seed(seed: int = 0) -> None:
     import torch
 

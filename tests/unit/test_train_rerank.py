@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tests.conftest import TOPICS, run_killed_at_step_2, write_jsonl
+from tests.conftest import TOPICS, lift_first_evaluation, run_killed_at_step_2, write_jsonl
 
 
 def _metrics(run_dir):
@@ -253,9 +253,12 @@ def test_resume_after_kill_reaches_the_end(cli, tiny_cross_encoder, pairs_file, 
     assert math.isfinite(float(score[0]))
 
 
-def test_the_best_evaluation_is_the_model_in_final(cli, tiny_cross_encoder, tmp_path):
+def test_the_best_evaluation_is_the_model_in_final(cli, tiny_cross_encoder, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
+    import ragtune.train.rerank as recipe
+
+    lift_first_evaluation(monkeypatch, recipe, "rerank_evaluator")
     data = tmp_path / "train.jsonl"
     write_jsonl(data, labelled_pairs(6))
     run_dir = tmp_path / "run"
@@ -263,11 +266,11 @@ def test_the_best_evaluation_is_the_model_in_final(cli, tiny_cross_encoder, tmp_
                        "train.learning_rate=3e-3", "train.save_total_limit=10", "--allow-regression")
     assert code == 0, err
     evals = [(m["step"], m["eval_ndcg@10"]) for m in _metrics(run_dir) if "eval_ndcg@10" in m]
-    assert [step for step, _ in evals] == [2, 4, 6]
-    best_step, best = max(evals, key=lambda e: (e[1], -e[0]))  # the first of equal bests, as the Trainer keeps
-    assert best_step < 6  # this seeded run peaks early (0.51, 0.44, 0.50), so the last weights are not the best
+    assert [step for step, _ in evals] == [2, 4, 6] and evals[0][1] > 1  # lifted: the best, and not the last
     after = _eval(run_dir, "after")
-    assert after["best_step"] == best_step and after["metrics"]["ndcg@10"] == pytest.approx(best)
+    assert after["best_step"] == 2 and after["metrics"]["ndcg@10"] == pytest.approx(evals[0][1])  # as logged
     final = load_file(run_dir / "final" / "model.safetensors")
-    chosen = load_file(run_dir / "checkpoints" / f"checkpoint-{best_step}" / "model.safetensors")
+    chosen = load_file(run_dir / "checkpoints" / "checkpoint-2" / "model.safetensors")
+    last = load_file(run_dir / "checkpoints" / "checkpoint-6" / "model.safetensors")
     assert final.keys() == chosen.keys() and all((final[k] == chosen[k]).all() for k in final)
+    assert any((final[k] != last[k]).any() for k in final)  # lr 3e-3 moved the weights after step 2
