@@ -44,6 +44,11 @@ def environment_checks() -> list[Check]:
     checks.append(Check("cpu", True, cpu_summary()))
     checks.append(Check("cpu bf16", True, "offered (AVX512-BF16/AMX): precision auto times fp32 against bf16 per "
                         "model and keeps the faster (cached)" if cpu_supports_bf16() else "no native bf16: fp32 on CPU"))
+    from ragtune.export.onnx import cpu_quantize_config
+
+    onnx = _version("onnxruntime")  # optional, like the generator: only `export onnx` and its exports need it
+    checks.append(Check("onnxruntime", True, f"{onnx.detail}; int8 exports for this CPU: {cpu_quantize_config()}"
+                        if onnx.ok else "not installed (pip install 'ragtune[onnx]'; needed only for export onnx)"))
     placement = choose_placement()
     checks.append(Check("placement", True, f"{placement.device} / {placement.precision} ({placement.reason})"))
     free = shutil.disk_usage(Path.cwd()).free / 2**30

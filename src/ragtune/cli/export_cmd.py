@@ -45,3 +45,44 @@ def langchain(index: Path = typer.Argument(..., help="a ragtune index folder"),
         say(f"wrote {escape(str(path))}: load it with FAISS.load_local(..., allow_dangerous_deserialization=True); "
             "LangChain's loader uses pickle, so load only folders you trust (see README.txt there)")
     return 0
+
+
+@app.command("onnx")
+def onnx(source: Path = typer.Argument(..., help="a ragtune run (train embed or train rerank) or a saved model"),
+         out: Path = typer.Option(..., "--out", "-o", help="folder for the model copy with its onnx/ files"),
+         quantize: str = typer.Option("auto", "--quantize", "-q",
+                                      help="auto (this CPU's int8 and fp32, the fastest that passes), none (fp32 "
+                                           "only), or int8 for avx512_vnni, avx512, avx2 or arm64"),
+         max_drop: float = typer.Option(0.005, "--max-drop", help="largest fall of the primary metric against torch "
+                                                                  "fp32 that the export may show"),
+         eval_dir: Path = typer.Option(None, "--eval", help="a BEIR directory to gate on (needed for a bare model; "
+                                                            "a run uses its own evaluation split)"),
+         split: str = typer.Option("test", "--split", help="the --eval collection's qrels split"),
+         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder")) -> int:
+    """Export an embedder or cross-encoder to ONNX (fused fp32 and dynamic int8), kept only if the evaluation split
+    shows it within --max-drop of torch; ragtune then runs the file the export chose (backend: auto)."""
+    import math
+
+    from ragtune.choices import unknown
+    from ragtune.errors import ConfigError
+    from ragtune.export.gate import gate_for
+    from ragtune.export.onnx import QUANTIZE, export_onnx
+
+    if quantize not in QUANTIZE:
+        raise ConfigError(unknown("--quantize", quantize, QUANTIZE))
+    if not math.isfinite(max_drop) or max_drop < 0:
+        raise ConfigError(f"--max-drop must be a number >= 0, got {max_drop}")
+    folder, kind, build_gate = gate_for(source, eval_dir, split)
+    reporter = RichReporter()
+    with reporter.phase(f"Exporting the {'cross-encoder' if kind == 'rerank' else 'embedder'} to ONNX"):
+        record = export_onnx(folder, out, kind, build_gate, quantize, max_drop, overwrite, note=reporter.note)
+    if FLAGS.json:
+        emit_json({"onnx": str(out), **record})
+        return 0
+    for row in record["rows"]:
+        verdict = "" if not row["file"] else "  kept" if row["passed"] else f"  refused (drop {row['drop']:.4f})"
+        say(f"{row['name']:24s} {record['primary_metric']} {row['metric']:.4f}  {row['per_second']:9.1f} "
+            f"{record['unit']}/s{verdict}")
+    runs = "torch (it was the fastest here)" if record["chosen"] == "torch" else f"onnx/{record['chosen']}"
+    say(f"wrote {escape(str(out))}: ragtune runs {runs}; SentenceTransformer/CrossEncoder load the folder as usual")
+    return 0

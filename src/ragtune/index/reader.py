@@ -147,7 +147,8 @@ class Index:
             path = self._embedder_path or info["path"]
             if self._embedder_path is None:
                 self._check_weights(info)
-            model = self._model or load_embedder(path, self.placement, info.get("max_seq_length"))
+            model = self._model or load_embedder(path, self.placement, info.get("max_seq_length"),
+                                                 backend=self.config.backend)
             self._dense = DenseRetriever(model, self.placement, self.config.dense, path, "dense", self.faiss(),
                                          self.ids())
         return self._dense
@@ -210,7 +211,8 @@ class Index:
         from ragtune.retrieval.rerank import Reranker
 
         settings = self.config.rerank.model_copy(update={"max_length": max_length} if max_length else {})
-        return Reranker(load_cross_encoder(name, self.placement), self.placement, settings, name=f"rerank:{name}")
+        return Reranker(load_cross_encoder(name, self.placement, backend=self.config.backend), self.placement, settings,
+                        name=f"rerank:{name}")
 
     def chunks(self, ids: list[str]) -> list[Chunk]:
         """Chunks by id, in the order asked."""

@@ -73,7 +73,7 @@ def _embedder_info(name: str, placement, config: RetrievalConfig, max_seq_length
     from ragtune.retrieval.dense import DenseRetriever
 
     path = resolve_model(name)
-    model = load_embedder(path, placement, max_seq_length)
+    model = load_embedder(path, placement, max_seq_length, backend=config.backend)
     retriever = DenseRetriever(model, placement, config.dense, path)
     info = {"name": name, "path": str(Path(path).resolve()) if Path(path).exists() else path,
             "fingerprint": model_fingerprint(path), "dimension": model.get_embedding_dimension(),

@@ -48,23 +48,27 @@ class RagtuneEmbeddings(Embeddings):
     fingerprint and the document prompt, so one store can serve several models without mixing their vectors."""
 
     def __init__(self, model: str = "sentence-transformers/all-MiniLM-L6-v2", batch_size: int | None = None,
-                 query_prompt: str | None = None, document_prompt: str | None = None, store: ByteStore | None = None):
+                 query_prompt: str | None = None, document_prompt: str | None = None, store: ByteStore | None = None,
+                 backend: str = "auto"):
         from ragtune.config.base import PromptsSection
         from ragtune.config.retrieval import DenseSection
         from ragtune.models.device import choose_placement
         from ragtune.models.fingerprint import model_fingerprint
         from ragtune.models.load import load_embedder
+        from ragtune.models.onnx_backend import backend_of
         from ragtune.models.resolve import resolve_model
         from ragtune.retrieval.dense import model_prompts
 
         self.placement = choose_placement()
         path = resolve_model(model)
-        self.model = load_embedder(path, self.placement)
+        self.model = load_embedder(path, self.placement, backend=backend)
         self.batch_size = batch_size
         prompts = DenseSection(prompts=PromptsSection(query=query_prompt, document=document_prompt))
         self.query_prompt, self.document_prompt = model_prompts(self.model, prompts)  # as the index encodes
         self.store = store if store is not None else InMemoryByteStore()
         identity = f"{model_fingerprint(path) or model}\0{self.document_prompt or ''}"
+        if backend_of(self.model) != "torch":  # ONNX vectors differ slightly from torch's: keep them apart
+            identity += f"\0{backend_of(self.model)}"
         self._namespace = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
         self.hits = self.misses = 0
 

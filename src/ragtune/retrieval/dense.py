@@ -17,6 +17,7 @@ from ragtune.config.retrieval import DenseSection
 from ragtune.errors import DataError
 from ragtune.models.device import Placement, settle
 from ragtune.models.fingerprint import model_fingerprint
+from ragtune.models.onnx_backend import backend_of
 from ragtune.retrieval.base import Hits, check_corpus, clamp_k, texts_fingerprint
 from ragtune.retrieval.cache import EmbeddingCache
 
@@ -33,6 +34,8 @@ def reduced_precision_copy(model, placement: Placement):
     of one query. In-place updates bump the weights' versions, but a fused optimizer step (transformers' default
     `adamw_torch_fused`) does not, so the evaluators that run during training call `forget_copy` first.
     """
+    if backend_of(model) != "torch":  # ONNX Runtime runs the export's own precision
+        return model, nullcontext()
     versions = tuple(p._version for p in model.parameters())
     with _COPIES_LOCK:
         kept = _COPIES.get(model)
@@ -141,8 +144,10 @@ class DenseRetriever:
         fingerprint = model_fingerprint(self.model_path)
         if fingerprint is None:
             return None
+        backend = backend_of(self.model)  # torch keys stay as they were before ONNX existed
         return texts_fingerprint(texts, fingerprint, self.document_prompt, self.model.max_seq_length,
-                                 self.placement.precision, "normalized" if unit_vectors(self.model) else "raw")
+                                 self.placement.precision, "normalized" if unit_vectors(self.model) else "raw",
+                                 *(() if backend == "torch" else (backend,)))
 
     def encode_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         key = self._cache_key(texts)

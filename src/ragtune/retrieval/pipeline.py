@@ -92,8 +92,11 @@ class PipelineBuilder:
         from ragtune.models.load import load_cross_encoder, load_embedder, load_multivector
 
         if (role, name) not in self._models:
-            loader = {"dense": load_embedder, "rerank": load_cross_encoder, "maxsim": load_multivector}[role]
-            self._models[(role, name)] = loader(name, self.placement)
+            if role == "maxsim":
+                self._models[(role, name)] = load_multivector(name, self.placement)
+            else:
+                loader = load_embedder if role == "dense" else load_cross_encoder
+                self._models[(role, name)] = loader(name, self.placement, backend=self.config.backend)
         return self._models[(role, name)]
 
     def first_stage(self, spec: Spec) -> tuple[Retriever, float]:

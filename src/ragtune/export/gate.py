@@ -1,0 +1,96 @@
+"""The evaluation an export must pass: the run's own held-out split, or a BEIR collection for a bare model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ragtune.errors import ModelError
+
+KINDS = ("embed", "rerank")
+
+
+@dataclass
+class Gate:
+    """`evaluate(model, placement)` -> metrics over `units` texts (embedder) or pairs (cross-encoder); `warm(model,
+    placement)` runs one small batch first, so that one-time costs stay out of the timing."""
+
+    evaluate: Callable
+    warm: Callable
+    units: int
+    unit: str  # texts | pairs
+    primary_metric: str
+    split: str
+
+
+def retrieval_gate(ir, eval_cfg, prompts=None) -> Gate:
+    """Exact dense retrieval over the split with the model, as `train embed` evaluates."""
+    from ragtune.eval.retrieval import evaluate_model
+    from ragtune.retrieval.dense import encode
+
+    sample = list(ir.corpus.values())[:16]
+    return Gate(lambda model, placement: evaluate_model(model, ir, eval_cfg, placement, prompts).metrics,
+                lambda model, placement: encode(model, sample, placement), len(ir.corpus) + len(ir.queries), "texts",
+                eval_cfg.primary_metric, ir.name)
+
+
+def rerank_gate(ir, eval_cfg) -> Gate:
+    """The split's first stage (computed once, in torch fp32) reranked by the model, as `train rerank` evaluates."""
+    from ragtune.eval.rerank import Candidates
+    from ragtune.models.device import choose_placement
+
+    candidates = Candidates.build(ir, eval_cfg, choose_placement("cpu", "fp32"))
+    pairs = sum(min(len(hits), eval_cfg.rerank_k) for hits in candidates.hits)
+    query = ir.queries[candidates.query_ids[0]]
+    sample = [ir.corpus[d] for d, _ in candidates.hits[0][:8]]
+
+    def warm(model, placement):
+        from ragtune.eval.rerank import second_stage
+
+        second_stage(model, eval_cfg, placement).score(query, sample)
+
+    return Gate(lambda model, placement: candidates.reranked_metrics(model, eval_cfg, placement), warm, pairs, "pairs",
+                eval_cfg.primary_metric, ir.name)
+
+
+def gate_for(source: Path, eval_dir: Path | None, split: str) -> tuple[Path, str, Callable[[], Gate]]:
+    """The model folder to export, its kind, and how to build its gate: a run directory's final/ judged on the run's
+    own evaluation split (its config.yaml), or any saved model judged on `eval_dir`, a BEIR collection's `split`
+    (which also overrides a run's own split)."""
+    from ragtune.config.load import load_config, recorded_task
+    from ragtune.models.load import is_cross_encoder_dir, is_multivector_dir
+    from ragtune.models.resolve import resolve_model
+    from ragtune.run_dir import RunDir
+
+    run = RunDir(source)
+    task = recorded_task(run.config) if run.config.is_file() else None
+    if task is not None and task not in KINDS:
+        raise ModelError(f"{source}: a '{task}' run; ONNX export covers embedders (train embed) and cross-encoders "
+                         "(train rerank)")
+    folder = run.final if task else Path(resolve_model(str(source)))
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder}: no saved model here (no config.json); give a finished ragtune run or a model "
+                         "folder")
+    if is_multivector_dir(str(folder)):
+        raise ModelError(f"{source}: a late-interaction model; ONNX export covers embedders and cross-encoders")
+    kind = task or ("rerank" if is_cross_encoder_dir(str(folder)) else "embed")
+    if eval_dir is None and task is None:
+        raise ModelError(f"{source}: not a ragtune run, so it has no evaluation split of its own; give --eval "
+                         "BEIR_DIR (and --split) to gate the export on")
+
+    def build() -> Gate:
+        if eval_dir is not None:
+            from ragtune.config.rerank import RerankEvalSection
+            from ragtune.config.schema import EvalSection
+            from ragtune.data.beir import load_beir
+
+            ir = load_beir(eval_dir, split)
+            return retrieval_gate(ir, EvalSection()) if kind == "embed" else rerank_gate(ir, RerankEvalSection())
+        from ragtune.data.embed import load_embed_data
+
+        cfg = load_config(task, run.config)
+        ir = load_embed_data(cfg.data, cfg.train.seed).eval
+        return retrieval_gate(ir, cfg.eval, cfg.prompts) if kind == "embed" else rerank_gate(ir, cfg.eval)
+
+    return folder, kind, build
