@@ -1,21 +1,22 @@
-"""int8 through ONNX Runtime against torch for the embedder, on SciFact test: is dynamic int8 worth building an
-export for, and which quantization explains the earlier probe's 0.937 cosine?
+"""Why the earlier int8 probes lost quality, and whether ONNX Runtime's dynamic int8 does better, on SciFact test.
 
-Rows, all in one run on the packaged all-MiniLM-L6-v2 (mean pooling, unit vectors, 256 tokens):
-- torch fp32 (`SentenceTransformer.encode`), and ragtune's bf16 copy where the CPU has bf16;
-- ONNX Runtime fp32, and dynamic int8 with per-tensor and with per-channel weight scales.
+Embedder rows (the packaged all-MiniLM-L6-v2, 5,183 abstracts, batch 32, length-sorted as ragtune encodes):
+torch fp32, ragtune's bf16 copy where the CPU has bf16, ONNX Runtime fp32 (the graph `ragtune export onnx` writes:
+eager attention, fused), and ORT dynamic int8 with per-tensor and with per-channel weight scales. For each:
+documents/s, NDCG@10 of dense retrieval on the 300 test claims, and the mean cosine of the document vectors to fp32's.
 
-For each: documents/s over SciFact's 5,183 abstracts (batch 32, length-sorted as ragtune encodes), NDCG@10 of
-dense retrieval on the 300 test claims, and the mean cosine of its document vectors to fp32's. (torch's
-`quantize_dynamic` is not a row: swapping the quantized module into a loaded SentenceTransformer did not take
-effect in the first run.)
-Needs `pip install onnxruntime onnx` (not ragtune dependencies: sentence-transformers' own ONNX backend needs
-optimum-onnx, which requires transformers < 4.58).
-Run: python -m benchmarks.onnx_int8
+Cross-encoder rows (`--cross-encoder FOLDER`, e.g. runs/scifact-rerank/final; BM25's top 20 for the first
+`--queries` test claims): torch's `quantize_dynamic` on every Linear (the earlier probe's recipe) and on every
+Linear but the classification head, then ORT int8 per-tensor, per-channel, and per-channel with the head (pooler
+and classifier) left in fp32. For each: the mean per-query Pearson and Spearman correlation of its scores with
+fp32's, and NDCG@10 of the reranked top 20.
+Needs `pip install -e .[onnx]`.
+Run: python -m benchmarks.onnx_int8 [--cross-encoder runs/scifact-rerank/final] [--queries 50]
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import tempfile
 import time
@@ -30,117 +31,155 @@ from benchmarks.rag_index import SCIFACT
 BATCH = 32
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def fp32():
+    from ragtune.models.device import choose_placement
+
+    return choose_placement("cpu", "fp32")
 
 
 def ndcg10(ir, doc_vectors: np.ndarray, query_vectors: np.ndarray, doc_ids: list[str]) -> float:
     from ragtune.eval.metrics import ir_metrics
 
-    scores = query_vectors @ doc_vectors.T
-    top = np.argsort(-scores, axis=1)[:, :100]
-    run = {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(ir.queries)}
+    scores = torch.from_numpy(query_vectors) @ torch.from_numpy(doc_vectors).T  # torch: OpenBLAS busy-waits
+    top = torch.topk(scores, 100, dim=1)
+    run = {q: {doc_ids[j]: float(s) for j, s in zip(top.indices[i].tolist(), top.values[i].tolist())}
+           for i, q in enumerate(ir.queries)}
     return ir_metrics(ir.qrels, run, ["ndcg"], [10])["ndcg@10"]
 
 
-def sorted_batches(texts: list[str]) -> list[list[int]]:
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    return [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
-
-
-def onnx_encoder(model, path: Path, tokenizer, max_length: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-
-    def encode(texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), model.get_embedding_dimension()), dtype=np.float32)
-        for batch in sorted_batches(texts):
-            inputs = tokenizer([texts[i] for i in batch], padding=True, truncation=True, max_length=max_length,
-                               return_tensors="np")
-            feed = {k: v.astype(np.int64) for k, v in inputs.items() if k in names}
-            hidden = session.run(None, feed)[0]
-            mask = inputs["attention_mask"][..., None].astype(np.float32)
-            out[batch] = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
-        return unit(out)
-
-    return encode
-
-
-def torch_encoder(module):
-    def encode(texts: list[str]) -> np.ndarray:
-        with torch.inference_mode():
-            return unit(module.encode(texts, batch_size=BATCH, convert_to_numpy=True).astype(np.float32))
-
-    return encode
-
-
-def export(model, folder: Path, max_length: int) -> Path:
-    transformer = model[0].auto_model.eval()
-    sample = model.tokenizer(["a short example", "and a second, longer example sentence"], padding=True,
-                             return_tensors="pt")
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-    path = folder / "model.onnx"
-    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"last_hidden_state": {0: "batch", 1: "tokens"}}
-    class Named(torch.nn.Module):  # keyword inputs for the tracer, the hidden states out
-        def __init__(self):
-            super().__init__()
-            self.inner = transformer
-
-        def forward(self, *inputs):
-            return self.inner(**dict(zip(names, inputs))).last_hidden_state
-
-    torch.onnx.export(Named(), tuple(sample[n] for n in names), str(path), input_names=names,
-                      output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    return path
-
-
-def main() -> None:
+def onnx_graphs(folder: Path, kind: str, per_tensor: bool = True, head_fp32: bool = False) -> dict[str, str]:
+    """`folder`/onnx/: ragtune's traced and fused fp32 graph, plus dynamic int8 variants; name -> file."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from sentence_transformers import SentenceTransformer
 
-    from ragtune.data.beir import load_beir
-    from ragtune.models.cpu import cpu_summary
+    from ragtune.export.onnx import PLAIN, _load, fuse, trace
+
+    (folder / "onnx").mkdir()
+    plain = folder / "onnx" / PLAIN
+    trace(folder, kind, plain)
+    fuse(plain, _load(folder, kind)[0].model.config)
+    files = {"onnxruntime fp32": PLAIN}
+    head = [n.name for n in onnx.load(str(plain)).graph.node if "classifier" in n.name or "pooler" in n.name]
+    variants = ([("per tensor", False, [])] if per_tensor else []) + [("per channel", True, [])]
+    if head_fp32:
+        variants.append(("per channel, head fp32", True, head))
+    for name, per_channel, exclude in variants:
+        out = f"int8-{len(files)}.onnx"
+        quantize_dynamic(str(plain), str(folder / "onnx" / out), per_channel=per_channel, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=exclude, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        files[f"onnxruntime int8 {name}"] = out
+    return files
+
+
+def embedder_rows(ir) -> dict:
+    from ragtune.models.load import load_embedder
+    from ragtune.models.onnx_backend import attach_onnx
     from ragtune.models.resolve import resolve_model
+    from ragtune.retrieval.dense import encode
 
-    ir = load_beir(SCIFACT, "test")
     doc_ids = list(ir.corpus)
-    docs = [ir.corpus[d] for d in doc_ids]
-    queries = list(ir.queries.values())
-    model = SentenceTransformer(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
-    max_length = model.max_seq_length
-    encoders = {"torch fp32": torch_encoder(model)}
-    if "-BF16" not in cpu_summary():
-        encoders["torch bf16 copy"] = torch_encoder(copy.deepcopy(model).to(torch.bfloat16))
+    docs, queries = [ir.corpus[d] for d in doc_ids], list(ir.queries.values())
     with tempfile.TemporaryDirectory() as tmp:
-        plain = export(model, Path(tmp), max_length)
-        encoders["onnxruntime fp32"] = onnx_encoder(model, plain, model.tokenizer, max_length)
-        for name, per_channel in (("per tensor", False), ("per channel", True)):
-            out = Path(tmp) / f"int8-{per_channel}.onnx"
-            quantize_dynamic(str(plain), str(out), per_channel=per_channel, weight_type=QuantType.QInt8)
-            encoders[f"onnxruntime int8 {name}"] = onnx_encoder(model, out, model.tokenizer, max_length)
+        folder = Path(tmp) / "model"
+        import shutil
 
+        shutil.copytree(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), folder)
+        files = onnx_graphs(folder, "embed")
+        base = load_embedder(str(folder), fp32())
+        models = {"torch fp32": (base, fp32())}
+        from ragtune.models.device import cpu_supports_bf16
+
+        if cpu_supports_bf16():
+            from ragtune.models.device import Placement
+
+            models["torch bf16 copy"] = (base, Placement("cpu", "bf16", "forced"))
+        for name, file in files.items():
+            models[name] = (attach_onnx(load_embedder(str(folder), fp32()), folder, file), fp32())
         rows, reference = {}, None
-        for name, encode in encoders.items():
-            encode(docs[:BATCH])  # warm-up
+        for name, (model, placement) in models.items():
+            encode(model, docs[:BATCH], placement, BATCH)  # warm-up
             start = time.perf_counter()
-            vectors = encode(docs)
+            vectors = encode(model, docs, placement, BATCH)
             seconds = time.perf_counter() - start
             reference = vectors if reference is None else reference
             rows[name] = {"docs_per_s": round(len(docs) / seconds, 1),
-                          "ndcg@10": round(ndcg10(ir, vectors, encode(queries), doc_ids), 4),
+                          "ndcg@10": round(ndcg10(ir, vectors, encode(model, queries, placement, BATCH), doc_ids), 4),
                           "cosine_to_fp32": round(float((vectors * reference).sum(1).mean()), 4)}
-            print(f"{name:32s} {rows[name]['docs_per_s']:7.1f} docs/s  NDCG@10 {rows[name]['ndcg@10']:.4f}  "
+            print(f"{name:34s} {rows[name]['docs_per_s']:7.1f} docs/s  NDCG@10 {rows[name]['ndcg@10']:.4f}  "
                   f"cosine to fp32 {rows[name]['cosine_to_fp32']:.4f}")
-    base = rows["torch fp32"]["docs_per_s"]
-    for name, row in rows.items():
-        row["speedup_vs_torch_fp32"] = round(row["docs_per_s"] / base, 2)
-    print({name: row["speedup_vs_torch_fp32"] for name, row in rows.items()})
-    write_result("onnx_int8", {"documents": len(docs), "queries": len(queries), "batch_size": BATCH,
-                               "max_length": max_length, "rows": rows})
+    for row in rows.values():
+        row["speedup_vs_torch_fp32"] = round(row["docs_per_s"] / rows["torch fp32"]["docs_per_s"], 2)
+    return rows
+
+
+def torch_int8(model, head_fp32: bool):
+    """A copy of the cross-encoder with torch's dynamic int8 Linear layers (per tensor, torch's default)."""
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    quantized = copy.deepcopy(model)
+    encoder = quantized[0].model
+    linears = {name for name, m in encoder.named_modules() if isinstance(m, torch.nn.Linear)
+               and not (head_fp32 and ("classifier" in name or "pooler" in name))}
+    quantized[0].model = quantize_dynamic(encoder, {name: default_dynamic_qconfig for name in linears},
+                                          dtype=torch.qint8)
+    return quantized
+
+
+def cross_encoder_rows(folder: Path, ir, n_queries: int, k: int = 20) -> dict:
+    import shutil
+
+    from scipy.stats import pearsonr, spearmanr
+
+    from ragtune.config.retrieval import BM25Section
+    from ragtune.eval.metrics import ir_metrics
+    from ragtune.models.load import load_cross_encoder
+    from ragtune.models.onnx_backend import attach_onnx
+    from ragtune.retrieval.bm25 import BM25Retriever
+    from ragtune.retrieval.rerank import Reranker
+
+    query_ids = list(ir.queries)[:n_queries]
+    hits = BM25Retriever.build(ir.corpus, BM25Section()).search([ir.queries[q] for q in query_ids], k)
+    with tempfile.TemporaryDirectory() as tmp:
+        copied = Path(tmp) / "model"
+        shutil.copytree(folder, copied, ignore=shutil.ignore_patterns("onnx"))
+        files = onnx_graphs(copied, "rerank", head_fp32=True)
+        base = load_cross_encoder(str(copied), fp32())
+        models = {"torch fp32": base, "torch quantize_dynamic, every Linear": torch_int8(base, False),
+                  "torch quantize_dynamic, head fp32": torch_int8(base, True)}
+        for name, file in files.items():
+            models[name] = attach_onnx(load_cross_encoder(str(copied), fp32()), copied, file)
+        rows, reference = {}, None
+        for name, model in models.items():
+            reranker = Reranker(model, fp32())
+            scores = [reranker.score(ir.queries[q], [ir.corpus[d] for d, _ in h]) for q, h in zip(query_ids, hits)]
+            reference = scores if reference is None else reference
+            run = {q: {d: float(s) for (d, _), s in zip(h, sc)} for q, h, sc in zip(query_ids, hits, scores)}
+            qrels = {q: ir.qrels[q] for q in query_ids}
+            rows[name] = {"pearson": round(float(np.mean([pearsonr(a, b)[0] for a, b in zip(scores, reference)])), 4),
+                          "spearman": round(float(np.mean([spearmanr(a, b)[0] for a, b in zip(scores, reference)])),
+                                            4),
+                          "ndcg@10": round(ir_metrics(qrels, run, ["ndcg"], [10])["ndcg@10"], 4)}
+            print(f"{name:40s} Pearson {rows[name]['pearson']:.4f}  Spearman {rows[name]['spearman']:.4f}  "
+                  f"NDCG@10 {rows[name]['ndcg@10']:.4f}")
+    return rows
+
+
+def main() -> None:
+    from ragtune.data.beir import load_beir
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cross-encoder", type=Path, default=None, help="a cross-encoder folder for its rows")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--skip-embedder", action="store_true")
+    args = parser.parse_args()
+    ir = load_beir(SCIFACT, "test")
+    result = {"documents": len(ir.corpus), "queries": len(ir.queries), "batch_size": BATCH}
+    if not args.skip_embedder:
+        result["rows"] = embedder_rows(ir)
+    if args.cross_encoder:
+        result["cross_encoder"] = {"model": str(args.cross_encoder), "queries": args.queries, "top_k": 20,
+                                   "rows": cross_encoder_rows(args.cross_encoder, ir, args.queries)}
+    write_result("onnx_int8", result)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ PASSAGES = ["Cardiac arrhythmia follows potassium imbalance, reported in the cli
 # ------------------------------------------------------------------------------------ a real chat endpoint
 class ChatStub:
     """What an OpenAI-compatible server received, and how it answers: ok, garbage, no_choices, error500,
-    error404, hang, trickle (a slow body) or flaky (HTTP 500 for the first `failures` requests, then ok)."""
+    error404, hang, trickle (a slow body), stream_broken (a stream that turns to garbage), no_stream (one JSON
+    completion even when asked to stream) or flaky (HTTP 500 for the first `failures` requests, then ok)."""
 
     def __init__(self, url: str):
         self.url = url
@@ -67,6 +68,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if body.get("stream") and mode in ("ok", "stream_broken"):
+            return self._stream(stub.reply(body).split(" "), broken=mode == "stream_broken")
         if mode == "error500":
             return self._send(500, b"internal error")
         if mode == "error404":
@@ -79,6 +82,26 @@ class _ChatHandler(BaseHTTPRequestHandler):
                  "choices": [{"index": 0, "message": {"role": "assistant", "content": stub.reply(body)},
                               "finish_reason": "stop"}]}
         self._send(200, json.dumps(reply).encode())
+
+    def _stream(self, words: list[str], broken: bool) -> None:
+        """Server-sent events, one word each with a pause between them, as vLLM and OpenAI stream a reply."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for i, word in enumerate(words):
+                if broken and i == 2:
+                    self.wfile.write(b"data: {not json\n\n")
+                    break
+                chunk = {"choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word}}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(0.05)
+            else:
+                self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except OSError:
+            pass
 
     def _send(self, code: int, payload: bytes) -> None:
         try:
@@ -455,6 +478,42 @@ def test_openai_generator_broken_http_is_one_error(raw_server, reply, needle):
     with pytest.raises(GeneratorError, match=needle) as info:
         OpenAIGenerator(raw_server["url"], "m", retries=2, backoff=0.01).generate([{"role": "user", "content": "q"}])
     assert "after 2 attempts" in str(info.value) and raw_server["connections"] == 2
+
+
+def test_openai_generator_streams_the_reply_as_it_arrives(chat_server):
+    from ragtune.errors import GeneratorError
+    from ragtune.rag.generators import OpenAIGenerator
+
+    chat_server.reply = lambda body: "Yes, potassium imbalance does [1]."
+    generator = OpenAIGenerator(chat_server.url, "stub", retries=1)
+    arrivals, pieces = [], []
+    for piece in generator.stream([{"role": "user", "content": "q"}], 16):
+        arrivals.append(time.monotonic())
+        pieces.append(piece)
+    assert "".join(pieces) == "Yes, potassium imbalance does [1]." and len(pieces) == 5
+    assert arrivals[-1] - arrivals[0] > 0.1  # piece by piece, not one block at the end
+    assert chat_server.requests[-1]["body"]["stream"] is True
+    chat_server.behaviour = "stream_broken"
+    with pytest.raises(GeneratorError, match="stream broke off"):
+        list(generator.stream([{"role": "user", "content": "q"}], 16))
+    chat_server.behaviour = "ok"
+    chat_server.reply = lambda body: "Yes."
+    assert list(generator.stream([{"role": "user", "content": "q"}], 16)) == ["Yes."]
+
+
+def test_a_stream_request_to_a_down_or_non_streaming_endpoint(chat_server):
+    from ragtune.errors import GeneratorError
+    from ragtune.rag.generators import OpenAIGenerator
+
+    with pytest.raises(GeneratorError, match="unreachable"):
+        list(OpenAIGenerator(f"http://127.0.0.1:{closed_port()}/v1", "stub", retries=2, backoff=0.01).stream(
+            [{"role": "user", "content": "q"}]))
+    chat_server.behaviour = "flaky"
+    chat_server.failures = 1
+    generator = OpenAIGenerator(chat_server.url, "stub", retries=2, backoff=0.01)
+    assert "".join(generator.stream([{"role": "user", "content": "q"}])) == "Yes, it does [1]."  # retried once
+    chat_server.behaviour = "no_stream"  # a server that ignores "stream": its one completion is one piece
+    assert list(generator.stream([{"role": "user", "content": "q"}])) == ["Yes, it does [1]."]
 
 
 def test_openai_generator_retries_a_server_error_then_succeeds(chat_server):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.unit.test_index import build, make_docs
+from tests.unit.test_rag import chat_server  # noqa: F401 (the fixture: an OpenAI-compatible stub endpoint)
 
 pytest.importorskip("fastapi")
 pytest.importorskip("prometheus_client")
@@ -28,7 +29,7 @@ def start(index: Path, api_key: str | None = None, **changes):
     from ragtune.serve.runner import Background
     from ragtune.serve.state import ServeState
 
-    models = {k: changes.pop(k) for k in ("reranker", "generator") if k in changes}
+    models = {k: changes.pop(k) for k in ("reranker", "generator", "generator_model") if k in changes}
     settings = load_config("serve", None, [f"{k}={v}" for k, v in {"index_poll_s": 0.1, **changes}.items()])
     state = ServeState(index, settings, **models)
     return Background(build_app(state, api_key))
@@ -259,6 +260,21 @@ def test_a_client_leaving_mid_stream_fails_no_other_request(full):
     assert post(full, "/v1/embeddings", {"input": "still here"}).status_code == 200
     again = post(full, "/v1/chat/completions", {**body, "stream": False, "max_tokens": 4})
     assert again.status_code == 200 and again.json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_remote_generator_stream_is_relayed_piece_by_piece(index, chat_server):  # noqa: F811 (the fixture)
+    openai = pytest.importorskip("openai")
+    chat_server.reply = lambda body: "Yes, calcium keeps bone density up [1]."
+    with start(index, generator=chat_server.url, generator_model="stub") as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
+        arrivals, pieces = [], []
+        for chunk in client.chat.completions.create(model="any", stream=True, max_tokens=16,
+                                                    messages=[{"role": "user", "content": "calcium and bones?"}]):
+            arrivals.append(time.monotonic())
+            pieces.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+    assert "".join(pieces) == "Yes, calcium keeps bone density up [1]."
+    assert sum(1 for p in pieces if p) == 7 and arrivals[-1] - arrivals[1] > 0.2  # as the endpoint sent them
+    assert chat_server.requests[-1]["body"]["stream"] is True
 
 
 def test_search_with_batched_query_vectors_ranks_as_the_local_pipeline(full, index):

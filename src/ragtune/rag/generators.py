@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import logging
 import math
@@ -117,14 +118,17 @@ class OpenAIGenerator:
         self.base_url, self.name, self.api_key = base_url.rstrip("/"), model, api_key
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
 
-    def _post(self, payload: dict) -> dict:
+    def _open(self, payload: dict):
         request = urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(payload).encode(),
                                          headers={"Content-Type": "application/json",
                                                   **({"Authorization": f"Bearer {self.api_key}"}
                                                      if self.api_key else {})})
+        return urllib.request.urlopen(request, timeout=self.timeout)
+
+    def _post(self, payload: dict) -> dict:
         deadline = time.monotonic() + self.timeout
         body = bytearray()
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+        with self._open(payload) as response:
             # read1 returns what one receive brings, so a server that trickles bytes cannot outlast the deadline
             while chunk := response.read1(1 << 16):
                 body += chunk
@@ -134,17 +138,13 @@ class OpenAIGenerator:
                 raise http.client.IncompleteRead(bytes(body), response.length)
         return json.loads(body.decode("utf-8"))
 
-    def generate(self, messages: list[dict[str, str]], max_new_tokens: int = 256, temperature: float = 0.0) -> str:
-        payload = {"model": self.name, "messages": messages, "max_tokens": max_new_tokens,
-                   "temperature": temperature}
+    def _with_retries(self, call):
+        """`call()`, retried with backoff on server errors and broken replies; every failure ends in one
+        GeneratorError."""
         problem = ""
         for attempt in range(1, self.retries + 1):
             try:
-                reply = self._post(payload)
-                content = reply["choices"][0]["message"]["content"]
-                if not isinstance(content, str):
-                    raise TypeError("content is not text")
-                return content.strip()
+                return call()
             except urllib.error.HTTPError as exc:
                 problem = f"HTTP {exc.code} {exc.reason}"
                 if exc.code < 500 and exc.code != 429:
@@ -160,9 +160,58 @@ class OpenAIGenerator:
                 log.warning("generator %s: attempt %d of %d failed: %s; retrying in %.0f s", self.base_url, attempt,
                             self.retries, problem, wait)
                 time.sleep(wait)
-        raise GeneratorError(f"generator endpoint {self.base_url} (model '{self.name}'): {problem} after "
-                             f"{self.retries} attempts; check that the server is up and speaks /chat/completions, "
-                             "or use --no-generate for retrieval only")
+        raise self._failed(f"{problem} after {self.retries} attempts")
+
+    def _failed(self, problem: str) -> GeneratorError:
+        return GeneratorError(f"generator endpoint {self.base_url} (model '{self.name}'): {problem}; check that the "
+                              "server is up and speaks /chat/completions, or use --no-generate for retrieval only")
+
+    def _payload(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float, **extra) -> dict:
+        return {"model": self.name, "messages": messages, "max_tokens": max_new_tokens, "temperature": temperature,
+                **extra}
+
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int = 256, temperature: float = 0.0) -> str:
+        payload = self._payload(messages, max_new_tokens, temperature)
+
+        def ask() -> str:
+            content = self._post(payload)["choices"][0]["message"]["content"]
+            if not isinstance(content, str):
+                raise TypeError("content is not text")
+            return content.strip()
+
+        return self._with_retries(ask)
+
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int = 256,
+               temperature: float = 0.0) -> Iterator[str]:
+        """The reply piece by piece as the endpoint sends it (`"stream": true`, server-sent events). Retried until
+        the first piece arrives; a stream that breaks after that ends in one GeneratorError. An endpoint that
+        ignores `stream` and answers with one JSON completion gives that answer as one piece."""
+        payload = self._payload(messages, max_new_tokens, temperature, stream=True)
+
+        def first():
+            response = self._open(payload)
+            kind = response.headers.get("Content-Type") or ""
+            if "json" in kind and "event-stream" not in kind:
+                with response:
+                    content = json.loads(response.read().decode("utf-8"))["choices"][0]["message"]["content"]
+                return None, iter([content] if isinstance(content, str) and content else [])
+            pieces = _sse_pieces(response)
+            try:
+                head = next(pieces, None)
+            except BaseException:
+                response.close()
+                raise
+            return response, itertools.chain([head] if head else [], pieces)
+
+        response, pieces = self._with_retries(first)
+        if response is None:
+            yield from pieces
+            return
+        try:
+            with response:
+                yield from pieces
+        except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise self._failed(f"the stream broke off ({type(exc).__name__}: {exc})") from None
 
     def generate_many(self, conversations: list[list[dict[str, str]]], max_new_tokens: int = 256,
                       labels: list[str] | None = None) -> list[Reply]:
@@ -171,6 +220,21 @@ class OpenAIGenerator:
 
     def count_tokens(self, text: str) -> int:
         return int(len(text.split()) * 1.3) + 1  # no tokenizer at hand: a conservative word-based estimate
+
+
+def _sse_pieces(response) -> Iterator[str]:
+    """The `delta.content` of each `data:` event of an OpenAI chat stream, until `data: [DONE]` or the end."""
+    for raw in iter(response.readline, b""):
+        line = raw.decode("utf-8").strip()
+        if not line.startswith("data:"):
+            continue  # blank separators, comments, event names
+        data = line[len("data:"):].strip()
+        if data == "[DONE]":
+            return
+        choices = json.loads(data).get("choices") or []
+        piece = (choices[0].get("delta") or {}).get("content") if choices else None
+        if piece:
+            yield piece
 
 
 def _env_number(name: str, default, kind):
