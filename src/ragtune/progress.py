@@ -1,13 +1,21 @@
-"""Progress reporting seam: the library announces phases; the CLI decides how (and whether) to show them."""
+"""Progress reporting seam: the library announces phases and counts long work; the CLI decides how (and whether) to
+show them."""
 
 from __future__ import annotations
 
 import logging
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, ContextManager, Iterator
 
 log = logging.getLogger(__name__)
+
+Advance = Callable[[int], None]
+# (label, total) -> a context that yields `advance(n)`; the CLI installs one (set_display)
+Display = Callable[[str, int], ContextManager[Advance]]
+_DISPLAY: Display | None = None
+STEP = 0.1  # without a bar, one line per this share of the work
+QUIET_S = 2.0  # ... and none before the work has run this long: a short job says nothing
 
 
 class Reporter:
@@ -27,3 +35,46 @@ class Reporter:
     def trainer_callbacks(self) -> list:
         """Extra TrainerCallbacks that display training progress."""
         return []
+
+
+def set_display(display: Display | None) -> None:
+    """How `counting` shows progress from now on (None: a log line every 10%)."""
+    global _DISPLAY
+    _DISPLAY = display
+
+
+def every_step(label: str, total: int, emit: Callable[[str], None], quiet_s: float | None = None) -> Advance:
+    """An `advance(n)` that calls `emit` with a line at every 10% of `total` (done, count, elapsed time and ETA),
+    once the work has run `quiet_s` seconds (QUIET_S by default)."""
+    start, state = time.perf_counter(), {"done": 0, "shown": 0.0}
+    quiet_s = QUIET_S if quiet_s is None else quiet_s
+
+    def advance(n: int = 1) -> None:
+        state["done"] += n
+        share = state["done"] / total if total else 1.0
+        elapsed = time.perf_counter() - start
+        if elapsed < quiet_s or (share + 1e-9 < state["shown"] + STEP and state["done"] < total):
+            return
+        state["shown"] = share
+        eta = elapsed / share - elapsed if share > 0 else 0.0
+        emit(f"{label}: {share:.0%} ({state['done']:,}/{total:,}), {elapsed:.0f} s, about {eta:.0f} s left")
+
+    return advance
+
+
+@contextmanager
+def _logged(label: str, total: int) -> Iterator[Advance]:
+    yield every_step(label, total, log.info)
+
+
+@contextmanager
+def counting(label: str, total: int) -> Iterator[Advance]:
+    """Count `total` units of long work (texts encoded, chunks read, questions answered) under `label`: a bar on a
+    terminal, a line every 10% elsewhere; nothing from ranks other than 0."""
+    from ragtune.utils import is_main_process
+
+    if not is_main_process():
+        yield lambda n=1: None
+        return
+    with (_DISPLAY or _logged)(label, total) as advance:
+        yield advance

@@ -173,27 +173,6 @@ def test_jsonl_lines_split_at_newlines_only(tmp_path):
     assert [r.data for r in read_rows(path)] == rows
 
 
-# ------------------------------------------------------------------------------------ adapter card
-def test_adapter_card_load_code_works_as_written(cli, tiny_llm, tmp_path):
-    """The tiny LM has no chat template, so the run adds ChatML tokens: the card's load code must resize."""
-    from tests.conftest import write_jsonl
-    from tests.unit.test_train_llm import llm_overrides
-
-    data = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": f"question {i}"},
-                                                               {"role": "assistant", "content": "yes"}]}
-                                                 for i in range(12)])
-    run_dir = tmp_path / "run"
-    code, _, err = cli("train", "llm", f"data.train={data}", *llm_overrides(tiny_llm, run_dir))
-    assert code == 0, err
-    card = (run_dir / "final" / "README.md").read_text()
-    assert card.startswith("---\nbase_model: ") and "| metric | before | after | delta |" in card
-    assert "resize_token_embeddings" in card and "ragtune export merge" in card
-    code_block = card.split("```python\n")[1].split("```")[0]
-    scope: dict = {}
-    exec(code_block, scope)  # noqa: S102 (the card's own code, as a user would paste it)
-    assert type(scope["model"]).__name__ == "PeftModelForCausalLM"
-
-
 # ------------------------------------------------------------------------------- the packaged generator
 def test_missing_packaged_generator_is_one_line_with_the_install_command(cli, monkeypatch, tmp_path):
     import importlib.util

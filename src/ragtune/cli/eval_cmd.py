@@ -86,7 +86,8 @@ def retrieval(
         from ragtune.data.beir import load_beir
 
         tune = load_beir(data, tune_split, unknown_ids)
-    results = evaluate_pipelines(ir, pipeline, settings, tune=tune, stat_test=stat_test, reporter=RichReporter())
+    results = evaluate_pipelines(ir, pipeline, settings, tune=tune, stat_test=stat_test, reporter=RichReporter(),
+                                 show_progress=True)
     if out:
         write_results(out, results, ir.name, HEADLINE)
     if FLAGS.json:

@@ -25,8 +25,9 @@ from ragtune.cli import (
     serve_cmd,
     train_cmd,
 )
-from ragtune.cli.output import FLAGS, emit_json, errors, take_global_flags
+from ragtune.cli.output import FLAGS, emit_json, errors, progress_display, take_global_flags
 from ragtune.errors import RagtuneError
+from ragtune.progress import set_display
 
 app = typer.Typer(name="ragtune", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune, evaluate and ship every model in a RAG stack. Global flags: --json, -q, -v.")
@@ -59,6 +60,7 @@ def _fail(message: str, code: int = 2) -> int:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code (no sys.exit), for tests and embedding."""
     args = take_global_flags(list(sys.argv[1:] if argv is None else argv))
+    set_display(progress_display)
     try:
         result = app(args=args, prog_name="ragtune", standalone_mode=False)
         return result if isinstance(result, int) else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.abc
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -21,7 +22,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from ragtune.progress import Reporter
+from ragtune.progress import Reporter, every_step
 
 
 @dataclass
@@ -76,6 +77,9 @@ def setup_logging() -> None:
         logging.getLogger(name).setLevel(logging.INFO if FLAGS.verbose else logging.ERROR)
     logging.getLogger("ragtune").setLevel(logging.DEBUG if FLAGS.verbose else logging.INFO)
     if not FLAGS.verbose:
+        # Libraries' own tqdm bars (sentence-transformers' "Computing widget examples" when it writes a model
+        # card) would interleave with ragtune's output; ragtune shows its own progress (progress.counting).
+        os.environ["TQDM_DISABLE"] = "1"
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     when_imported("transformers", _quiet_transformers)
@@ -187,23 +191,38 @@ def _train_bar(progress):
     return TrainBar()
 
 
+def bar_display(on: Console, **options):
+    """A rich bar with its count, elapsed time and ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=on, **options)
+
+
+@contextmanager
+def progress_display(label: str, total: int):
+    """The CLI's `counting` display: a bar on stderr when it is a terminal, a plain line every 10% when it is not;
+    nothing under -q or --json."""
+    if FLAGS.quiet or FLAGS.json or total <= 0:
+        yield lambda n=1: None
+        return
+    if not errors.is_terminal:
+        def line(text: str) -> None:
+            print(text, file=sys.stderr, flush=True)
+
+        yield every_step(label, total, line)
+        return
+    with bar_display(errors, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
 class RichReporter(Reporter):
     """Spinners for phases, a bar for training; silent under --json or -q."""
 
     def __init__(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         self.enabled = not (FLAGS.json or FLAGS.quiet) and sys.stdout.isatty() or FLAGS.verbose
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                                 disable=not self.enabled)
+        self.progress = bar_display(console, disable=not self.enabled)
 
     @contextmanager
     def phase(self, label: str) -> Iterator[None]:

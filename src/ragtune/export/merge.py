@@ -16,6 +16,7 @@ import torch
 from ragtune.errors import ModelError, OutputError
 from ragtune.models.resolve import resolve_model
 from ragtune.run_dir import RunDir
+from ragtune.train.model_card import write_merged_card
 
 log = logging.getLogger(__name__)
 
@@ -70,5 +71,6 @@ def merge_adapter(source: str | Path, out: str | Path, dtype: str = "auto", over
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
+    write_merged_card(out, adapter, peft_config.base_model_name_or_path, seq2seq)
     log.info("merged %s into %s -> %s", adapter, base_path, out)
     return out

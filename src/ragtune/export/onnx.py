@@ -29,6 +29,7 @@ from typing import Callable
 from ragtune.errors import ModelError, OutputError, RagtuneError
 from ragtune.export.gate import Gate
 from ragtune.models.onnx_backend import EXPORT_DIR, EXPORT_RECORD
+from ragtune.train.model_card import append_onnx_card
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ def export_onnx(source: Path, out: Path, kind: str, build_gate: Callable[[], Gat
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
+    append_onnx_card(out, record)
     return record
 
 

@@ -31,6 +31,7 @@ from ragtune.index.store import (
 )
 from ragtune.ingest.chunk import Chunk, Chunker, chunk_files
 from ragtune.ingest.documents import source_files
+from ragtune.progress import counting
 from ragtune.utils import output_folder
 
 
@@ -96,10 +97,19 @@ def _multivector_info(name: str, placement, token_dtype: str):
     return scorer, info
 
 
+TOKEN_SLICE = 256  # chunks per counted slice of token-vector encoding
+
+
 def _token_vectors(scorer, texts: list[str], dtype: str, dim: int):
     from ragtune.retrieval.maxsim import TokenVectors
 
-    return TokenVectors.quantize(scorer.encode_documents(texts), dtype, dim)
+    vectors: list = []
+    with counting("Encoding token vectors", len(texts)) as advance:
+        for start in range(0, len(texts), TOKEN_SLICE):
+            part = texts[start:start + TOKEN_SLICE]
+            vectors += scorer.encode_documents(part)
+            advance(len(part))
+    return TokenVectors.quantize(vectors, dtype, dim)
 
 
 def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]], vectors: np.ndarray,
@@ -165,7 +175,7 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     chunks = _new_chunks(files, chunker, report, metadata)
     if not chunks:
         raise _no_text(inputs, report)
-    vectors = retriever.encode_documents([c.text for c in chunks])
+    vectors = retriever.encode_documents([c.text for c in chunks], show_progress=True)
     tokens = _token_vectors(scorer, [c.text for c in chunks], token_dtype, late["dimension"]) if scorer else None
     manifest = {"format_version": FORMAT_VERSION, "embedder": info, "chunker": chunker.settings(),
                 "retrieval": json.loads(config.model_dump_json(exclude={"pipelines"})),
@@ -192,8 +202,8 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
         old_rows = index.rows()
         kept = index.chunks(keep)
         old_vectors = index.vectors([old_rows[c.id] for c in kept])
-        new_vectors = index.dense().encode_documents([c.text for c in new_chunks]) if new_chunks else \
-            np.zeros((0, old_vectors.shape[1]), dtype=np.float32)
+        new_vectors = (index.dense().encode_documents([c.text for c in new_chunks], show_progress=True)
+                       if new_chunks else np.zeros((0, old_vectors.shape[1]), dtype=np.float32))
         rows = [(c, c.source) for c in kept + new_chunks]
         if not rows:
             raise DataError(f"{root}: the change would leave the index empty; delete the folder instead")

@@ -18,6 +18,7 @@ from typing import Callable
 
 from ragtune.errors import DataError
 from ragtune.ingest.documents import Document, read_documents, source_files
+from ragtune.progress import counting
 
 log = logging.getLogger(__name__)
 
@@ -143,23 +144,26 @@ def chunk_files(inputs: list[str | Path], chunker: Chunker, metadata: dict | Non
     """Chunks of every readable file, and a warning for each file skipped (unreadable or empty). `names` gives
     a file the source name it is known by (its spelling when an index first took it), which its chunk ids hash."""
     chunks, warnings = [], []
-    for path in source_files(inputs):
-        try:
-            documents = list(read_documents(path, chunker.text_field))
-        except DataError as exc:
-            warnings.append(f"{exc}; skipped")
-            continue
-        before = len(chunks)
-        number = 0
-        for document in documents:
-            document.metadata = {**(metadata or {}), **document.metadata}
-            if names and path in names:
-                document.source = names[path]
-            found = chunker.chunks(document, number)
-            number += len(found)
-            chunks += found
-        if len(chunks) == before:
-            warnings.append(f"{path}: no text (empty document, or a scanned PDF without a text layer); skipped")
+    files = list(source_files(inputs))
+    with counting("Chunking files", len(files)) as advance:
+        for path in files:
+            advance(1)
+            try:
+                documents = list(read_documents(path, chunker.text_field))
+            except DataError as exc:
+                warnings.append(f"{exc}; skipped")
+                continue
+            before = len(chunks)
+            number = 0
+            for document in documents:
+                document.metadata = {**(metadata or {}), **document.metadata}
+                if names and path in names:
+                    document.source = names[path]
+                found = chunker.chunks(document, number)
+                number += len(found)
+                chunks += found
+            if len(chunks) == before:
+                warnings.append(f"{path}: no text (empty document, or a scanned PDF without a text layer); skipped")
     return chunks, warnings  # the caller shows the warnings, or folds them into its error when nothing is left
 
 

@@ -28,7 +28,7 @@ def check_method(method: str) -> None:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise ConfigError("method=qlora needs bitsandbytes; run `pip install bitsandbytes` or use method=lora") from None
+        raise ConfigError("method=qlora needs bitsandbytes; run `pip install 'ragtune[qlora]'` or use method=lora") from None
 
 
 def weight_dtype(dtype: str, placement: Placement) -> torch.dtype:

@@ -24,6 +24,7 @@ from ragtune.errors import DataError
 from ragtune.eval.label_metrics import MISSING, fit_label_offsets, label_report, predict_with_offsets
 from ragtune.eval.text_metrics import exact_match, predicted_label, rouge_l, token_f1
 from ragtune.ingest.readers import read_rows
+from ragtune.rag.generators import generate_counted
 from ragtune.rag.pipeline import CITATION, Source, cited, messages_for
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,8 @@ def _answer_all(generator, ir: IRData, qids: list[str], sources, settings: RAGSe
     chats, kept = {}, {}
     for q in qids:
         chats[q], kept[q] = messages_for(ir.queries[q], sources[q], generator, settings)
-    replies = generator.generate_many([chats[q] for q in qids], settings.max_new_tokens, labels or None)
+    replies = generate_counted(generator, [chats[q] for q in qids], settings.max_new_tokens, labels or None,
+                               "Answering")
     texts = {q: r.text for q, r in zip(qids, replies)}
     predictions, scores = {}, {}
     for q, reply in zip(qids, replies):

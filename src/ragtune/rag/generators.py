@@ -222,6 +222,27 @@ class OpenAIGenerator:
         return int(len(text.split()) * 1.3) + 1  # no tokenizer at hand: a conservative word-based estimate
 
 
+GENERATION_SLICE = 32  # conversations per counted slice (a local model still batches inside each)
+
+
+def generate_counted(generator, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+                     labels: list[str] | None = None, what: str = "Generating") -> list[Reply]:
+    """`generator.generate_many` over every conversation, a slice at a time, with progress (a bar on a terminal); a
+    generator without generate_many answers one conversation at a time."""
+    from ragtune.progress import counting
+
+    replies: list[Reply] = []
+    with counting(what, len(conversations)) as advance:
+        for start in range(0, len(conversations), GENERATION_SLICE):
+            part = conversations[start:start + GENERATION_SLICE]
+            if hasattr(generator, "generate_many"):
+                replies += generator.generate_many(part, max_new_tokens, labels)
+            else:
+                replies += [Reply(generator.generate(c, max_new_tokens=max_new_tokens)) for c in part]
+            advance(len(part))
+    return replies
+
+
 def _sse_pieces(response) -> Iterator[str]:
     """The `delta.content` of each `data:` event of an OpenAI chat stream, until `data: [DONE]` or the end."""
     for raw in iter(response.readline, b""):

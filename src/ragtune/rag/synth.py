@@ -18,6 +18,7 @@ from pathlib import Path
 from ragtune.config.rag import DEFAULT_PROMPT
 from ragtune.errors import DataError
 from ragtune.ingest.chunk import Chunk
+from ragtune.rag.generators import generate_counted
 from ragtune.utils import write_atomic
 
 log = logging.getLogger(__name__)
@@ -68,15 +69,6 @@ def near_duplicate(question: str, kept: list[set[str]], threshold: float = 0.8) 
     return any(len(words & other) / max(1, len(words | other)) >= threshold for other in kept)
 
 
-def generate_all(generator, conversations: list, max_new_tokens: int) -> list:
-    """generate_many where the generator has it (local models batch), else one generate call per conversation."""
-    from ragtune.rag.generators import Reply
-
-    if hasattr(generator, "generate_many"):
-        return generator.generate_many(conversations, max_new_tokens)
-    return [Reply(generator.generate(c, max_new_tokens=max_new_tokens)) for c in conversations]
-
-
 def synthesize(chunks: list[Chunk], generator, search, questions_per_chunk: int = 3, round_trip_k: int = 5,
                negatives: int = 3, rag_sft: bool = False, context_k: int = 3) -> tuple[dict[str, list[dict]],
                                                                                          SynthReport]:
@@ -87,7 +79,8 @@ def synthesize(chunks: list[Chunk], generator, search, questions_per_chunk: int 
     seen: list[set[str]] = []
     asks = [[{"role": "user", "content": QUESTIONS_PROMPT.format(n=questions_per_chunk, text=c.text)}]
             for c in chunks]
-    replies = [r.text for r in generate_all(generator, asks, 64 * questions_per_chunk)]  # batched where local
+    replies = [r.text for r in generate_counted(generator, asks, 64 * questions_per_chunk,
+                                                what="Writing questions")]  # batched where local
     for chunk, reply in zip(chunks, replies):
         for question in parse_questions(reply)[:questions_per_chunk]:
             report.generated += 1

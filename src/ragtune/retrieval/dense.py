@@ -18,6 +18,7 @@ from ragtune.errors import DataError
 from ragtune.models.device import Placement, settle
 from ragtune.models.fingerprint import model_fingerprint
 from ragtune.models.onnx_backend import backend_of
+from ragtune.progress import counting
 from ragtune.retrieval.base import Hits, check_corpus, clamp_k, texts_fingerprint
 from ragtune.retrieval.cache import EmbeddingCache
 
@@ -73,6 +74,9 @@ def unit_vectors(model) -> bool:
     return getattr(model, "similarity_fn_name", None) not in ("dot", "dot_product")
 
 
+PROGRESS_BATCHES = 16  # batches per counted slice when encoding shows progress
+
+
 def encode(model, texts: list[str], placement: Placement, batch_size: int | None = None, prompt: str | None = None,
            show_progress: bool = False) -> np.ndarray:
     """Float32 embeddings, (n, dim), unit-normalised unless the model scores by dot product. Texts go longest first
@@ -80,11 +84,27 @@ def encode(model, texts: list[str], placement: Placement, batch_size: int | None
     if not texts:
         return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
     encoder, context = reduced_precision_copy(model, placement)
-    with context:
-        embeddings = encoder.encode(texts, batch_size=batch_size or placement.encode_batch_size, prompt=prompt,
-                                    normalize_embeddings=unit_vectors(model), convert_to_tensor=True,
-                                    show_progress_bar=show_progress)
-    return np.ascontiguousarray(embeddings.float().cpu().numpy(), dtype=np.float32)
+    size = batch_size or placement.encode_batch_size
+
+    def run(part: list[str]) -> np.ndarray:
+        with context:
+            embeddings = encoder.encode(part, batch_size=size, prompt=prompt, normalize_embeddings=unit_vectors(model),
+                                        convert_to_tensor=True, show_progress_bar=False)
+        return embeddings.float().cpu().numpy()
+
+    if not show_progress or len(texts) <= size * PROGRESS_BATCHES:
+        return np.ascontiguousarray(run(texts), dtype=np.float32)
+    # Longest first over the whole list (as sentence-transformers orders one call), counted a slice at a time.
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = None
+    with counting("Encoding", len(texts)) as advance:
+        for start in range(0, len(order), size * PROGRESS_BATCHES):
+            rows = order[start:start + size * PROGRESS_BATCHES]
+            part = run([texts[i] for i in rows])
+            out = np.empty((len(texts), part.shape[1]), dtype=np.float32) if out is None else out
+            out[rows] = part
+            advance(len(rows))
+    return out
 
 
 def model_prompts(model, settings: DenseSection) -> tuple[str | None, str | None]:

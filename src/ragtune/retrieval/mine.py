@@ -16,6 +16,7 @@ import numpy as np
 
 from ragtune.config.retrieval import HardNegativesSection
 from ragtune.errors import DataError
+from ragtune.progress import counting
 from ragtune.retrieval.base import Hits
 
 log = logging.getLogger(__name__)
@@ -129,42 +130,44 @@ def mine(pairs: list[tuple[str, str]], corpus: dict[str, str], retriever, settin
     doc_ids = list(corpus)
     report = MiningReport(pairs=len(pairs))
     rows: list[dict] = []
-    for start in range(0, len(pairs), settings.batch_size):
-        batch = pairs[start:start + settings.batch_size]
-        queries = [q for q, _ in batch]
-        depth = settings.range_max + max(len(known[q]) for q in queries)
-        hits = retriever.search(queries, depth)
-        positive_ids = [doc_of[p] for _, p in batch]
-        positive_scores = _positive_scores(retriever, queries, positive_ids, [dict(h) for h in hits])
-        for (query, positive), ranked, pos_score in zip(batch, hits, positive_scores):
-            report.candidates += len(ranked)
-            candidates = [(d, s) for d, s in ranked if d not in known[query]]
-            report.removed["positives"] += len(ranked) - len(candidates)
-            in_range = candidates[settings.range_min:settings.range_max]
-            report.removed["rank range"] += len(candidates) - len(in_range)
-            pool = _filter(in_range, float(pos_score), settings, report)
-            if settings.sampling == "random":
-                pool = rng.sample(pool, len(pool))
-            chosen: Hits = []
-            while pool and len(chosen) < settings.num_negatives:  # rescore only as many as needed
-                take, pool = pool[:settings.num_negatives - len(chosen)], pool[settings.num_negatives - len(chosen):]
-                if reranker is not None:
-                    take = _drop_false_negatives(reranker, query, positive, take, corpus, settings, report)
-                chosen += take
-            if len(chosen) < settings.num_negatives:
-                report.short_pairs += 1
-                if settings.short == "random":
-                    # From outside the retrieved list first: what the filters took out there may be unlabelled
-                    # positives. A corpus too small for that (all of it retrieved) gives any non-positive.
-                    for exclude in (known[query] | {d for d, _ in ranked}, known[query]):
-                        fill = _random_documents(doc_ids, exclude | {d for d, _ in chosen},
-                                                 settings.num_negatives - len(chosen), rng)
-                        chosen += fill
-                        report.random_fills += len(fill)
-                if len(chosen) < settings.num_negatives and (settings.output == "ntuples" or not chosen):
-                    continue  # n-tuples need the same width on every row
-            report.negatives += len(chosen)
-            rows += _rows(query, positive, [corpus[d] for d, _ in chosen], settings.output)
+    with counting("Mining hard negatives", len(pairs)) as advance:
+        for start in range(0, len(pairs), settings.batch_size):
+            batch = pairs[start:start + settings.batch_size]
+            queries = [q for q, _ in batch]
+            depth = settings.range_max + max(len(known[q]) for q in queries)
+            hits = retriever.search(queries, depth)
+            positive_ids = [doc_of[p] for _, p in batch]
+            positive_scores = _positive_scores(retriever, queries, positive_ids, [dict(h) for h in hits])
+            for (query, positive), ranked, pos_score in zip(batch, hits, positive_scores):
+                report.candidates += len(ranked)
+                candidates = [(d, s) for d, s in ranked if d not in known[query]]
+                report.removed["positives"] += len(ranked) - len(candidates)
+                in_range = candidates[settings.range_min:settings.range_max]
+                report.removed["rank range"] += len(candidates) - len(in_range)
+                pool = _filter(in_range, float(pos_score), settings, report)
+                if settings.sampling == "random":
+                    pool = rng.sample(pool, len(pool))
+                chosen: Hits = []
+                while pool and len(chosen) < settings.num_negatives:  # rescore only as many as needed
+                    take, pool = pool[:settings.num_negatives - len(chosen)], pool[settings.num_negatives - len(chosen):]
+                    if reranker is not None:
+                        take = _drop_false_negatives(reranker, query, positive, take, corpus, settings, report)
+                    chosen += take
+                if len(chosen) < settings.num_negatives:
+                    report.short_pairs += 1
+                    if settings.short == "random":
+                        # From outside the retrieved list first: what the filters took out there may be unlabelled
+                        # positives. A corpus too small for that (all of it retrieved) gives any non-positive.
+                        for exclude in (known[query] | {d for d, _ in ranked}, known[query]):
+                            fill = _random_documents(doc_ids, exclude | {d for d, _ in chosen},
+                                                     settings.num_negatives - len(chosen), rng)
+                            chosen += fill
+                            report.random_fills += len(fill)
+                    if len(chosen) < settings.num_negatives and (settings.output == "ntuples" or not chosen):
+                        continue  # n-tuples need the same width on every row
+                report.negatives += len(chosen)
+                rows += _rows(query, positive, [corpus[d] for d, _ in chosen], settings.output)
+            advance(len(batch))
     if not rows:
         raise DataError(f"mining kept no negatives for any of {len(pairs)} pairs ({'; '.join(report.lines()[1:])}); "
                         "loosen the margins or raise range_max")

@@ -123,5 +123,5 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
                    "train examples": str(len(train_dataset)), "loss": cfg.loss,
                    "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
-                                   f"ragtune train embed: {run_dir.name}", best, kept_base)
+                                   f"ragtune train embed: {run_dir.name}", best, kept_base, model=model)
         return TrainResult(run_dir, comparison, train_seconds, len(train_dataset))

@@ -111,13 +111,9 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
                    "template": template, "train examples": str(len(rows)), "packing": str(cfg.packing),
                    "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}
         title = f"ragtune train llm: {run_dir.name}"
-        comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details, title, best)
-        if (final / "adapter_config.json").is_file():
-            from ragtune.models.packaged_llm import provenance
-            from ragtune.models.resolve import resolve_model
-            from ragtune.train.adapter_card import write_adapter_card
+        from ragtune.models.packaged_llm import provenance
+        from ragtune.models.resolve import resolve_model
 
-            base_path = resolve_model(cfg.model.name)
-            write_adapter_card(final, cfg.model.name, base_path, added, comparison, title, details,
-                               provenance(base_path))
+        comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details, title, best,
+                                   added_tokens=added, provenance=provenance(resolve_model(cfg.model.name)))
         return TrainResult(run_dir, comparison, train_seconds, len(rows))

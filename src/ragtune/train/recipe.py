@@ -164,11 +164,19 @@ def save_with_tokenizer(model, tokenizer) -> Callable[[str], None]:
 
 
 def finish(run_dir: Path, cfg: TaskConfig, before: dict, after: dict, final: Path, split: str,
-           details: dict[str, str], title: str, best: int | None = None, kept_base: bool = False) -> Comparison:
-    """eval_after.json and summary.md (the before/after table and the verdict)."""
+           details: dict[str, str], title: str, best: int | None = None, kept_base: bool = False, *,
+           model=None, added_tokens: list[str] = (), provenance: str | None = None) -> Comparison:
+    """eval_after.json, summary.md (the before/after table and the verdict) and the model card in final/ (`model`:
+    the sentence-transformers model, whose own card part is kept)."""
+    from ragtune.models.resolve import resolve_model
+    from ragtune.train.model_card import write_model_card
+
     write_json(RunDir(run_dir).eval_after, {"model": str(final), "split": split, "metrics": after,
                                              "best_step": best, "kept_base": kept_base})
     comparison = Comparison(cfg.eval.primary_metric, before, after, kept_base)
     write_atomic(RunDir(run_dir).summary, summary_markdown(comparison, title, {**details, "final model": str(final)}))
+    write_model_card(final, cfg.task, run_dir, cfg.model.name, resolve_model(cfg.model.name),
+                     getattr(cfg.data, "train", None), comparison, title, details, split, st_model=model,
+                     added_tokens=list(added_tokens), provenance=provenance)
     log.info(comparison.verdict)
     return comparison

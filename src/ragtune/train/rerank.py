@@ -94,7 +94,7 @@ def train_second_stage(cfg, data, model, loss, rows: list[dict], mining_report: 
                    **({"teacher": cfg.teacher} if cfg.teacher else {}),
                    "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
-                                   f"ragtune train {task}: {run_dir.name}", best)
+                                   f"ragtune train {task}: {run_dir.name}", best, model=model)
         return TrainResult(run_dir, comparison, train_seconds, len(rows))
 
 
