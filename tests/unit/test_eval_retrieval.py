@@ -58,13 +58,18 @@ def test_four_pipelines_side_by_side(cli, tiny_embedder, tiny_cross_encoder, tmp
     assert markdown.startswith("# beir/test") and all(f"`{spec}`" in markdown for spec in specs)
     assert all(m in markdown for m in HEADLINE) and "paired test" in markdown
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(set(row["per_query"]) == set(rows[0]["per_query"]) for row in rows) and len(rows[0]["per_query"]) == 12
+    page = (out / "results.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "http" not in page and "data:image/png;base64," in page
+    assert '<section id="pipelines">' in page and '<section id="per-query">' in page
+    assert "queries gained and" in page and f"<code>{specs[0]}</code>" in page
 
 
 def test_human_output_and_the_baseline_alone(cli, tmp_path):
     beir, out = make_beir(tmp_path / "beir"), tmp_path / "out"
     code, stdout, err = cli("eval", "retrieval", "--data", beir, "-p", "bm25", "--out", out, "bm25.k1=1.2")
     assert code == 0, err
-    assert "beir/test: 12 queries, 48 documents" in stdout and "results.md and results.png" in stdout
+    assert "beir/test: 12 queries, 48 documents" in stdout and "results.md, results.png and results.html" in stdout
     (row,) = strict_json((out / "results.json").read_text())["pipelines"]
     assert row["significance"] is None and row["timings"]["rerank_p50_ms"] == 0
     assert "paired test" not in (out / "results.md").read_text()

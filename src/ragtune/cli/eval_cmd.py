@@ -43,7 +43,8 @@ def retrieval(
     pipeline: Optional[list[str]] = typer.Option(None, "--pipeline", "-p", help="bm25 | dense:MODEL | "
                                                  "hybrid(SPEC,SPEC) | SPEC+rerank:MODEL@K; repeat (default: the "
                                                  "config's pipelines)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write results.json, results.md and results.png here"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write results.json, results.md, results.png and "
+                                       "results.html here"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="retrieval settings file (YAML/JSON)"),
     tune_fusion: bool = typer.Option(False, "--tune-fusion", help="fit the fusion weights (or RRF k) on --tune-split"),
     tune_split: str = typer.Option("dev", "--tune-split", help="qrels split for --tune-fusion (dev, or train)"),
@@ -89,7 +90,7 @@ def retrieval(
     results = evaluate_pipelines(ir, pipeline, settings, tune=tune, stat_test=stat_test, reporter=RichReporter(),
                                  show_progress=True)
     if out:
-        write_results(out, results, ir.name, HEADLINE)
+        write_results(out, results, ir.name, HEADLINE, queries=ir.queries)
     if FLAGS.json:
         from dataclasses import asdict
 
@@ -109,7 +110,7 @@ def retrieval(
     if len(results) > 1:
         say(f"↑/↓: significantly better/worse than the first row ({stat_test} paired test, p < 0.05)")
     if out:
-        say(f"wrote {out / 'results.json'}, results.md and results.png")
+        say(f"wrote {out / 'results.json'}, results.md, results.png and results.html")
     return 0
 
 

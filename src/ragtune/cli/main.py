@@ -22,6 +22,7 @@ from ragtune.cli import (
     index_cmd,
     query_cmd,
     quickstart_cmd,
+    report_cmd,
     serve_cmd,
     train_cmd,
 )
@@ -40,6 +41,7 @@ app.add_typer(index_cmd.app, name="index")
 app.command("query")(query_cmd.query)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("quickstart")(quickstart_cmd.quickstart)
+app.command("report")(report_cmd.report)
 app.command("serve")(serve_cmd.serve)
 
 

@@ -54,6 +54,14 @@ def _query_metrics(judged: dict[str, int], ranking: list[str], metrics: list[str
     return out
 
 
+def per_query(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metric: str) -> dict[str, float]:
+    """`metric` (METRIC@K) for each query with at least one relevant judgement, as ir_metrics averages it."""
+    name, _, k = metric.partition("@")
+    return {qid: round(_query_metrics({d: s for d, s in docs.items() if s > 0}, _ranked(run.get(qid, {})), [name],
+                                      [int(k)])[0], 6)
+            for qid, docs in qrels.items() if any(s > 0 for s in docs.values())}
+
+
 def ir_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics: list[str],
                ks: list[int]) -> dict[str, float]:
     """Mean metrics over the queries with at least one relevant judgement; an unanswered query scores 0."""

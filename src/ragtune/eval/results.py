@@ -7,16 +7,10 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from ragtune.eval.results_html import significance_mark, write_results_html
 from ragtune.utils import write_atomic
 
 log = logging.getLogger(__name__)
-
-
-def _mark(result, metric: str) -> str:
-    test = result.significance
-    if not test:
-        return ""
-    return "↑" if test["better"].get(metric) else "↓" if test["worse"].get(metric) else ""
 
 
 def results_markdown(results: list, metric_names: list[str]) -> str:
@@ -24,7 +18,7 @@ def results_markdown(results: list, metric_names: list[str]) -> str:
     header = "| pipeline | " + " | ".join(metric_names) + " | index s | first p50/p95 ms | rerank p50/p95 ms |"
     lines = [header, "|---|" + "---:|" * (len(metric_names) + 3)]
     for r in results:
-        cells = [f"{r.metrics.get(m, float('nan')):.4f}{_mark(r, m)}" for m in metric_names]
+        cells = [f"{r.metrics.get(m, float('nan')):.4f}{significance_mark(r, m)}" for m in metric_names]
         t = r.timings
         lines.append(f"| `{r.name}` | " + " | ".join(cells) + f" | {t.get('index_build_s', 0):.1f} | "
                      f"{t.get('first_stage_p50_ms', 0):.1f} / {t.get('first_stage_p95_ms', 0):.1f} | "
@@ -64,12 +58,15 @@ def bar_chart(results: list, metric: str, path: Path, title: str) -> Path | None
 
 
 def write_results(out_dir: str | Path, results: list, dataset: str, headline: list[str],
-                  primary: str = "ndcg@10") -> Path:
-    """Write results.json, results.md and results.png into `out_dir`; return the JSON path."""
+                  primary: str = "ndcg@10", queries: dict[str, str] | None = None) -> Path:
+    """Write results.json, results.md, results.png and results.html (with the per-query changes, `queries` giving
+    their texts) into `out_dir`; return the JSON path."""
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"dataset": dataset, "pipelines": [asdict(r) for r in results]}
     write_atomic(out / "results.json", json.dumps(payload, indent=2))
     write_atomic(out / "results.md", f"# {dataset}\n\n" + results_markdown(results, headline))
     bar_chart(results, primary, out / "results.png", f"{dataset}: {primary}")
+    write_results_html(out / "results.html", results, dataset, headline, primary, queries)
     return out / "results.json"

@@ -14,7 +14,7 @@ from ragtune.config.base import PromptsSection
 from ragtune.config.retrieval import DenseSection, RetrievalConfig
 from ragtune.config.schema import EvalSection
 from ragtune.data.beir import IRData
-from ragtune.eval.metrics import ir_metrics
+from ragtune.eval.metrics import ir_metrics, per_query
 from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
 from ragtune.retrieval.base import to_run
@@ -36,6 +36,7 @@ class PipelineResult:
     documents: int = 0
     significance: dict | None = None  # paired test against the first pipeline
     fusion: dict | None = None  # the fusion settings used (tuned ones with --tune-fusion)
+    per_query: dict[str, float] | None = None  # the primary metric of each judged query (results.html's wins/losses)
 
 
 def evaluate_model(model, ir: IRData, cfg: EvalSection, placement: Placement,
@@ -164,7 +165,8 @@ def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | N
         if pipeline.reranker is not None:
             fusion = {**(fusion or {}), "rerank_first_stage_weight": pipeline.reranker.settings.first_stage_weight}
         results.append(PipelineResult(spec.text, ir_metrics(ir.qrels, run, eval_cfg.metrics, eval_cfg.ks), timings,
-                                      len(ir.queries), len(ir.corpus), fusion=fusion))
+                                      len(ir.queries), len(ir.corpus), fusion=fusion,
+                                      per_query=per_query(ir.qrels, run, eval_cfg.primary_metric)))
         runs.append(run)
     if len(runs) > 1:
         tested = [m for m in HEADLINE if m in results[0].metrics]

@@ -218,16 +218,19 @@ def _export_and_gate(source: Path, out: Path, kind: str, gate: Gate, quantize_as
     reference = rows[0].metric
     auto = choose_placement("cpu", "auto")
     settled = settle(auto, reference_model, "rerank" if kind == "rerank" else "encode")
-    if settled.precision != "fp32":
-        note(f"evaluating torch {settled.precision} ({settled.reason})")
-        rows.append(measure(f"torch {settled.precision}", None, reference_model, settled, gate))
     sign = 1 if greater_is_better(gate.primary_metric) else -1
-    for name, file in files.items():
-        note(f"evaluating {name}")
-        row = measure(name, file, attach_onnx(_load(out, kind), out, file), fp32, gate)
+
+    def judged(row: Row) -> Row:
         row.drop = round(sign * (reference - row.metric), 4)
         row.passed = row.drop <= max_drop
-        rows.append(row)
+        return row
+
+    if settled.precision != "fp32":
+        note(f"evaluating torch {settled.precision} ({settled.reason})")
+        rows.append(judged(measure(f"torch {settled.precision}", None, reference_model, settled, gate)))
+    for name, file in files.items():
+        note(f"evaluating {name}")
+        rows.append(judged(measure(name, file, attach_onnx(_load(out, kind), out, file), fp32, gate)))
     onnx_rows = [r for r in rows if r.file]
     passed = [r for r in onnx_rows if r.passed]
     for row in onnx_rows:
@@ -240,7 +243,7 @@ def _export_and_gate(source: Path, out: Path, kind: str, gate: Gate, quantize_as
             f"{reference:.4f} with torch fp32, a drop of {worst.drop:.4f} (more than --max-drop {max_drop}); nothing "
             "was written. Try --quantize none, or a larger --max-drop if that loss is acceptable")
     best = max(passed, key=lambda r: r.per_second)
-    torch_best = max((r for r in rows if not r.file), key=lambda r: r.per_second)
+    torch_best = max((r for r in rows if not r.file and r.passed), key=lambda r: r.per_second)
     chosen = "torch" if quantize_as == "auto" and torch_best.per_second > best.per_second else best.file
     return {"chosen": chosen, "best_onnx": best.file, "kind": kind, "source": str(source),
             "quantize": quantize_as, "max_drop": max_drop, "primary_metric": gate.primary_metric, "split": gate.split,

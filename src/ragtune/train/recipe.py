@@ -178,5 +178,16 @@ def finish(run_dir: Path, cfg: TaskConfig, before: dict, after: dict, final: Pat
     write_model_card(final, cfg.task, run_dir, cfg.model.name, resolve_model(cfg.model.name),
                      getattr(cfg.data, "train", None), comparison, title, details, split, st_model=model,
                      added_tokens=list(added_tokens), provenance=provenance)
+    write_report(run_dir)
     log.info(comparison.verdict)
     return comparison
+
+
+def write_report(run_dir: Path) -> None:
+    """RUN/report.html; a report that cannot be drawn costs a warning, never the run."""
+    from ragtune.reports.run_report import write_run_report
+
+    try:
+        write_run_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 (the run and its proof are already written)
+        log.warning("report.html was not written (%s); `ragtune report %s` tries again", exc, run_dir)
