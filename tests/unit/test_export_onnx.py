@@ -141,6 +141,14 @@ def test_bad_export_input_gets_one_line(cli, tiny_embedder, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_bad_backend_setting_is_one_line(cli, tiny_embedder, tmp_path):
+    docs = make_docs(tmp_path / "docs")
+    error_line(cli("index", "build", docs, "--out", tmp_path / "index", "--embedder", tiny_embedder, "--config",
+                   _write(tmp_path / "bad.yaml", "backend: tensorrt\n")), "backend", "tensorrt")
+    error_line(cli("index", "build", docs, "--out", tmp_path / "index", "--embedder", tiny_embedder, "--config",
+                   _write(tmp_path / "onnx.yaml", "backend: onnx\n")), "no ONNX export", "backend: torch")
+
+
 def test_broken_exports_fail_to_load_with_one_line(cli, tiny_embedder, tmp_path):
     from ragtune.errors import ModelError
     from ragtune.models.load import load_embedder

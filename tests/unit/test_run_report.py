@@ -60,6 +60,19 @@ def test_rerank_and_llm_reports_show_their_own_views(cli, tiny_cross_encoder, ti
     assert "step 0" in (llm / "report.html").read_text()
 
 
-def test_report_of_something_that_is_not_a_run_is_one_line(cli, tmp_path):
+def test_report_of_something_that_is_not_a_run_or_a_damaged_run_is_one_line(cli, tmp_path):
+    from tests.unit.test_bad_input import _write
+
     error_line(cli("report", tmp_path), "not a finished ragtune run")
     error_line(cli("report", tmp_path / "nowhere"), "not a finished ragtune run")
+    run = tmp_path / "run"
+    _write(run / "config.yaml", "task: embed\n")
+    _write(run / "eval_after.json", '{"metrics": {"ndcg@10": 0.5}')
+    error_line(cli("report", run), "eval_after.json", "not readable", "damaged")
+    _write(run / "eval_after.json", '{"split": "x"}')
+    error_line(cli("report", run), "eval_after.json", "no 'metrics'")
+    _write(run / "eval_after.json", '{"metrics": {"ndcg@10": 0.5}}')
+    _write(run / "metrics.jsonl", '{"step": 1, "loss": 0.5}\n{"step": 2, "loss"\n')
+    error_line(cli("report", run), "metrics.jsonl:2", "not readable")
+    _write(run / "metrics.jsonl", b"\xff\xfe not utf-8\n")
+    error_line(cli("report", run), "metrics.jsonl", "not readable")

@@ -27,14 +27,35 @@ SAMPLE_QUERIES = 32  # eval queries drawn for the embedding map and the score di
 REPORT = "report.html"
 
 
+def _damaged(path: Path, exc: Exception) -> OutputError:
+    return OutputError(f"{path}: not readable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); the run "
+                       "directory is damaged: train it again, or restore the file")
+
+
 def _json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _damaged(path, exc) from None
+    if not isinstance(data, dict):
+        raise _damaged(path, TypeError("not a JSON object"))
+    return data
 
 
 def _rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    rows, number = [], 0
+    try:
+        for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+            if line.strip():
+                row = json.loads(line)
+                rows.append(row if isinstance(row, dict) else {})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _damaged(Path(f"{path}:{number}") if number else path, exc) from None
+    return rows
 
 
 def _details(run: RunDir) -> list[tuple[str, str]]:
@@ -61,8 +82,10 @@ class RunFacts:
 
         self.task = recorded_task(self.run.config) or "embed"
         self.before, self.after = _json(self.run.eval_before), _json(self.run.eval_after)
+        if not isinstance(self.after.get("metrics"), dict) or not self.after["metrics"]:
+            raise _damaged(self.run.eval_after, KeyError("no 'metrics'"))
         self.logged = _rows(self.run.metrics)
-        self.primary = _json(self.run.progress).get("best", {}).get("metric") or next(iter(self.after["metrics"]))
+        self.primary = (_json(self.run.progress).get("best") or {}).get("metric") or next(iter(self.after["metrics"]))
         self.comparison = Comparison(self.primary, self.before.get("metrics", {}), self.after["metrics"],
                                      bool(self.after.get("kept_base")))
         self.best_step = self.after.get("best_step")
