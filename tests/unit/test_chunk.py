@@ -163,6 +163,22 @@ def test_folders_skip_hidden_files_and_folders_and_entities_decode_once(tmp_path
     assert document.text == "Write &lt;b&gt; for bold & été"
 
 
+def test_html_keeps_cells_and_definitions_apart_and_drops_navigation(tmp_path):
+    page = _write(tmp_path / "page.html", (
+        "<html><head><title>Guide</title></head><body><nav><a href='/'>Home</a> <a href='/x'>Products</a></nav>"
+        "<main><h1>Install</h1><p>Read the table.</p><table><tr><th>name</th><th>size</th></tr>"
+        "<tr><td>alpha</td><td>beta</td></tr></table><dl><dt>term</dt><dd>definition</dd><dd>another</dd>"
+        "<dt>second</dt><dd>more</dd></dl></main><aside>Related posts</aside><footer>Copyright 2026</footer>"
+        "</body></html>"))
+    [document] = read_documents(page)
+    text = document.text
+    assert "alpha | beta" in text and "name | size" in text and "alphabeta" not in text
+    assert "term: definition; another" in text and "second: more" in text and "termdefinition" not in text
+    for boilerplate in ("Home", "Products", "Related posts", "Copyright"):
+        assert boilerplate not in text
+    assert text.startswith("# Install") and document.title == "Guide"
+
+
 # ------------------------------------------------------------------------------------------ sizes and offsets
 @pytest.mark.parametrize("chunk_size,overlap", [(16, 4), (24, 0), (40, 8)])
 def test_chunks_fit_the_budget_overlap_and_point_into_the_text(tokenizer, chunk_size, overlap):

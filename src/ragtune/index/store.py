@@ -10,7 +10,6 @@ faiss.index and bm25/, and multivector/ (token vectors for MaxSim) where it was 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -20,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from filelock import FileLock
 
 from ragtune.config.retrieval import RetrievalConfig
 from ragtune.errors import ConfigError, DataError, where
@@ -133,8 +134,7 @@ def open_chunks(path: Path) -> sqlite3.Connection:
 def writer(root: Path) -> Iterator[Path]:
     """Hold the writer lock and yield a fresh staging folder; on success it becomes the live version."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(root / ".lock"):  # flock on POSIX, msvcrt on Windows
         pointer = root / CURRENT
         live = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
         sound = not pointer.is_file() or bool(live) and (root / live).is_dir()  # never guess from a broken CURRENT

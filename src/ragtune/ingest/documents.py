@@ -35,8 +35,10 @@ class Document:
 class _HTMLText(HTMLParser):
     """Visible text of an HTML page, with headings kept as markdown headings for the splitter."""
 
-    SKIP = {"script", "style", "noscript", "head"}
-    BLOCK = {"p", "div", "br", "li", "tr", "section", "article", "table", "ul", "ol"}
+    # not content: code, and a page's navigation, footer and side bars (boilerplate that every page repeats)
+    SKIP = {"script", "style", "noscript", "head", "nav", "footer", "aside", "template"}
+    BLOCK = {"p", "div", "br", "li", "tr", "section", "article", "table", "ul", "ol", "dl", "dt", "blockquote",
+             "pre", "figcaption", "main"}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -44,16 +46,27 @@ class _HTMLText(HTMLParser):
         self.title = ""
         self._skip = 0
         self._in_title = False
+        self._cells = 0  # cells begun in the current table row
+        self._after = ""  # dt or dd: what the last definition-list item was
 
     def handle_starttag(self, tag, attrs):
         if tag in self.SKIP:
             self._skip += 1
         if tag == "title":
             self._in_title = True
+        if tag == "tr":
+            self._cells = 0
         if re.fullmatch(r"h[1-6]", tag):
             self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
+        elif tag in ("td", "th"):  # cells stay apart: "alpha | beta", not "alphabeta"
+            self.parts.append(" | " if self._cells else " ")
+            self._cells += 1
+        elif tag == "dd":  # "term: definition", further definitions after "; "
+            self.parts.append(": " if self._after == "dt" else "; ")
+            self._after = "dd"
         elif tag in self.BLOCK:
             self.parts.append("\n\n" if tag == "p" else "\n")
+            self._after = "dt" if tag == "dt" else self._after
 
     def handle_endtag(self, tag):
         if tag in self.SKIP:
