@@ -168,14 +168,16 @@ def test_html_keeps_cells_and_definitions_apart_and_drops_navigation(tmp_path):
         "<html><head><title>Guide</title></head><body><nav><a href='/'>Home</a> <a href='/x'>Products</a></nav>"
         "<main><h1>Install</h1><p>Read the table.</p><table><tr><th>name</th><th>size</th></tr>"
         "<tr><td>alpha</td><td>beta</td></tr></table><dl><dt>term</dt><dd>definition</dd><dd>another</dd>"
-        "<dt>second</dt><dd>more</dd></dl></main><aside>Related posts</aside><footer>Copyright 2026</footer>"
+        "<dt>second</dt><dd>more</dd></dl></main><aside><h3>Related posts</h3><table><tr><td>x</td><td>y</td></tr>"
+        "</table></aside><footer><h2>Contact</h2>Copyright 2026</footer>"
         "</body></html>"))
     [document] = read_documents(page)
     text = document.text
     assert "alpha | beta" in text and "name | size" in text and "alphabeta" not in text
     assert "term: definition; another" in text and "second: more" in text and "termdefinition" not in text
-    for boilerplate in ("Home", "Products", "Related posts", "Copyright"):
+    for boilerplate in ("Home", "Products", "Related posts", "Copyright", "Contact", "x | y"):
         assert boilerplate not in text
+    assert all(line.strip("#").strip() for line in text.splitlines() if line.startswith("#"))  # no empty heading
     assert text.startswith("# Install") and document.title == "Guide"
 
 

@@ -139,6 +139,18 @@ def test_bad_export_input_gets_one_line(cli, tiny_embedder, tmp_path):
     _write(unfinished / "config.yaml", "task: embed\n")
     error_line(cli("export", "onnx", unfinished, "--out", tmp_path / "o"), "final", "no saved model")
     assert not (tmp_path / "o").exists()
+    error_line(cli("export", "onnx", tiny_embedder, "--out", _write(tmp_path / "afile", "x") / "o", "--eval", beir),
+               "not a folder this user can write")
+
+
+def test_an_export_never_replaces_the_run_it_comes_from(cli, tiny_embedder, pairs_file, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run),
+                       "--allow-regression")
+    assert code == 0, err
+    for out in (run, tmp_path, run / "final"):
+        error_line(cli("export", "onnx", run, "--out", out, "--overwrite"), "holds the model or its run")
+    assert (run / "config.yaml").is_file() and (run / "final" / "modules.json").is_file()
 
 
 def test_a_bad_backend_setting_is_one_line(cli, tiny_embedder, tmp_path):

@@ -68,8 +68,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        if body.get("stream") and mode in ("ok", "stream_broken"):
-            return self._stream(stub.reply(body).split(" "), broken=mode == "stream_broken")
+        if body.get("stream") and mode in ("ok", "stream_broken", "stream_error"):
+            return self._stream(stub.reply(body).split(" "), broken=mode)
         if mode == "error500":
             return self._send(500, b"internal error")
         if mode == "error404":
@@ -83,15 +83,17 @@ class _ChatHandler(BaseHTTPRequestHandler):
                               "finish_reason": "stop"}]}
         self._send(200, json.dumps(reply).encode())
 
-    def _stream(self, words: list[str], broken: bool) -> None:
-        """Server-sent events, one word each with a pause between them, as vLLM and OpenAI stream a reply."""
+    def _stream(self, words: list[str], broken: str) -> None:
+        """Server-sent events, one word each with a pause between them, as vLLM and OpenAI stream a reply;
+        `broken`: stream_broken turns to garbage after two words, stream_error sends an error event there."""
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
             for i, word in enumerate(words):
-                if broken and i == 2:
-                    self.wfile.write(b"data: {not json\n\n")
+                if broken != "ok" and i == 2:
+                    self.wfile.write(b"data: {not json\n\n" if broken == "stream_broken" else
+                                     b'data: {"error": {"message": "out of memory"}}\n\n')
                     break
                 chunk = {"choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word}}]}
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
@@ -495,6 +497,9 @@ def test_openai_generator_streams_the_reply_as_it_arrives(chat_server):
     assert chat_server.requests[-1]["body"]["stream"] is True
     chat_server.behaviour = "stream_broken"
     with pytest.raises(GeneratorError, match="stream broke off"):
+        list(generator.stream([{"role": "user", "content": "q"}], 16))
+    chat_server.behaviour = "stream_error"  # vLLM's mid-stream error event: an error, not a shorter answer
+    with pytest.raises(GeneratorError, match="out of memory"):
         list(generator.stream([{"role": "user", "content": "q"}], 16))
     chat_server.behaviour = "ok"
     chat_server.reply = lambda body: "Yes."

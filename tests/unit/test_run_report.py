@@ -76,3 +76,8 @@ def test_report_of_something_that_is_not_a_run_or_a_damaged_run_is_one_line(cli,
     error_line(cli("report", run), "metrics.jsonl:2", "not readable")
     _write(run / "metrics.jsonl", b"\xff\xfe not utf-8\n")
     error_line(cli("report", run), "metrics.jsonl", "not readable")
+    _write(run / "metrics.jsonl", '{"step": 1, "loss": 0.5}\n')
+    error_line(cli("report", run), "eval_before.json", "no 'ndcg@10'")  # missing: no baseline to compare with
+    _write(run / "eval_before.json", '{"metrics": {"ndcg@10": 0.4}}')
+    _write(run / "summary.md", b"- **model**: caf\xe9\n")
+    error_line(cli("report", run), "summary.md", "not readable")

@@ -50,7 +50,7 @@ def langchain(index: Path = typer.Argument(..., help="a ragtune index folder"),
 @app.command("onnx")
 def onnx(source: Path = typer.Argument(..., help="a ragtune run (train embed or train rerank) or a saved model"),
          out: Path = typer.Option(..., "--out", "-o", help="folder for the model copy with its onnx/ files"),
-         quantize: str = typer.Option("auto", "--quantize", "-q",
+         quantize: str = typer.Option("auto", "--quantize",
                                       help="auto (this CPU's int8 and fp32, the fastest that passes), none (fp32 "
                                            "only), or int8 for avx512_vnni, avx512, avx2 or arm64"),
          max_drop: float = typer.Option(0.005, "--max-drop", help="largest fall of the primary metric against torch "

@@ -191,6 +191,9 @@ def _train_bar(progress):
     return TrainBar()
 
 
+_SPINNERS: list = []  # the phase spinners showing now (RichReporter.phase), innermost last
+
+
 def bar_display(on: Console, **options):
     """A rich bar with its count, elapsed time and ETA."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -212,9 +215,16 @@ def progress_display(label: str, total: int):
 
         yield every_step(label, total, line)
         return
-    with bar_display(errors, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n=1: bar.advance(task, n)
+    spinner = _SPINNERS[-1] if _SPINNERS else None
+    if spinner is not None:  # one live display per terminal: the phase's spinner waits while the bar runs
+        spinner.stop()
+    try:
+        with bar_display(errors, transient=True) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda n=1: bar.advance(task, n)
+    finally:
+        if spinner is not None:
+            spinner.start()
 
 
 class RichReporter(Reporter):
@@ -228,8 +238,12 @@ class RichReporter(Reporter):
     def phase(self, label: str) -> Iterator[None]:
         start = time.perf_counter()
         if self.enabled:
-            with console.status(f"{label} ..."):
-                yield
+            with console.status(f"{label} ...") as spinner:
+                _SPINNERS.append(spinner)
+                try:
+                    yield
+                finally:
+                    _SPINNERS.pop()
         else:
             yield
         say(f"{label}: done in {time.perf_counter() - start:.1f} s")

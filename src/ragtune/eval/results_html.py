@@ -43,7 +43,7 @@ def _changes(results: list, queries: dict[str, str], primary: str) -> str:
         wins = [(d, q) for d, q in moved if d > 0][:CHANGED]
         losses = [(d, q) for d, q in reversed(moved) if d < 0][:CHANGED]
         won, lost = sum(d > 0 for d, _ in moved), sum(d < 0 for d, _ in moved)
-        rows = [[("won" if d > 0 else "lost"), esc(queries.get(q, q))[:200], f"{base[q]:.3f}", f"{mine[q]:.3f}",
+        rows = [[("won" if d > 0 else "lost"), esc(queries.get(q, q)[:200]), f"{base[q]:.3f}", f"{mine[q]:.3f}",
                  f"{d:+.3f}"] for d, q in wins + losses]
         parts.append(f"<h3>{esc(result.name)}</h3><p>{won} queries gained and {lost} lost {esc(primary)} against "
                      f"<code>{esc(results[0].name)}</code>; the largest changes:</p>"

@@ -18,6 +18,7 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -165,25 +166,31 @@ def export_onnx(source: Path, out: Path, kind: str, build_gate: Callable[[], Gat
         import onnxruntime
     except ImportError:
         raise ModelError("ragtune export onnx needs ONNX Runtime and onnx: pip install onnxruntime onnx") from None
-    out = Path(out)
-    if out.resolve() == Path(source).resolve():
-        raise OutputError(f"{out}: is the model itself; choose another --out")
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not overwrite):
+    out = Path(out).resolve()
+    source = Path(source).resolve()
+    if source == out or source.is_relative_to(out) or (out / "config.yaml").is_file() or not out.name:
+        raise OutputError(f"{out}: holds the model or its run (replacing it would delete them); choose a new "
+                          "folder for --out")
+    if out.is_symlink() or out.is_file() or (out.is_dir() and any(out.iterdir()) and not overwrite):
         raise OutputError(f"{out}: exists; pass --overwrite to replace it or choose another --out")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise OutputError(f"{out.parent}: not a folder this user can write; choose another --out")
     gate = build_gate()
-    staging = out.with_name(out.name + ".partial")
+    staging, old = out.with_name(out.name + ".partial"), out.with_name(out.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*", EXPORT_DIR, "*.partial"))
     try:
-        record = _export_and_gate(Path(source), staging, kind, gate, quantize_as, max_drop, note)
+        shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*", EXPORT_DIR, "*.partial"))
+        record = _export_and_gate(source, staging, kind, gate, quantize_as, max_drop, note)
         record["onnxruntime"] = onnxruntime.__version__
         (staging / EXPORT_DIR / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():  # swapped by renames: an interrupted swap leaves the old export whole beside it
+        out.rename(old)
     staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     append_onnx_card(out, record)
     return record
 

@@ -54,6 +54,8 @@ class _HTMLText(HTMLParser):
             self._skip += 1
         if tag == "title":
             self._in_title = True
+        if self._skip:  # inside boilerplate: no headings or separators either
+            return
         if tag == "tr":
             self._cells = 0
         if re.fullmatch(r"h[1-6]", tag):
@@ -71,8 +73,11 @@ class _HTMLText(HTMLParser):
     def handle_endtag(self, tag):
         if tag in self.SKIP:
             self._skip = max(0, self._skip - 1)
+            return
         if tag == "title":
             self._in_title = False
+        if self._skip:
+            return
         if re.fullmatch(r"h[1-6]", tag) or tag == "p":
             self.parts.append("\n\n")
 

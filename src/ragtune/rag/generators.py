@@ -244,7 +244,9 @@ def generate_counted(generator, conversations: list[list[dict[str, str]]], max_n
 
 
 def _sse_pieces(response) -> Iterator[str]:
-    """The `delta.content` of each `data:` event of an OpenAI chat stream, until `data: [DONE]` or the end."""
+    """The `delta.content` of each `data:` event of an OpenAI chat stream, until `data: [DONE]` or the end; an
+    error event, a malformed event or a reply with no event at all is a ValueError."""
+    events = 0
     for raw in iter(response.readline, b""):
         line = raw.decode("utf-8").strip()
         if not line.startswith("data:"):
@@ -252,10 +254,19 @@ def _sse_pieces(response) -> Iterator[str]:
         data = line[len("data:"):].strip()
         if data == "[DONE]":
             return
-        choices = json.loads(data).get("choices") or []
-        piece = (choices[0].get("delta") or {}).get("content") if choices else None
-        if piece:
+        events += 1
+        event = json.loads(data)
+        if not isinstance(event, dict):
+            raise ValueError(f"an event that is not a JSON object: {data[:80]}")
+        if event.get("error"):
+            raise ValueError(f"the endpoint sent an error: {str(event['error'])[:200]}")
+        choices = event.get("choices") or []
+        delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
+        piece = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(piece, str) and piece:
             yield piece
+    if not events:
+        raise ValueError("a reply with no server-sent event in it")
 
 
 def _env_number(name: str, default, kind):

@@ -32,11 +32,18 @@ def _damaged(path: Path, exc: Exception) -> OutputError:
                        "directory is damaged: train it again, or restore the file")
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _damaged(path, exc) from None
+
+
 def _json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_text(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _damaged(path, exc) from None
     if not isinstance(data, dict):
@@ -63,7 +70,7 @@ def _details(run: RunDir) -> list[tuple[str, str]]:
     if not run.summary.is_file():
         return []
     out = []
-    for line in run.summary.read_text(encoding="utf-8").splitlines():
+    for line in _text(run.summary).splitlines():
         if line.startswith("- **") and "**: " in line:
             key, _, value = line[4:].partition("**: ")
             out.append((key, value))
@@ -86,10 +93,13 @@ class RunFacts:
             raise _damaged(self.run.eval_after, KeyError("no 'metrics'"))
         self.logged = _rows(self.run.metrics)
         self.primary = (_json(self.run.progress).get("best") or {}).get("metric") or next(iter(self.after["metrics"]))
+        for path, data in ((self.run.eval_before, self.before), (self.run.eval_after, self.after)):
+            if self.primary not in (data.get("metrics") or {}):
+                raise _damaged(path, KeyError(f"no '{self.primary}' in its metrics"))
         self.comparison = Comparison(self.primary, self.before.get("metrics", {}), self.after["metrics"],
                                      bool(self.after.get("kept_base")))
         self.best_step = self.after.get("best_step")
-        self.name = self.run.path.name
+        self.name = self.run.path.resolve().name
 
 
 def _verdict(facts: RunFacts) -> str:
@@ -264,7 +274,7 @@ def _task_views(facts: RunFacts) -> str:
 def write_run_report(path: str | Path) -> Path:
     """RUN/report.html for one finished run."""
     facts = RunFacts(path)
-    config = facts.run.config.read_text(encoding="utf-8")
+    config = _text(facts.run.config)
     sections = [f"<h1>ragtune train {esc(facts.task)}: {esc(facts.name)}</h1>", _verdict(facts),
                 section("Before and after", _before_after(facts), "before-after"),
                 section("Training", _curves([facts]), "training"),

@@ -9,6 +9,7 @@ card also shows the embedding resize that PEFT's standard load needs when the ru
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -34,25 +35,30 @@ KINDS = {
 ST_LOAD = '''```python
 from sentence_transformers import {cls}
 
-model = {cls}("{final}")
+model = {cls}({final})
 {use}
 ```'''
 
 HF_LOAD = '''```python
 from transformers import {cls}, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("{final}")
-model = {cls}.from_pretrained("{final}")
+tokenizer = AutoTokenizer.from_pretrained({final})
+model = {cls}.from_pretrained({final})
 ```'''
 
 PEFT_LOAD = '''```python
 from peft import PeftModel
 from transformers import {cls}, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("{final}")
-base = {cls}.from_pretrained("{base}")
-{resize}model = PeftModel.from_pretrained(base, "{final}")
+tokenizer = AutoTokenizer.from_pretrained({final})
+base = {cls}.from_pretrained({base})
+{resize}model = PeftModel.from_pretrained(base, {final})
 ```'''
+
+
+def literal(value) -> str:
+    """A Python string literal for a path or name in the cards' code, whatever its backslashes or quotes."""
+    return json.dumps(str(value))
 
 
 def model_license(path: str | Path) -> str | None:
@@ -166,13 +172,13 @@ def write_model_card(final: Path, task: str, run_dir: Path, base: str, base_path
         resize = ("base.resize_token_embeddings(len(tokenizer))  # the run added " + ", ".join(added_tokens) + "\n"
                   if added_tokens else "")
         lines += ["One step, a plain model folder: `ragtune export merge RUN_DIR`. Or load the adapter on its base "
-                  "with PEFT:", "", PEFT_LOAD.format(cls=cls, final=final.resolve(), base=base, resize=resize)]
+                  "with PEFT:", "", PEFT_LOAD.format(cls=cls, final=literal(final.resolve()), base=literal(base), resize=resize)]
         if base_path != base:
             lines += ["", f"Offline on the machine that trained it, the base resolves to `{base_path}`."]
     elif use is not None:
-        lines += [ST_LOAD.format(cls=cls, final=final.resolve(), use=use)]
+        lines += [ST_LOAD.format(cls=cls, final=literal(final.resolve()), use=use)]
     else:
-        lines += [HF_LOAD.format(cls=cls, final=final.resolve())]
+        lines += [HF_LOAD.format(cls=cls, final=literal(final.resolve()))]
     lines += ["", "## Licenses", "",
               f"- base model `{base}`: {base_license or 'not stated in its card; check its source'}",
               f"- training data `{data_path}`: {data_license(data_path) or 'not stated beside it; check its source'}"]
@@ -211,7 +217,7 @@ def write_merged_card(out: Path, adapter: Path, base: str, seq2seq: bool) -> Pat
              "so transformers and vLLM load this folder as a plain model.", ""]
     if body:
         lines += ["## The adapter's run", "", body, ""]
-    lines += ["## Load", "", HF_LOAD.format(cls=cls, final=out.resolve())]
+    lines += ["## Load", "", HF_LOAD.format(cls=cls, final=literal(out.resolve()))]
     path = out / "README.md"
     write_atomic(path, front + "\n" + "\n".join(lines) + "\n")
     return path
@@ -231,6 +237,7 @@ def append_onnx_card(out: Path, record: dict) -> Path:
     """The ONNX part of an `export onnx` folder's card: what was measured, what runs, and how to load it."""
     card = out / "README.md"
     text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else ""
+    text = _without_section(text, "## ONNX export")  # an export of an export keeps one
     metric, unit = record["primary_metric"], record["unit"]
     lines = ["", "## ONNX export", "",
              f"Written by `ragtune export onnx` on {record['measured']} ({record['cpu']}, {record['threads']} "
@@ -247,8 +254,8 @@ def append_onnx_card(out: Path, record: dict) -> Path:
               "from ragtune.models.device import choose_placement",
               f"from ragtune.models.load import {'load_cross_encoder' if cls == 'CrossEncoder' else 'load_embedder'}",
               "",
-              f"model = {'load_cross_encoder' if cls == 'CrossEncoder' else 'load_embedder'}(\"{out.resolve()}\", "
+              f"model = {'load_cross_encoder' if cls == 'CrossEncoder' else 'load_embedder'}({literal(out.resolve())}, "
               "choose_placement(\"cpu\"), backend=\"auto\")  # a sentence-transformers " + cls, "```", "",
-              f"`{cls}(\"{out.resolve()}\")` loads the torch weights of the same folder."]
+              f"`{cls}({literal(out.resolve())})` loads the torch weights of the same folder."]
     write_atomic(card, text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
     return card
