@@ -894,6 +894,10 @@ def test_eval_rag_metrics_by_hand(cli, chat_server, tiny_embedder, tmp_path):
     table = (tmp_path / "out" / "rag_results.md").read_text()
     assert "| `bm25 -> m` | 0.5000 | 1.0000 | 0.0000 | 0.0000 | 0.2222 | 0.0000 | 0.7500 | 0.7500 |" in table
     assert "| `majority (yes)` | 0.5000 | 1.0000 | 0.0000 | 0.0000 | 0.2222 | 0.0000 |  |  |" in table
+    assert saved["systems"][1]["per_query"] == {"q1": 1.0, "q2": 0.0, "q3": 0.0, "q4": 1.0}  # gold yes, no, maybe, yes
+    page = (tmp_path / "out" / "rag_results.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page and "http" not in page
+    assert '<section id="per-query">' in page and "0 queries gained and 0 lost the right label (1/0)" in page
 
 
 def test_eval_rag_exact_match_and_f1_without_labels(cli, chat_server, tmp_path):

@@ -158,7 +158,7 @@ def rag(
     max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="a seeded sample of N questions"),
     calibrate_on: Optional[str] = typer.Option(None, "--calibrate-on", help="qrels split (e.g. train) on which each "
                                                "system's label offsets are fitted for macro-F1, then applied here"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write rag_results.json and rag_results.md here"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write rag_results.json, .md and .html here"),
     unknown_ids: str = UNKNOWN_IDS,
 ) -> int:
     """End to end: gold-passage recall, answer accuracy and macro-F1 (or EM/F1), and answers citing a gold
@@ -192,7 +192,7 @@ def rag(
                                answer_field, label_set, long_answer_field, with_majority=bool(generators),
                                calibration=calibration)
     if out:
-        write_rag_results(out, results, ir.name, len(ir.queries))
+        write_rag_results(out, results, ir.name, len(ir.queries), ir.queries)
     if FLAGS.json:
         emit_json(rag_payload(results, ir.name, len(ir.queries)))
         return 0

@@ -13,7 +13,7 @@ CHANGED = 8  # queries shown per side (wins, losses) for each pipeline
 
 def significance_mark(result, metric: str) -> str:
     """↑/↓ where `result` is significantly better/worse than the first row on `metric`, else nothing."""
-    test = result.significance
+    test = getattr(result, "significance", None)
     if not test:
         return ""
     return "↑" if test["better"].get(metric) else "↓" if test["worse"].get(metric) else ""
@@ -34,7 +34,7 @@ def _bars(results: list, primary: str) -> str:
                        "(grey) row in a paired test.")
 
 
-def _changes(results: list, queries: dict[str, str], primary: str) -> str:
+def _changes(results: list, queries: dict[str, str], scored: str) -> str:
     base = results[0].per_query or {}
     parts = []
     for result in results[1:]:
@@ -45,21 +45,24 @@ def _changes(results: list, queries: dict[str, str], primary: str) -> str:
         won, lost = sum(d > 0 for d, _ in moved), sum(d < 0 for d, _ in moved)
         rows = [[("won" if d > 0 else "lost"), esc(queries.get(q, q)[:200]), f"{base[q]:.3f}", f"{mine[q]:.3f}",
                  f"{d:+.3f}"] for d, q in wins + losses]
-        parts.append(f"<h3>{esc(result.name)}</h3><p>{won} queries gained and {lost} lost {esc(primary)} against "
+        parts.append(f"<h3>{esc(result.name)}</h3><p>{won} queries gained and {lost} lost {esc(scored)} against "
                      f"<code>{esc(results[0].name)}</code>; the largest changes:</p>"
                      + table(["", "query", results[0].name[:30], result.name[:30], "change"], rows, numeric_from=2))
     return "".join(parts)
 
 
 def write_results_html(path: Path, results: list, dataset: str, headline: list[str], primary: str,
-                       queries: dict[str, str] | None = None) -> Path:
+                       queries: dict[str, str] | None = None, subtitle: str | None = None,
+                       per_query_name: str | None = None) -> Path:
+    """The page: bars of `primary` with significance marks, the `headline` table, and each row's largest per-query
+    changes against the first (`per_query_name`: what each result's `per_query` scores; `primary` by default)."""
     rows = [[f"<code>{esc(r.name)}</code>"]
             + [f"{r.metrics.get(m, float('nan')):.4f}{significance_mark(r, m)}" for m in headline] for r in results]
-    sections = [f"<h1>{esc(dataset)}</h1>", f"<p class=\"muted\">{results[0].queries} queries, "
-                f"{results[0].documents} documents</p>",
+    subtitle = subtitle or f"{results[0].queries} queries, {results[0].documents} documents"
+    sections = [f"<h1>{esc(dataset)}</h1>", f"<p class=\"muted\">{esc(subtitle)}</p>",
                 section("Pipelines", _bars(results, primary) + table(["pipeline", *headline], rows), "pipelines")]
-    if len(results) > 1 and all(r.per_query is not None for r in results):
-        sections.append(section(f"Per query, against {results[0].name}", _changes(results, queries or {}, primary),
-                                "per-query"))
-    write_atomic(path, page(f"ragtune eval retrieval: {dataset}", sections))
+    if len(results) > 1 and all(getattr(r, "per_query", None) is not None for r in results):
+        sections.append(section(f"Per query, against {results[0].name}",
+                                _changes(results, queries or {}, per_query_name or primary), "per-query"))
+    write_atomic(path, page(f"ragtune: {dataset}", sections))
     return path

@@ -48,6 +48,7 @@ class RAGResult:
     predictions: dict[str, str] = field(default_factory=dict)  # question id -> predicted label (for paired tests)
     scores: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)  # label log-likelihoods
     offsets: dict[str, float] | None = None  # label offsets fitted on the calibration split, when calibrated
+    per_query: dict[str, float] | None = None  # each question's score: right label 1/0, token F1, or recall
 
 
 def query_field(data: str | Path, ir: IRData, field_name: str, inside: bool) -> dict[str, str]:
@@ -105,11 +106,11 @@ def evaluate_system(name: str, sources: dict[str, list[Source]], generator, ir: 
     qids = list(ir.queries)
     gold = {q: {d for d, s in ir.qrels[q].items() if s > 0} for q in qids}
     metrics: dict[str, float] = {}
+    recall = {q: len(gold[q] & {s.id for s in sources[q]}) / max(1, len(gold[q])) for q in qids}
     if retrieved and any(sources[q] for q in qids):
-        metrics[f"recall@{settings.k}"] = float(np.mean([len(gold[q] & {s.id for s in sources[q]}) /
-                                                        max(1, len(gold[q])) for q in qids]))
+        metrics[f"recall@{settings.k}"] = float(np.mean(list(recall.values())))
     if generator is None and majority is None:
-        return RAGResult(name, _rounded(metrics))
+        return RAGResult(name, _rounded(metrics), per_query=recall if retrieved else None)
     scores: dict[str, dict[str, float]] = {}
     if majority is not None:
         texts, predictions = {q: majority for q in qids}, {q: majority for q in qids}
@@ -121,6 +122,7 @@ def evaluate_system(name: str, sources: dict[str, list[Source]], generator, ir: 
     references = {q: answers[q].strip() for q in qids}
     if labels:
         metrics.update(label_report([references[q].lower() for q in qids], [predictions[q] for q in qids], labels))
+        per_question = {q: float(predictions[q] == references[q].lower()) for q in qids}
         unlabelled = sum(predictions[q] == MISSING for q in qids)
         if unlabelled:
             log.warning("%s: %d of %d answers name none of the labels %s; they count as wrong", name, unlabelled,
@@ -129,7 +131,8 @@ def evaluate_system(name: str, sources: dict[str, list[Source]], generator, ir: 
     else:
         plain = {q: CITATION.sub("", texts[q]) for q in qids}
         metrics["exact_match"] = float(np.mean([exact_match(plain[q], references[q]) for q in qids]))
-        metrics["f1"] = float(np.mean([token_f1(plain[q], references[q]) for q in qids]))
+        per_question = {q: token_f1(plain[q], references[q]) for q in qids}
+        metrics["f1"] = float(np.mean(list(per_question.values())))
     if majority is None and settings.max_new_tokens > 1:
         metrics["cites_gold"] = float(np.mean([any(s.id in gold[q] for s in cited(texts[q], kept[q])) for q in qids]))
         if long_answers:
@@ -138,7 +141,7 @@ def evaluate_system(name: str, sources: dict[str, list[Source]], generator, ir: 
                  "cited": [s.id for s in cited(texts[q], kept[q])], "gold": sorted(gold[q]),
                  **({"predicted": predictions[q]} if labels else {})} for q in qids[:5]]
     return RAGResult(name, _rounded(metrics), examples, predictions if labels else {}, scores,
-                     offsets if scores else None)
+                     offsets if scores else None, per_question)
 
 
 def _answer_all(generator, ir: IRData, qids: list[str], sources, settings: RAGSection, labels: list[str]):
@@ -230,7 +233,11 @@ def rag_payload(results: list[RAGResult], dataset: str, questions: int) -> dict:
     return {"dataset": dataset, "questions": questions, "systems": systems}
 
 
-def write_rag_results(out: str | Path, results: list[RAGResult], dataset: str, questions: int) -> Path:
+def write_rag_results(out: str | Path, results: list[RAGResult], dataset: str, questions: int,
+                      queries: dict[str, str] | None = None) -> Path:
+    """rag_results.json, .md and .html (the systems' bars, and the questions each gained and lost against the first
+    row; `queries` gives their texts)."""
+    from ragtune.eval.results_html import write_results_html
     from ragtune.utils import write_atomic
 
     out = Path(out)
@@ -241,4 +248,10 @@ def write_rag_results(out: str | Path, results: list[RAGResult], dataset: str, q
     lines += [f"| `{r.name}` | " + " | ".join(f"{r.metrics[m]:.4f}" if m in r.metrics else "" for m in names) + " |"
               for r in results]
     write_atomic(out / "rag_results.md", "\n".join(lines) + "\n")
+    primary = next((m for m in ("macro_f1", "f1", "accuracy") if m in names), names[0] if names else "")
+    if primary:
+        scored = ("the right label (1/0)" if "macro_f1" in names else "token F1" if "f1" in names
+                  else "recall of the gold passages")
+        write_results_html(out / "rag_results.html", results, dataset, names, primary, queries,
+                           subtitle=f"{questions} questions", per_query_name=scored)
     return out / "rag_results.json"
