@@ -52,12 +52,12 @@ def onnx_graphs(folder: Path, kind: str, per_tensor: bool = True, head_fp32: boo
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from ragtune.export.onnx import PLAIN, _load, fuse, trace
+    from ragtune.export.onnx import PLAIN, fuse, load_kind, trace
 
     (folder / "onnx").mkdir()
     plain = folder / "onnx" / PLAIN
     trace(folder, kind, plain)
-    fuse(plain, _load(folder, kind)[0].model.config)
+    fuse(plain, load_kind(folder, kind)[0].model.config)
     files = {"onnxruntime fp32": PLAIN}
     head = [n.name for n in onnx.load(str(plain)).graph.node if "classifier" in n.name or "pooler" in n.name]
     variants = ([("per tensor", False, [])] if per_tensor else []) + [("per channel", True, [])]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from typing import Callable, ContextManager, Iterator
+from typing import Callable, ContextManager, Iterator, TypeVar
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Advance = Callable[[int], None]
 # (label, total) -> a context that yields `advance(n)`; the CLI installs one (set_display)
 Display = Callable[[str, int], ContextManager[Advance]]
@@ -78,3 +79,14 @@ def counting(label: str, total: int) -> Iterator[Advance]:
         return
     with (_DISPLAY or _logged)(label, total) as advance:
         yield advance
+
+
+def in_slices(label: str, items: list, size: int, work: Callable[[list], T]) -> list[T]:
+    """`work` over consecutive slices of `size` items, counted under `label`; one result per slice, in order."""
+    results = []
+    with counting(label, len(items)) as advance:
+        for start in range(0, len(items), size):
+            part = items[start:start + size]
+            results.append(work(part))
+            advance(len(part))
+    return results

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from ragtune.eval.results_html import significance_mark, write_results_html
+from ragtune.eval.results_html import bars_figure, significance_mark, write_results_html
 from ragtune.utils import write_atomic
-
-log = logging.getLogger(__name__)
 
 
 def results_markdown(results: list, metric_names: list[str]) -> str:
@@ -30,29 +27,14 @@ def results_markdown(results: list, metric_names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(results: list, metric: str, path: Path, title: str) -> Path | None:
-    """A PNG with one bar per pipeline for `metric`; skipped (with a log line) where matplotlib is missing."""
-    try:
-        import matplotlib
+def bar_chart(results: list, metric: str, path: Path, title: str) -> Path:
+    """results.png: the bars results.html shows, as a file."""
+    from ragtune.html_page import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed; no bar chart written (pip install matplotlib)")
-        return None
-    names = [r.name if len(r.name) <= 40 else r.name[:37] + "..." for r in results]
-    values = [r.metrics.get(metric, 0.0) for r in results]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(results)), 4.5))
-    bars = ax.bar(range(len(values)), values, color="#4C72B0")
-    ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2)
-    ax.set_xticks(range(len(values)), names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(metric)
-    ax.set_ylim(0, min(1.0, max(values + [0.01]) * 1.15))
-    ax.set_title(title)
-    fig.tight_layout()
+    fig = bars_figure(results, metric, title)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    pyplot().close(fig)
     tmp.replace(path)
     return path
 
@@ -61,7 +43,6 @@ def write_results(out_dir: str | Path, results: list, dataset: str, headline: li
                   primary: str = "ndcg@10", queries: dict[str, str] | None = None) -> Path:
     """Write results.json, results.md, results.png and results.html (with the per-query changes, `queries` giving
     their texts) into `out_dir`; return the JSON path."""
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"dataset": dataset, "pipelines": [asdict(r) for r in results]}

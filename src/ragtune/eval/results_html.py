@@ -19,19 +19,26 @@ def significance_mark(result, metric: str) -> str:
     return "↑" if test["better"].get(metric) else "↓" if test["worse"].get(metric) else ""
 
 
-def _bars(results: list, primary: str) -> str:
+def bars_figure(results: list, metric: str, title: str | None = None):
+    """One bar per pipeline for `metric`, the first grey, a significant win green and a loss red (results.png and
+    results.html show it)."""
     plt = pyplot()
-    values = [r.metrics.get(primary, 0.0) for r in results]
+    values = [r.metrics.get(metric, 0.0) for r in results]
     fig, ax = plt.subplots(figsize=(max(6, 1.7 * len(results)), 4.2))
     tone = {"↑": "#137333", "↓": "#b3261e", "": "#1a73e8"}
-    colors = ["#9aa0a6"] + [tone[significance_mark(r, primary)] for r in results[1:]]
+    colors = ["#9aa0a6"] + [tone[significance_mark(r, metric)] for r in results[1:]]
     bars = ax.bar(range(len(values)), values, color=colors)
-    ax.bar_label(bars, labels=[f"{v:.3f}{significance_mark(r, primary)}" for v, r in zip(values, results)], padding=2)
+    ax.bar_label(bars, labels=[f"{v:.3f}{significance_mark(r, metric)}" for v, r in zip(values, results)], padding=2)
     ax.set_xticks(range(len(values)), [r.name if len(r.name) <= 40 else r.name[:37] + "..." for r in results],
                   rotation=20, ha="right", fontsize=8)
-    ax.set(ylabel=primary, ylim=(0, min(1.0, max(values + [0.01]) * 1.15)))
-    return figure(fig, f"{primary} per pipeline; ↑/↓ (green/red): significantly better/worse than the first "
-                       "(grey) row in a paired test.")
+    ax.set(ylabel=metric, ylim=(0, min(1.0, max(values + [0.01]) * 1.15)), title=title or "")
+    fig.tight_layout()
+    return fig
+
+
+def _bars(results: list, primary: str) -> str:
+    return figure(bars_figure(results, primary), f"{primary} per pipeline; ↑/↓ (green/red): significantly "
+                  "better/worse than the first (grey) row in a paired test.")
 
 
 def _changes(results: list, queries: dict[str, str], scored: str) -> str:

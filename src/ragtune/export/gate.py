@@ -37,7 +37,7 @@ def retrieval_gate(ir, eval_cfg, prompts=None) -> Gate:
 
 def rerank_gate(ir, eval_cfg) -> Gate:
     """The split's first stage (computed once, in torch fp32) reranked by the model, as `train rerank` evaluates."""
-    from ragtune.eval.rerank import Candidates
+    from ragtune.eval.rerank import Candidates, second_stage
     from ragtune.models.device import choose_placement
 
     candidates = Candidates.build(ir, eval_cfg, choose_placement("cpu", "fp32"))
@@ -46,8 +46,6 @@ def rerank_gate(ir, eval_cfg) -> Gate:
     sample = [ir.corpus[d] for d, _ in candidates.hits[0][:8]]
 
     def warm(model, placement):
-        from ragtune.eval.rerank import second_stage
-
         second_stage(model, eval_cfg, placement).score(query, sample)
 
     return Gate(lambda model, placement: candidates.reranked_metrics(model, eval_cfg, placement), warm, pairs, "pairs",

@@ -74,20 +74,20 @@ class Row:
     passed: bool = True
 
 
-def _load(folder: Path, kind: str, **model_kwargs):
-    from sentence_transformers import CrossEncoder, SentenceTransformer
+def load_kind(folder: Path, kind: str, **model_kwargs):
+    """The saved embedder ('embed') or cross-encoder ('rerank') in `folder`, in torch fp32 on CPU."""
+    from ragtune.models.device import choose_placement
+    from ragtune.models.load import load_cross_encoder, load_embedder
 
-    kwargs = {"use_safetensors": True, **model_kwargs}
-    if kind == "rerank":
-        return CrossEncoder(str(folder), num_labels=1, device="cpu", model_kwargs=kwargs)
-    return SentenceTransformer(str(folder), device="cpu", model_kwargs=kwargs)
+    loader = load_cross_encoder if kind == "rerank" else load_embedder
+    return loader(str(folder), choose_placement("cpu", "fp32"), model_kwargs=model_kwargs)
 
 
 def trace(folder: Path, kind: str, path: Path) -> None:
     """Write the model's transformer as an ONNX graph, batch and sequence length dynamic."""
     import torch
 
-    model = _load(folder, kind, attn_implementation="eager")
+    model = load_kind(folder, kind, attn_implementation="eager")
     encoder = model[0].model.eval()
     sample = model.tokenizer(["a short example", "and a second, longer example sentence"], padding=True,
                              return_tensors="pt")
@@ -209,15 +209,13 @@ def _export_and_gate(source: Path, out: Path, kind: str, gate: Gate, quantize_as
     plain = folder / PLAIN
     note("tracing the transformer to ONNX (eager attention) and fusing it")
     trace(out, kind, plain)
-    reference_model = _load(out, kind)
+    reference_model = load_kind(out, kind)
     fuse(plain, reference_model[0].model.config)
-    files = {"onnx fp32": PLAIN}
+    files = {"onnx fp32": PLAIN} if quantize_as in ("auto", "none") else {}  # one int8 file asked: only it
     if quantize_as != "none":
         config = cpu_quantize_config() if quantize_as == "auto" else quantize_as
         note(f"quantizing to int8 ({config}: per-channel weights{', 7-bit' if REDUCE_RANGE[config] else ''})")
         files[f"onnx int8 {config}"] = quantize(plain, config).name
-    if quantize_as not in ("auto", "none"):
-        files.pop("onnx fp32")  # asked for one int8 file: only it can be chosen
 
     fp32 = choose_placement("cpu", "fp32")
     note(f"evaluating torch fp32 on {gate.split} ({gate.units} {gate.unit})")
@@ -237,7 +235,7 @@ def _export_and_gate(source: Path, out: Path, kind: str, gate: Gate, quantize_as
         rows.append(judged(measure(f"torch {settled.precision}", None, reference_model, settled, gate)))
     for name, file in files.items():
         note(f"evaluating {name}")
-        rows.append(judged(measure(name, file, attach_onnx(_load(out, kind), out, file), fp32, gate)))
+        rows.append(judged(measure(name, file, attach_onnx(load_kind(out, kind), out, file), fp32, gate)))
     onnx_rows = [r for r in rows if r.file]
     passed = [r for r in onnx_rows if r.passed]
     for row in onnx_rows:

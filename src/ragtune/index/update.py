@@ -31,7 +31,7 @@ from ragtune.index.store import (
 )
 from ragtune.ingest.chunk import Chunk, Chunker, chunk_files
 from ragtune.ingest.documents import source_files
-from ragtune.progress import counting
+from ragtune.progress import in_slices
 from ragtune.utils import output_folder
 
 
@@ -103,13 +103,8 @@ TOKEN_SLICE = 256  # chunks per counted slice of token-vector encoding
 def _token_vectors(scorer, texts: list[str], dtype: str, dim: int):
     from ragtune.retrieval.maxsim import TokenVectors
 
-    vectors: list = []
-    with counting("Encoding token vectors", len(texts)) as advance:
-        for start in range(0, len(texts), TOKEN_SLICE):
-            part = texts[start:start + TOKEN_SLICE]
-            vectors += scorer.encode_documents(part)
-            advance(len(part))
-    return TokenVectors.quantize(vectors, dtype, dim)
+    parts = in_slices("Encoding token vectors", texts, TOKEN_SLICE, scorer.encode_documents)
+    return TokenVectors.quantize([v for part in parts for v in part], dtype, dim)
 
 
 def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]], vectors: np.ndarray,

@@ -20,16 +20,18 @@ def _unloadable(what: str, name: str, path: str, exc: Exception, expected: str) 
                       "directory with safetensors weights")
 
 
-def load_embedder(name: str, placement: Placement, max_seq_length: int | None = None, backend: str = "torch"):
+def load_embedder(name: str, placement: Placement, max_seq_length: int | None = None, backend: str = "torch",
+                  model_kwargs: dict | None = None):
     """A SentenceTransformer on the chosen device; safetensors only, no remote code. `backend` auto or onnx runs an
-    exported folder's transformer in ONNX Runtime (see models/onnx_backend.py); training loads with torch."""
+    exported folder's transformer in ONNX Runtime (see models/onnx_backend.py); training loads with torch.
+    `model_kwargs` go to the HF model (say attn_implementation)."""
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model(name)
     onnx_file = chosen_backend(path, backend, placement.device)
     try:
         model = SentenceTransformer(path, device=placement.device, trust_remote_code=False,
-                                    model_kwargs={"use_safetensors": True})
+                                    model_kwargs={"use_safetensors": True, **(model_kwargs or {})})
     except Exception as exc:  # noqa: BLE001 - see _unloadable
         raise _unloadable("model", name, path, exc, "a sentence-transformers or HF encoder") from None
     if max_seq_length:
@@ -49,9 +51,10 @@ def is_cross_encoder_dir(path: str) -> bool:
     return any("ForSequenceClassification" in a for a in architectures)
 
 
-def load_cross_encoder(name: str, placement: Placement, new_head: bool = False, backend: str = "torch"):
+def load_cross_encoder(name: str, placement: Placement, new_head: bool = False, backend: str = "torch",
+                       model_kwargs: dict | None = None):
     """A sentence-transformers CrossEncoder; `new_head` allows starting from a plain encoder (for training);
-    `backend` as for load_embedder."""
+    `backend` and `model_kwargs` as for load_embedder."""
     from sentence_transformers import CrossEncoder
 
     path = resolve_model(name)
@@ -61,7 +64,7 @@ def load_cross_encoder(name: str, placement: Placement, new_head: bool = False, 
                          "use it as dense:MODEL, or train a reranker with `ragtune train rerank`")
     try:
         model = CrossEncoder(path, num_labels=1, device=placement.device, trust_remote_code=False,
-                             model_kwargs={"use_safetensors": True})
+                             model_kwargs={"use_safetensors": True, **(model_kwargs or {})})
     except Exception as exc:  # noqa: BLE001 - see _unloadable
         raise _unloadable("cross-encoder", name, path, exc, "a CrossEncoder or HF sequence-classification") from None
     return attach_onnx(model, path, onnx_file) if onnx_file else model

@@ -69,9 +69,6 @@ class OnnxTransformer(torch.nn.Module):
     def __deepcopy__(self, memo):  # a session cannot be copied, and needs no reduced-precision copy
         return self
 
-    def get_input_embeddings(self):
-        return None
-
 
 def export_record(folder: str | Path) -> dict | None:
     """What `ragtune export onnx` recorded in `folder` (None when it holds no export)."""

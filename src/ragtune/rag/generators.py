@@ -229,18 +229,14 @@ def generate_counted(generator, conversations: list[list[dict[str, str]]], max_n
                      labels: list[str] | None = None, what: str = "Generating") -> list[Reply]:
     """`generator.generate_many` over every conversation, a slice at a time, with progress (a bar on a terminal); a
     generator without generate_many answers one conversation at a time."""
-    from ragtune.progress import counting
+    from ragtune.progress import in_slices
 
-    replies: list[Reply] = []
-    with counting(what, len(conversations)) as advance:
-        for start in range(0, len(conversations), GENERATION_SLICE):
-            part = conversations[start:start + GENERATION_SLICE]
-            if hasattr(generator, "generate_many"):
-                replies += generator.generate_many(part, max_new_tokens, labels)
-            else:
-                replies += [Reply(generator.generate(c, max_new_tokens=max_new_tokens)) for c in part]
-            advance(len(part))
-    return replies
+    def answer(part: list) -> list[Reply]:
+        if hasattr(generator, "generate_many"):
+            return generator.generate_many(part, max_new_tokens, labels)
+        return [Reply(generator.generate(c, max_new_tokens=max_new_tokens)) for c in part]
+
+    return [reply for part in in_slices(what, conversations, GENERATION_SLICE, answer) for reply in part]
 
 
 def _sse_pieces(response) -> Iterator[str]:

@@ -18,7 +18,7 @@ from ragtune.errors import DataError
 from ragtune.models.device import Placement, settle
 from ragtune.models.fingerprint import model_fingerprint
 from ragtune.models.onnx_backend import backend_of
-from ragtune.progress import counting
+from ragtune.progress import in_slices
 from ragtune.retrieval.base import Hits, check_corpus, clamp_k, texts_fingerprint
 from ragtune.retrieval.cache import EmbeddingCache
 
@@ -96,14 +96,9 @@ def encode(model, texts: list[str], placement: Placement, batch_size: int | None
         return np.ascontiguousarray(run(texts), dtype=np.float32)
     # Longest first over the whole list (as sentence-transformers orders one call), counted a slice at a time.
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out = None
-    with counting("Encoding", len(texts)) as advance:
-        for start in range(0, len(order), size * PROGRESS_BATCHES):
-            rows = order[start:start + size * PROGRESS_BATCHES]
-            part = run([texts[i] for i in rows])
-            out = np.empty((len(texts), part.shape[1]), dtype=np.float32) if out is None else out
-            out[rows] = part
-            advance(len(rows))
+    parts = in_slices("Encoding", order, size * PROGRESS_BATCHES, lambda rows: run([texts[i] for i in rows]))
+    out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+    out[order] = np.concatenate(parts)
     return out
 
 

@@ -91,10 +91,9 @@ def data_license(path: str | Path | None) -> str | None:
 
 
 def _front_matter(text: str) -> str:
-    if not text.startswith("---\n"):
-        return ""
-    end = text.find("\n---", 4)
-    return text[4:end] if end > 0 else ""
+    """The YAML between a card's --- lines ('' without them)."""
+    front, _ = _split_card(text)
+    return front[4:].rsplit("\n---", 1)[0] if front else ""
 
 
 def _split_card(text: str) -> tuple[str, str]:
