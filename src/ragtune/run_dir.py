@@ -6,6 +6,7 @@
     RUN/eval_before.json   the base model on the held-out split
     RUN/eval_after.json    the tuned model on the same split
     RUN/summary.md         the before/after table and the verdict
+    RUN/report.html        the curves, the before/after and the model's views, in one page
     RUN/metrics.jsonl      every log and evaluation, one JSON object a line
     RUN/progress.json      step, total, ETA and best, kept current
     RUN/samples.jsonl      fixed eval prompts answered at each evaluation (generators)
@@ -57,6 +58,10 @@ class RunDir:
     @property
     def summary(self) -> Path:
         return self.path / "summary.md"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
 
     @property
     def metrics(self) -> Path:

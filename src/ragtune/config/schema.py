@@ -114,9 +114,18 @@ class TrainSection(Section):
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after N evaluations without improvement; off by default"
     )
-    report_to: list[str] = Field(default_factory=list, description="loggers, e.g. [tensorboard]")
+    report_to: list[str] = Field(
+        default_factory=list, description="experiment trackers: tensorboard, wandb, mlflow, trackio (each also gets "
+        "the before/after evaluations, the verdict and the config as the run's summary)")
     dataloader_num_workers: int = Field(0, ge=0, description="dataloader worker processes")
     extra: dict[str, Any] = Field(default_factory=dict, description="any other TrainingArguments, passed through")
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_trackers(cls, names: list[str]) -> list[str]:
+        from ragtune.train.trackers import check_report_to
+
+        return check_report_to(names)
 
     @model_validator(mode="after")
     def _save_on_eval(self) -> TrainSection:

@@ -18,6 +18,7 @@ class Comparison:
     before: dict[str, float]
     after: dict[str, float]  # the best tuned checkpoint's
     kept_base: bool = False  # no checkpoint beat the base model, so final/ is the base model
+    p_values: dict[str, float | None] | None = None  # a paired test per metric over the eval examples
 
     @property
     def delta(self) -> float:

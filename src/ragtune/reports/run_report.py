@@ -24,7 +24,6 @@ from ragtune.utils import write_atomic
 log = logging.getLogger(__name__)
 
 SAMPLE_QUERIES = 32  # eval queries drawn for the embedding map and the score distributions
-REPORT = "report.html"
 
 
 def _damaged(path: Path, exc: Exception) -> OutputError:
@@ -281,7 +280,7 @@ def write_run_report(path: str | Path) -> Path:
                 section("What ran", _what_ran(facts), "what-ran"),
                 _task_views(facts),
                 section("Config", f"<pre>{esc(config)}</pre>", "config")]
-    out = facts.run.path / REPORT
+    out = facts.run.report
     write_atomic(out, page(f"ragtune: {facts.name}", sections))
     return out
 

@@ -19,6 +19,7 @@ from ragtune.eval.report import Comparison, summary_markdown
 from ragtune.progress import Reporter
 from ragtune.run_dir import RunDir, newest_checkpoint, prepare_run_dir
 from ragtune.train.callbacks import EvaluateAtEndCallback, RunLogCallback
+from ragtune.train.trackers import quiet_callbacks
 from ragtune.utils import is_main_process, write_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def train(trainer, run_dir: Path, resume: bool, reporter: Reporter) -> float:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # metrics.jsonl and the CLI display the logs instead
+    quiet_callbacks(trainer)
     checkpoint = _resume_point(run_dir, reporter) if resume else None
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return float(output.metrics.get("train_runtime", 0.0))
@@ -179,6 +181,11 @@ def finish(run_dir: Path, cfg: TaskConfig, before: dict, after: dict, final: Pat
                      getattr(cfg.data, "train", None), comparison, title, details, split, st_model=model,
                      added_tokens=list(added_tokens), provenance=provenance)
     write_report(run_dir)
+    if cfg.train.report_to:
+        from ragtune.train.trackers import PROJECT, log_summary
+
+        log_summary(cfg.train.report_to, run_dir, comparison, best, dump_config(cfg),
+                    cfg.train.extra.get("project", PROJECT))
     log.info(comparison.verdict)
     return comparison
 

@@ -13,6 +13,7 @@ from ragtune.errors import ConfigError
 from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
 from ragtune.run_dir import RunDir
+from ragtune.train.trackers import PROJECT
 
 
 def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, primary_metric: str,
@@ -50,11 +51,16 @@ def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, pr
     kwargs["warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"] = train.warmup_ratio
     kwargs["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = \
         train.gradient_checkpointing
+    kwargs["run_name"] = Path(run_dir).name  # the trackers' run name
+    if "project" in fields:
+        kwargs["project"] = PROJECT  # Trackio's project
+    if "wandb" in train.report_to:
+        os.environ.setdefault("WANDB_PROJECT", PROJECT)
     if "logging_dir" in fields:
         kwargs["logging_dir"] = str(RunDir(run_dir).tensorboard)
     else:  # newer releases read the TensorBoard folder from the environment only
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(RunDir(run_dir).tensorboard)
-    clash = sorted(set(train.extra) & set(kwargs) - {"report_to"})
+    clash = sorted(set(train.extra) & set(kwargs) - {"report_to", "run_name", "project"})
     if clash:
         raise ConfigError(f"train.extra sets {clash}, which ragtune sets from its own keys; set train.{clash[0]} "
                           "directly (or output.dir for output_dir)")
