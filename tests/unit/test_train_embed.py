@@ -30,6 +30,13 @@ def test_train_embed_writes_the_run_directory(cli, tiny_embedder, pairs_file, tm
     assert set(after) >= {"ndcg@10", "mrr@10", "map@100", "recall@100", "precision@1", "accuracy@5"}
     assert "Verdict" in (run_dir / "summary.md").read_text()
     assert "ndcg@10" in out
+    # every metric of every eval query, before and after: the paired test behind the table's p column
+    kept = [json.loads((run_dir / f"eval_{n}.json").read_text())["per_example"] for n in ("before", "after")]
+    assert set(kept[0]) == set(kept[1]) == set(after) and len(kept[0]["ndcg@10"]) == 5
+    assert sum(kept[1]["ndcg@10"].values()) / 5 == pytest.approx(after["ndcg@10"], abs=1e-6)
+    assert "| metric | before | after | delta | p |" in (run_dir / "summary.md").read_text()
+    assert "paired t-test over the 5 eval examples" in " ".join(out.split())
+    assert "<th>p</th>" in (run_dir / "report.html").read_text()
 
     from sentence_transformers import SentenceTransformer
 

@@ -52,6 +52,9 @@ def test_each_format_trains_with_lora(cli, tiny_llm, tmp_path, fmt):
     after = json.loads((run_dir / "eval_after.json").read_text())["metrics"]
     assert after["perplexity"] > 0
     assert {"rouge_l", "bleu", "chrf", "exact_match", "f1"} <= set(after) or fmt == "text"
+    if fmt != "text":  # the per-answer scores behind the paired test; bleu and chrf are corpus-level
+        kept = [json.loads((run_dir / f"eval_{n}.json").read_text())["per_example"] for n in ("before", "after")]
+        assert all(set(k) == {"rouge_l", "exact_match", "f1"} and len(k["f1"]) == 2 for k in kept)
     from ragtune.models.device import choose_placement
     from ragtune.models.language_model import load_for_inference
 

@@ -30,7 +30,7 @@ def render_result(result, allow_regression: bool) -> int:
     if FLAGS.json:
         emit_json({"run_dir": str(result.run_dir), "primary_metric": comparison.primary_metric,
                    "before": comparison.before, "after": comparison.after, "regressed": comparison.regressed,
-                   "kept_base": comparison.kept_base,
+                   "kept_base": comparison.kept_base, "p_values": comparison.p_values,
                    "train_seconds": result.train_seconds})
     headline = {comparison.primary_metric, *HEADLINE}
     from ragtune.eval.report import greater_is_better
@@ -39,9 +39,13 @@ def render_result(result, allow_regression: bool) -> int:
         better = delta > 0 if greater_is_better(metric) else delta < 0
         return "[green]" if better else "[red]" if delta else ""
 
-    rows = [[m, b, a, f"{colour(m, d)}{d:+.4f}"] for m, b, a, d in comparison.rows()
-            if m in headline or FLAGS.verbose]
-    show(table("before / after on the held-out split (all metrics: eval_after.json, -v)", ["metric", "before", "after", "delta"], rows))
+    tested = comparison.tested
+    rows = [[m, b, a, f"{colour(m, d)}{d:+.4f}", *([comparison.significance(m)] if tested else [])]
+            for m, b, a, d in comparison.rows() if m in headline or FLAGS.verbose]
+    show(table("before / after on the held-out split (all metrics: eval_after.json, -v)",
+               ["metric", "before", "after", "delta", *(["p"] if tested else [])], rows))
+    if tested:
+        say(comparison.test_note)
     if comparison.failed:
         if not FLAGS.json:
             from ragtune.cli.output import errors

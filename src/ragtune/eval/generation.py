@@ -18,7 +18,8 @@ import torch
 
 from ragtune.config.generate import GenerationEvalSection
 from ragtune.data.sft_tokens import IGNORE
-from ragtune.eval.text_metrics import text_metrics
+from ragtune.eval.report import ScoreBook
+from ragtune.eval.text_metrics import score_texts
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class GenerationEvaluator:
     generate: Callable[[object, list[object]], list[str]]  # (model, contexts) -> answers
     samples_path: Path | None = None
     primary_metric: str = "perplexity"
+    book: ScoreBook | None = None  # each evaluation's per-example text scores, for the paired before/after test
     _last: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -96,8 +98,11 @@ class GenerationEvaluator:
         answers = self.generate(model, [item.context for item in generated_for]) if generated_for and (
             text or self.samples_path) else []
         scored = answers[: self.cfg.generation_samples]
-        metrics.update(text_metrics(scored, [i.reference for i in generated_for[: len(scored)]], text,
-                                    self.cfg.labels, self.cfg.embedder))
+        means, per_example = score_texts(scored, [i.reference for i in generated_for[: len(scored)]], text,
+                                         self.cfg.labels, self.cfg.embedder)
+        metrics.update(means)
+        if self.book is not None:
+            self.book.keep(step, {m: {str(i): v for i, v in enumerate(values)} for m, values in per_example.items()})
         if self.samples_path is not None and answers:
             self._write_samples(step, generated_for[: self.cfg.samples_per_eval], answers)
         log.info("generation eval (%.1f s): %s", time.perf_counter() - start, metrics)
@@ -110,7 +115,8 @@ class GenerationEvaluator:
                                       "generated": answer}, ensure_ascii=False) + "\n")
 
 
-def chat_evaluator(cfg, tokenizer, examples, encoded, stops: list[int], samples_path: Path | None = None):
+def chat_evaluator(cfg, tokenizer, examples, encoded, stops: list[int], samples_path: Path | None = None,
+                   book: ScoreBook | None = None):
     """The causal-LM evaluator: perplexity on the encoded examples, greedy chat answers for the text metrics."""
     from ragtune.models.language_model import chat_prompt, generate_text
 
@@ -123,10 +129,10 @@ def chat_evaluator(cfg, tokenizer, examples, encoded, stops: list[int], samples_
 
     items = [EvalItem(e.input_ids, e.labels, x.context, x.reference, shown=shown(x.context))
              for x, e in zip(examples, encoded)]
-    return GenerationEvaluator(items, cfg.eval, tokenizer.pad_token_id, generate, samples_path)
+    return GenerationEvaluator(items, cfg.eval, tokenizer.pad_token_id, generate, samples_path, book=book)
 
 
-def seq2seq_evaluator(cfg, encoder, pairs, samples_path: Path | None = None):
+def seq2seq_evaluator(cfg, encoder, pairs, samples_path: Path | None = None, book: ScoreBook | None = None):
     """The seq2seq evaluator: perplexity on the targets, translations (each target language's BOS forced) scored
     by the text metrics."""
     from itertools import groupby
@@ -150,4 +156,4 @@ def seq2seq_evaluator(cfg, encoder, pairs, samples_path: Path | None = None):
 
     items = [EvalItem(r["input_ids"], [], p, p.target, r["labels"], shown=p.source)
              for p, r in ((p, encoder.encode(p)) for p in pairs)]
-    return GenerationEvaluator(items, cfg.eval, encoder.tokenizer.pad_token_id, generate, samples_path)
+    return GenerationEvaluator(items, cfg.eval, encoder.tokenizer.pad_token_id, generate, samples_path, book=book)

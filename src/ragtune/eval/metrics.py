@@ -54,24 +54,33 @@ def _query_metrics(judged: dict[str, int], ranking: list[str], metrics: list[str
     return out
 
 
+def query_scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics: list[str],
+                 ks: list[int]) -> dict[str, dict[str, float]]:
+    """Every METRIC@K of every query with at least one relevant judgement, {name: {query id: value}} (an
+    unanswered query scores 0): what ir_metrics averages and the paired tests compare."""
+    names = metric_names(metrics, ks)
+    out: dict[str, dict[str, float]] = {name: {} for name in names}
+    for qid, docs in qrels.items():
+        judged = {d: s for d, s in docs.items() if s > 0}
+        if judged:
+            for name, value in zip(names, _query_metrics(judged, _ranked(run.get(qid, {})), metrics, ks)):
+                out[name][qid] = value
+    return out
+
+
+def mean_scores(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over its examples, rounded to 6 places (0 for a metric with none)."""
+    return {name: round(float(np.mean(list(values.values()))), 6) if values else 0.0
+            for name, values in scores.items()}
+
+
 def per_query(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metric: str) -> dict[str, float]:
     """`metric` (METRIC@K) for each query with at least one relevant judgement, as ir_metrics averages it."""
     name, _, k = metric.partition("@")
-    return {qid: round(_query_metrics({d: s for d, s in docs.items() if s > 0}, _ranked(run.get(qid, {})), [name],
-                                      [int(k)])[0], 6)
-            for qid, docs in qrels.items() if any(s > 0 for s in docs.values())}
+    return {qid: round(v, 6) for qid, v in query_scores(qrels, run, [name], [int(k)])[metric].items()}
 
 
 def ir_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics: list[str],
                ks: list[int]) -> dict[str, float]:
     """Mean metrics over the queries with at least one relevant judgement; an unanswered query scores 0."""
-    names = metric_names(metrics, ks)
-    rows = []
-    for qid, docs in qrels.items():
-        judged = {d: s for d, s in docs.items() if s > 0}
-        if judged:
-            rows.append(_query_metrics(judged, _ranked(run.get(qid, {})), metrics, ks))
-    if not rows:
-        return {name: 0.0 for name in names}
-    means = np.mean(np.array(rows), axis=0)
-    return {name: round(float(v), 6) for name, v in zip(names, means)}
+    return mean_scores(query_scores(qrels, run, metrics, ks))

@@ -2,14 +2,59 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 LOWER_IS_BETTER = ("perplexity", "loss")
+MAX_P = 0.05  # a before/after difference counts as significant below this p-value
+
+PerExample = dict[str, dict[str, float]]  # {metric: {example id: score}}, for the metrics scored per example
 
 
 def greater_is_better(metric: str) -> bool:
     """IR and text-overlap metrics rise as a model improves; perplexity and losses fall."""
     return not metric.startswith(LOWER_IS_BETTER)
+
+
+@dataclass
+class ScoreBook:
+    """Each evaluation's per-example scores, kept by the recipe while the Trainer logs only the means: the base
+    model's, each step's, and the tuned model's, for the paired test of the before/after table."""
+
+    before: PerExample | None = None
+    after: PerExample | None = None
+    by_step: dict[int | None, PerExample] = field(default_factory=dict)
+
+    def keep(self, step: int | None, scores: PerExample | None) -> None:
+        if scores:
+            self.by_step[step] = scores
+
+
+def paired_p_values(before: PerExample | None, after: PerExample | None) -> dict[str, float | None]:
+    """A two-sided paired t-test per metric over the examples scored both times (as `eval retrieval`'s student
+    test); None where every difference is the same (no p-value exists, e.g. nothing changed)."""
+    from scipy.stats import ttest_rel
+
+    out: dict[str, float | None] = {}
+    for metric, tuned in (after or {}).items():
+        base = (before or {}).get(metric) or {}
+        ids = [i for i in tuned if i in base]
+        if len(ids) < 2:
+            continue
+        a, b = np.array([base[i] for i in ids]), np.array([tuned[i] for i in ids])
+        differences = b - a
+        out[metric] = None if np.allclose(differences, differences[0]) else float(ttest_rel(b, a).pvalue)
+    return out
+
+
+def paired_comparison(primary: str, before: dict, after: dict, kept_base: bool = False,
+                      before_scores: PerExample | None = None, after_scores: PerExample | None = None) -> Comparison:
+    """The before/after comparison with each metric's paired test, where both evaluations kept per-example
+    scores (a run resumed past its best step has none for the tuned model, and its table no p column)."""
+    p_values = paired_p_values(before_scores, after_scores)
+    examples = len(set((before_scores or {}).get(primary, {})) & set((after_scores or {}).get(primary, {})))
+    return Comparison(primary, before, after, kept_base, p_values or None, examples)
 
 
 @dataclass
@@ -19,6 +64,27 @@ class Comparison:
     after: dict[str, float]  # the best tuned checkpoint's
     kept_base: bool = False  # no checkpoint beat the base model, so final/ is the base model
     p_values: dict[str, float | None] | None = None  # a paired test per metric over the eval examples
+    examples: int = 0  # how many eval examples the paired test compared
+
+    def p_value(self, metric: str) -> float | None:
+        return (self.p_values or {}).get(metric)
+
+    def significance(self, metric: str) -> str:
+        """The p-value as the tables print it, '*' below MAX_P; '–' where no test ran or none could."""
+        p = self.p_value(metric)
+        if p is None:
+            return "–"
+        shown = "<0.001" if p < 0.001 else f"{p:.3f}"
+        return f"{shown} *" if p < MAX_P else shown
+
+    @property
+    def tested(self) -> bool:
+        return bool(self.p_values)
+
+    @property
+    def test_note(self) -> str:
+        return (f"p: two-sided paired t-test over the {self.examples} eval examples scored before and after; "
+                f"* marks p < {MAX_P}")
 
     @property
     def delta(self) -> float:
@@ -49,6 +115,11 @@ class Comparison:
         moved = f"{'rose' if d > 0 else 'fell'} by {abs(d):.4f} ({self.before[p]:.4f} -> {self.after[p]:.4f})"
         label = "REGRESSION" if self.regressed else "NO GAIN" if self.kept_base else "improved"
         verdict = f"{label}: {p} {moved}"
+        if p in (self.p_values or {}):
+            value = self.p_value(p)
+            verdict += (" (no p-value: every eval example moved alike)" if value is None else
+                        f" ({'significant' if value < MAX_P else 'not significant'}: p = {value:.3g}, paired t-test "
+                        f"over {self.examples} examples)")
         if self.kept_base:
             verdict += ("; no checkpoint beat the base model, so final/ is the base model (the best checkpoint stays "
                         "in checkpoints/): check the data, or try another learning rate")
@@ -59,9 +130,12 @@ def summary_markdown(comparison: Comparison, title: str, details: dict[str, str]
     """summary.md: what ran, the before/after table with deltas, and the verdict."""
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in details.items()]
-    lines += ["", "| metric | before | after | delta |", "|---|---:|---:|---:|"]
+    tested = comparison.tested
+    lines += ["", "| metric | before | after | delta |" + (" p |" if tested else ""),
+              "|---|---:|---:|---:|" + ("---:|" if tested else "")]
     for metric, before, after, delta in comparison.rows():
         mark = "**" if metric == comparison.primary_metric else ""
-        lines.append(f"| {mark}{metric}{mark} | {before:.4f} | {after:.4f} | {delta:+.4f} |")
-    lines += ["", f"**Verdict:** {comparison.verdict}", ""]
+        p = f" {comparison.significance(metric)} |" if tested else ""
+        lines.append(f"| {mark}{metric}{mark} | {before:.4f} | {after:.4f} | {delta:+.4f} |{p}")
+    lines += ["", *([comparison.test_note, ""] if tested else []), f"**Verdict:** {comparison.verdict}", ""]
     return "\n".join(lines)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from ragtune.config.rerank import RerankEvalSection
 from ragtune.config.retrieval import RerankSection, RetrievalConfig
 from ragtune.data.beir import IRData
-from ragtune.eval.metrics import ir_metrics
-from ragtune.eval.report import greater_is_better
+from ragtune.eval.metrics import mean_scores, query_scores
+from ragtune.eval.report import PerExample, ScoreBook, greater_is_better
 from ragtune.models.device import Placement
 from ragtune.retrieval.base import Hits, to_run
 from ragtune.retrieval.dense import forget_copy
@@ -43,16 +43,16 @@ class Candidates:
         # Ties go by id, as the metrics break them, so 'before' and the reranked tail rank tied documents alike.
         return cls(ir, query_ids, [sorted(h, key=lambda item: (-item[1], item[0])) for h in hits], spec.text)
 
-    def first_stage_metrics(self, cfg: RerankEvalSection) -> dict[str, float]:
-        return ir_metrics(self.ir.qrels, to_run(self.query_ids, self.hits), cfg.metrics, cfg.ks)
+    def first_stage_scores(self, cfg: RerankEvalSection) -> PerExample:
+        return query_scores(self.ir.qrels, to_run(self.query_ids, self.hits), cfg.metrics, cfg.ks)
 
-    def reranked_metrics(self, model, cfg: RerankEvalSection, placement: Placement) -> dict[str, float]:
+    def reranked_scores(self, model, cfg: RerankEvalSection, placement: Placement) -> PerExample:
         """Rerank the top `rerank_k` of every query with `model` (its weights as they are now): a cross-encoder,
-        or a late-interaction model (MaxSim)."""
+        or a late-interaction model (MaxSim); every metric of every judged query."""
         reranker = second_stage(model, cfg, placement)
         reranked = [reranker.rerank(self.ir.queries[q], hits, self.ir.corpus, cfg.rerank_k)
                     for q, hits in zip(self.query_ids, self.hits)]
-        return ir_metrics(self.ir.qrels, to_run(self.query_ids, reranked), cfg.metrics, cfg.ks)
+        return query_scores(self.ir.qrels, to_run(self.query_ids, reranked), cfg.metrics, cfg.ks)
 
 
 def second_stage(model, cfg: RerankEvalSection, placement: Placement):
@@ -67,8 +67,9 @@ def second_stage(model, cfg: RerankEvalSection, placement: Placement):
     return Reranker(model, placement, RerankSection(**sizes))
 
 
-def rerank_evaluator(candidates: Candidates, cfg: RerankEvalSection, placement: Placement):
-    """A sentence-transformers evaluator that reranks the fixed candidates, for best-checkpoint selection."""
+def rerank_evaluator(candidates: Candidates, cfg: RerankEvalSection, placement: Placement, book: ScoreBook):
+    """A sentence-transformers evaluator that reranks the fixed candidates, for best-checkpoint selection; each
+    step's per-query scores go into `book`."""
     from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
     class RerankEvaluator(BaseEvaluator):
@@ -79,7 +80,9 @@ def rerank_evaluator(candidates: Candidates, cfg: RerankEvalSection, placement: 
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
             forget_copy(model)  # trained since the last call, by a step that may not bump weight versions
-            metrics = candidates.reranked_metrics(model, cfg, placement)
+            scores = candidates.reranked_scores(model, cfg, placement)
+            book.keep(steps, scores)
+            metrics = mean_scores(scores)
             log.info("evaluation at step %s: %s=%.4f", steps, cfg.primary_metric, metrics[cfg.primary_metric])
             return metrics
 

@@ -14,8 +14,8 @@ from ragtune.config.base import PromptsSection
 from ragtune.config.retrieval import DenseSection, RetrievalConfig
 from ragtune.config.schema import EvalSection
 from ragtune.data.beir import IRData
-from ragtune.eval.metrics import ir_metrics, per_query
-from ragtune.eval.report import greater_is_better
+from ragtune.eval.metrics import ir_metrics, mean_scores, per_query, query_scores
+from ragtune.eval.report import PerExample, ScoreBook, greater_is_better
 from ragtune.models.device import Placement
 from ragtune.retrieval.base import to_run
 from ragtune.retrieval.dense import forget_copy
@@ -37,6 +37,7 @@ class PipelineResult:
     significance: dict | None = None  # paired test against the first pipeline
     fusion: dict | None = None  # the fusion settings used (tuned ones with --tune-fusion)
     per_query: dict[str, float] | None = None  # the primary metric of each judged query (results.html's wins/losses)
+    scores: PerExample | None = None  # every metric of every judged query (training's paired before/after test)
 
 
 def evaluate_model(model, ir: IRData, cfg: EvalSection, placement: Placement,
@@ -55,8 +56,9 @@ def evaluate_model(model, ir: IRData, cfg: EvalSection, placement: Placement,
                                      show_progress=show_progress)
     query_ids = list(ir.queries)
     hits = retriever.search([ir.queries[q] for q in query_ids], max(cfg.ks))
-    return PipelineResult("dense", ir_metrics(ir.qrels, to_run(query_ids, hits), cfg.metrics, cfg.ks),
-                          queries=len(ir.queries), documents=len(ir.corpus))
+    scores = query_scores(ir.qrels, to_run(query_ids, hits), cfg.metrics, cfg.ks)
+    return PipelineResult("dense", mean_scores(scores), queries=len(ir.queries), documents=len(ir.corpus),
+                          scores=scores)
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -176,9 +178,9 @@ def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | N
 
 
 def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: PromptsSection | None = None,
-                 around: Callable[[], ContextManager] = nullcontext):
+                 around: Callable[[], ContextManager] = nullcontext, book: ScoreBook | None = None):
     """A sentence-transformers evaluator that runs `evaluate_model` (inside `around()`), for best-checkpoint
-    selection in training."""
+    selection in training; each step's per-query scores go into `book`."""
     from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
     class IREvaluator(BaseEvaluator):
@@ -191,6 +193,8 @@ def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: Pr
             forget_copy(model)  # trained since the last call, by a step that may not bump weight versions
             with around():
                 result = evaluate_model(model, ir, cfg, placement, prompts)
+            if book is not None:
+                book.keep(steps, result.scores)
             log.info("evaluation at step %s: %s=%.4f", steps, cfg.primary_metric, result.metrics[cfg.primary_metric])
             return result.metrics
 

@@ -44,14 +44,18 @@ def predicted_label(text: str, labels: list[str]) -> str | None:
     return min(found)[1] if found else None
 
 
-def rouge_l(predictions: list[str], references: list[str]) -> float:
+def rouge_l_scores(predictions: list[str], references: list[str]) -> list[float]:
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return float(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]))
+    return [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]
 
 
-def embedding_similarity(predictions: list[str], references: list[str], embedder: str) -> float:
+def rouge_l(predictions: list[str], references: list[str]) -> float:
+    return float(np.mean(rouge_l_scores(predictions, references)))
+
+
+def embedding_similarities(predictions: list[str], references: list[str], embedder: str) -> list[float]:
     from ragtune.models.device import choose_placement
     from ragtune.models.load import load_embedder
     from ragtune.retrieval.dense import encode
@@ -59,32 +63,49 @@ def embedding_similarity(predictions: list[str], references: list[str], embedder
     placement = choose_placement()
     model = load_embedder(embedder, placement)
     a, b = encode(model, predictions, placement), encode(model, references, placement)
-    return float(np.mean(np.sum(a * b, axis=1)))
+    return [float(v) for v in np.sum(a * b, axis=1)]
 
 
-def text_metrics(predictions: list[str], references: list[str], metrics: list[str], labels: list[str] | None = None,
-                 embedder: str | None = None) -> dict[str, float]:
-    """Every requested text metric (perplexity is not one: it needs the model), as means over the examples."""
-    import sacrebleu
-
-    out: dict[str, float] = {}
-    if not predictions:
-        return out
+def example_scores(predictions: list[str], references: list[str], metrics: list[str], labels: list[str] | None = None,
+                   embedder: str | None = None) -> dict[str, list[float]]:
+    """One score per prediction for each requested per-example metric (bleu and chrf are corpus-level: not here)."""
+    out: dict[str, list[float]] = {}
     for metric in metrics:
         if metric == "rouge_l":
-            out[metric] = rouge_l(predictions, references)
+            out[metric] = rouge_l_scores(predictions, references)
+        elif metric == "exact_match":
+            out[metric] = [exact_match(p, r) for p, r in zip(predictions, references)]
+        elif metric == "f1":
+            out[metric] = [token_f1(p, r) for p, r in zip(predictions, references)]
+        elif metric == "accuracy":
+            out[metric] = [float(predicted_label(p, labels or []) == predicted_label(r, labels or []) is not None)
+                           for p, r in zip(predictions, references)]
+        elif metric == "embedding_similarity":
+            out[metric] = embedding_similarities(predictions, references, embedder or "")
+    return out
+
+
+def score_texts(predictions: list[str], references: list[str], metrics: list[str], labels: list[str] | None = None,
+                embedder: str | None = None) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Every requested text metric (perplexity is not one: it needs the model) as a mean over the examples (bleu
+    and chrf over the corpus), and the per-example scores behind the means."""
+    import sacrebleu
+
+    if not predictions:
+        return {}, {}
+    per_example = example_scores(predictions, references, metrics, labels, embedder)
+    out: dict[str, float] = {}
+    for metric in metrics:
+        if metric in per_example:
+            out[metric] = float(np.mean(per_example[metric]))
         elif metric == "bleu":
             out[metric] = float(sacrebleu.corpus_bleu(predictions, [references]).score)
         elif metric == "chrf":
             out[metric] = float(sacrebleu.corpus_chrf(predictions, [references]).score)
-        elif metric == "exact_match":
-            out[metric] = float(np.mean([exact_match(p, r) for p, r in zip(predictions, references)]))
-        elif metric == "f1":
-            out[metric] = float(np.mean([token_f1(p, r) for p, r in zip(predictions, references)]))
-        elif metric == "accuracy":
-            hits = [predicted_label(p, labels or []) == predicted_label(r, labels or []) is not None
-                    for p, r in zip(predictions, references)]
-            out[metric] = float(np.mean(hits))
-        elif metric == "embedding_similarity":
-            out[metric] = embedding_similarity(predictions, references, embedder or "")
-    return {k: round(v, 6) for k, v in out.items()}
+    return {k: round(v, 6) for k, v in out.items()}, per_example
+
+
+def text_metrics(predictions: list[str], references: list[str], metrics: list[str], labels: list[str] | None = None,
+                 embedder: str | None = None) -> dict[str, float]:
+    """Every requested text metric, as means over the examples (bleu and chrf over the corpus)."""
+    return score_texts(predictions, references, metrics, labels, embedder)[0]

@@ -37,6 +37,7 @@ def retrieval_gate(ir, eval_cfg, prompts=None) -> Gate:
 
 def rerank_gate(ir, eval_cfg) -> Gate:
     """The split's first stage (computed once, in torch fp32) reranked by the model, as `train rerank` evaluates."""
+    from ragtune.eval.metrics import mean_scores
     from ragtune.eval.rerank import Candidates, second_stage
     from ragtune.models.device import choose_placement
 
@@ -48,8 +49,10 @@ def rerank_gate(ir, eval_cfg) -> Gate:
     def warm(model, placement):
         second_stage(model, eval_cfg, placement).score(query, sample)
 
-    return Gate(lambda model, placement: candidates.reranked_metrics(model, eval_cfg, placement), warm, pairs, "pairs",
-                eval_cfg.primary_metric, ir.name)
+    def evaluate(model, placement) -> dict[str, float]:
+        return mean_scores(candidates.reranked_scores(model, eval_cfg, placement))
+
+    return Gate(evaluate, warm, pairs, "pairs", eval_cfg.primary_metric, ir.name)
 
 
 def gate_for(source: Path, eval_dir: Path | None, split: str) -> tuple[Path, str, Callable[[], Gate]]:

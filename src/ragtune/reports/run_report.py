@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 from ragtune.errors import OutputError
-from ragtune.eval.report import Comparison
+from ragtune.eval.report import paired_comparison
 from ragtune.html_page import esc, figure, page, pyplot, section, table
 from ragtune.run_dir import RunDir
 from ragtune.utils import write_atomic
@@ -95,8 +95,9 @@ class RunFacts:
         for path, data in ((self.run.eval_before, self.before), (self.run.eval_after, self.after)):
             if self.primary not in (data.get("metrics") or {}):
                 raise _damaged(path, KeyError(f"no '{self.primary}' in its metrics"))
-        self.comparison = Comparison(self.primary, self.before.get("metrics", {}), self.after["metrics"],
-                                     bool(self.after.get("kept_base")))
+        self.comparison = paired_comparison(self.primary, self.before.get("metrics", {}), self.after["metrics"],
+                                            bool(self.after.get("kept_base")), self.before.get("per_example"),
+                                            self.after.get("per_example"))
         self.best_step = self.after.get("best_step")
         self.name = self.run.path.resolve().name
 
@@ -107,14 +108,16 @@ def _verdict(facts: RunFacts) -> str:
 
 
 def _before_after(facts: RunFacts) -> str:
-    rows, classes = [], []
+    rows, classes, tested = [], [], facts.comparison.tested
     for metric, before, after, delta in facts.comparison.rows():
         arrow = "up" if delta > 0 else "down" if delta < 0 else ""
-        rows.append([esc(metric), f"{before:.4f}", f"{after:.4f}", f'<span class="{arrow}">{delta:+.4f}</span>'])
+        rows.append([esc(metric), f"{before:.4f}", f"{after:.4f}", f'<span class="{arrow}">{delta:+.4f}</span>',
+                     *([esc(facts.comparison.significance(metric))] if tested else [])])
         classes.append("primary" if metric == facts.primary else "")
     split = facts.after.get("split", "")
+    note = f'<p class="muted">{esc(facts.comparison.test_note)}</p>' if tested else ""
     return (f"<p class=\"muted\">on {esc(split)}; best checkpoint: step {esc(facts.best_step)}</p>"
-            + table(["metric", "before", "after", "delta"], rows, classes=classes))
+            + table(["metric", "before", "after", "delta", *(["p"] if tested else [])], rows, classes=classes) + note)
 
 
 def _curves(runs: list[RunFacts]) -> str:

@@ -10,6 +10,7 @@ import logging
 
 from ragtune.config import EmbedConfig
 from ragtune.data.embed import load_embed_data
+from ragtune.eval.report import ScoreBook
 from ragtune.eval.retrieval import evaluate_model, ir_evaluator
 from ragtune.models.device import choose_placement, settle
 from ragtune.models.load import load_embedder
@@ -85,11 +86,16 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         bf16_copy = encoding.device == "cpu" and encoding.precision != "fp32"
         frozen = FrozenPrefixCache(model, 0 if bf16_copy else cfg.train.freeze_layers)
 
+        book = ScoreBook()
+
         def evaluate_base() -> dict[str, float]:
             with frozen.recording():
-                return evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts, cache_as=base_path).metrics
+                result = evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts, cache_as=base_path)
+            book.before = result.scores
+            return result.metrics
 
-        before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, data.eval.name, evaluate_base)
+        before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, data.eval.name, evaluate_base,
+                                        book)
 
         train_dataset = datasets.Dataset.from_list(data.train.rows)
         kwargs = training_kwargs(cfg.train, run_dir, training, cfg.eval.primary_metric, show_progress=False)
@@ -97,7 +103,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         args = build_training_args(SentenceTransformerTrainingArguments, kwargs)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
                                              evaluator=ir_evaluator(data.eval, cfg.eval, placement, cfg.prompts,
-                                                                    frozen.replaying),
+                                                                    frozen.replaying, book),
                                              callbacks=recipe.callbacks(run_dir, cfg, reporter))
         with length_bucketing(model, cfg.train.length_buckets):
             train_seconds = recipe.train(trainer, run_dir, resume, reporter)
@@ -107,10 +113,12 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
 
         def evaluate_after() -> dict[str, float]:
             with reporter.phase("Evaluating the tuned model"), frozen.replaying():
-                return evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts).metrics
+                result = evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts)
+            book.keep(None, result.scores)
+            return result.metrics
 
         final, best, after = recipe.conclude(trainer, run_dir, model.save_pretrained, cfg.eval.primary_metric,
-                                             evaluate_after)
+                                             evaluate_after, book)
 
         def save_base(path: str) -> None:
             load_embedder(cfg.model.name, placement, cfg.model.max_seq_length).save_pretrained(path)
@@ -123,5 +131,5 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
                    "train examples": str(len(train_dataset)), "loss": cfg.loss,
                    "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
-                                   f"ragtune train embed: {run_dir.name}", best, kept_base, model=model)
+                                   f"ragtune train embed: {run_dir.name}", best, kept_base, book=book, model=model)
         return TrainResult(run_dir, comparison, train_seconds, len(train_dataset))

@@ -15,6 +15,7 @@ from ragtune.config.generate import LLMConfig
 from ragtune.data.sft import load_sft_data
 from ragtune.data.sft_tokens import encode_all, marked
 from ragtune.eval.generation import chat_evaluator
+from ragtune.eval.report import ScoreBook
 from ragtune.models.device import choose_placement, settle
 from ragtune.models.language_model import (
     apply_lora,
@@ -91,9 +92,10 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
         reporter.note(f"data: {len(train_encoded)} {fmt} examples, {sum(e.trained for e in train_encoded):,} trained "
                       f"tokens; eval: {len(eval_encoded)} examples")
         reporter.note(f"example (trained tokens in ⟦ ⟧): {marked(train_encoded[0], tokenizer)}")
-        evaluator = chat_evaluator(cfg, tokenizer, eval_examples, eval_encoded, stops, RunDir(run_dir).samples)
+        book = ScoreBook()
+        evaluator = chat_evaluator(cfg, tokenizer, eval_examples, eval_encoded, stops, RunDir(run_dir).samples, book)
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, "held-out",
-                                        lambda: evaluator(model, step=0))
+                                        recipe.base_evaluation(evaluator, model, book), book)
         kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
         args = build_training_args(SFTConfig, {**kwargs, **sft_kwargs(cfg)})
         rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in train_encoded]
@@ -106,7 +108,7 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
             return TrainResult(run_dir, None, train_seconds, len(rows))
 
         final, best, after = recipe.conclude(trainer, run_dir, recipe.save_with_tokenizer(trainer.model, tokenizer),
-                                             cfg.eval.primary_metric, lambda: evaluator(trainer.model, step=None))
+                                             cfg.eval.primary_metric, lambda: evaluator(trainer.model, step=None), book)
         details = {"model": cfg.model.name, "method": cfg.method, "data": f"{cfg.data.train} ({fmt})",
                    "template": template, "train examples": str(len(rows)), "packing": str(cfg.packing),
                    "device": f"{placement.device} / {placement.precision}", "train time": f"{train_seconds:.1f} s"}
@@ -114,6 +116,6 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
         from ragtune.models.packaged_llm import provenance
         from ragtune.models.resolve import resolve_model
 
-        comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details, title, best,
+        comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details, title, best, book=book,
                                    added_tokens=added, provenance=provenance(resolve_model(cfg.model.name)))
         return TrainResult(run_dir, comparison, train_seconds, len(rows))

@@ -15,7 +15,7 @@ from typing import Callable
 
 from ragtune.config import dump_config
 from ragtune.config.schema import TaskConfig
-from ragtune.eval.report import Comparison, summary_markdown
+from ragtune.eval.report import Comparison, ScoreBook, paired_comparison, summary_markdown
 from ragtune.progress import Reporter
 from ragtune.run_dir import RunDir, newest_checkpoint, prepare_run_dir
 from ragtune.train.callbacks import EvaluateAtEndCallback, RunLogCallback
@@ -64,17 +64,31 @@ def open_run(cfg: TaskConfig, resume: bool, overwrite: bool) -> Path:
 
 
 def evaluate_before(run_dir: Path, resume: bool, reporter: Reporter, model_name: str, split: str,
-                    compute: Callable[[], dict[str, float]], label: str = "Evaluating the base model"):
-    """eval_before.json: computed once (a resumed run reuses it); None on non-main ranks."""
+                    compute: Callable[[], dict[str, float]], book: ScoreBook,
+                    label: str = "Evaluating the base model"):
+    """eval_before.json, with the per-example scores `compute` kept in `book.before`: computed once (a resumed run
+    reuses it); None on non-main ranks."""
     path = RunDir(run_dir).eval_before
     if not is_main_process():
         return None
     if resume and path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))["metrics"]
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        book.before = saved.get("per_example")
+        return saved["metrics"]
     with reporter.phase(label):
         before = compute()
-    write_json(path, {"model": model_name, "split": split, "metrics": before})
+    write_json(path, {"model": model_name, "split": split, "metrics": before, "per_example": book.before})
     return before
+
+
+def base_evaluation(evaluator, model, book: ScoreBook) -> Callable[[], dict[str, float]]:
+    """The base model's evaluation by a generation evaluator (as step 0), its per-example scores kept as `before`."""
+    def evaluate() -> dict[str, float]:
+        metrics = evaluator(model, step=0)
+        book.before = book.by_step.get(0)
+        return metrics
+
+    return evaluate
 
 
 def callbacks(run_dir: Path, cfg: TaskConfig, reporter: Reporter) -> list:
@@ -136,13 +150,20 @@ def logged_metrics(log_history: list[dict], step: int | None, primary_metric: st
 
 
 def conclude(trainer, run_dir: Path, save: Callable[[str], None], primary_metric: str,
-             evaluate_after: Callable[[], dict[str, float]]) -> tuple[Path, int | None, dict[str, float]]:
+             evaluate_after: Callable[[], dict[str, float]],
+             book: ScoreBook) -> tuple[Path, int | None, dict[str, float]]:
     """Save final/, then return it with the best step and the tuned model's metrics: those the evaluator logged at
-    the best step, or a fresh evaluation when none was logged there."""
+    the best step, or a fresh evaluation (which keeps its scores under step None) when none was logged there.
+    `book.after` becomes that evaluation's per-example scores."""
     final = save_final(save, run_dir)
     best = best_step(trainer)
     after = logged_metrics(trainer.state.log_history, best, primary_metric)
-    return final, best, after if after is not None else evaluate_after()
+    if after is None:
+        after, best_scores = evaluate_after(), None
+    else:
+        best_scores = best
+    book.after = book.by_step.get(best_scores)
+    return final, best, after
 
 
 def keep_base_unless_beaten(run_dir: Path, primary_metric: str, before: dict, after: dict,
@@ -167,15 +188,17 @@ def save_with_tokenizer(model, tokenizer) -> Callable[[str], None]:
 
 def finish(run_dir: Path, cfg: TaskConfig, before: dict, after: dict, final: Path, split: str,
            details: dict[str, str], title: str, best: int | None = None, kept_base: bool = False, *,
-           model=None, added_tokens: list[str] = (), provenance: str | None = None) -> Comparison:
-    """eval_after.json, summary.md (the before/after table and the verdict) and the model card in final/ (`model`:
-    the sentence-transformers model, whose own card part is kept)."""
+           book: ScoreBook, model=None, added_tokens: list[str] = (), provenance: str | None = None) -> Comparison:
+    """eval_after.json, summary.md (the before/after table with each metric's paired test over `book`'s
+    per-example scores, and the verdict) and the model card in final/ (`model`: the sentence-transformers model,
+    whose own card part is kept)."""
     from ragtune.models.resolve import resolve_model
     from ragtune.train.model_card import write_model_card
 
     write_json(RunDir(run_dir).eval_after, {"model": str(final), "split": split, "metrics": after,
-                                             "best_step": best, "kept_base": kept_base})
-    comparison = Comparison(cfg.eval.primary_metric, before, after, kept_base)
+                                             "best_step": best, "kept_base": kept_base,
+                                             "per_example": book.after})
+    comparison = paired_comparison(cfg.eval.primary_metric, before, after, kept_base, book.before, book.after)
     write_atomic(RunDir(run_dir).summary, summary_markdown(comparison, title, {**details, "final model": str(final)}))
     write_model_card(final, cfg.task, run_dir, cfg.model.name, resolve_model(cfg.model.name),
                      getattr(cfg.data, "train", None), comparison, title, details, split, st_model=model,

@@ -11,6 +11,8 @@ import logging
 from ragtune.config import RerankConfig
 from ragtune.data.embed import load_embed_data
 from ragtune.data.rerank import add_teacher_margins, groups_from_examples, rerank_rows
+from ragtune.eval.metrics import mean_scores
+from ragtune.eval.report import ScoreBook
 from ragtune.eval.rerank import Candidates, rerank_evaluator
 from ragtune.models.device import choose_placement, settle
 from ragtune.models.load import load_cross_encoder
@@ -69,13 +71,18 @@ def train_second_stage(cfg, data, model, loss, rows: list[dict], mining_report: 
             reporter.note(f"hard negatives: {line}")
         reporter.note(f"data: {len(rows)} {rows_line}; eval {data.eval.name}: {len(data.eval.queries)} queries, "
                       f"{cfg.eval.first_stage} top {cfg.eval.rerank_k} rescored by {scorer}")
+        book = ScoreBook()
+
+        def evaluate_first_stage() -> dict[str, float]:
+            book.before = candidates.first_stage_scores(cfg.eval)
+            return mean_scores(book.before)
+
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.eval.first_stage, data.eval.name,
-                                        lambda: candidates.first_stage_metrics(cfg.eval),
-                                        label="Evaluating the first stage alone")
+                                        evaluate_first_stage, book, label="Evaluating the first stage alone")
         kwargs = training_kwargs(cfg.train, run_dir, training, cfg.eval.primary_metric, show_progress=False)
         args = build_training_args(arguments_class, kwargs)
         trainer = trainer_class(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), loss=loss,
-                                evaluator=rerank_evaluator(candidates, cfg.eval, placement),
+                                evaluator=rerank_evaluator(candidates, cfg.eval, placement, book),
                                 callbacks=recipe.callbacks(run_dir, cfg, reporter))
         train_seconds = recipe.train(trainer, run_dir, resume, reporter)
         if not is_main_process():
@@ -83,10 +90,12 @@ def train_second_stage(cfg, data, model, loss, rows: list[dict], mining_report: 
 
         def evaluate_after() -> dict[str, float]:
             with reporter.phase(f"Evaluating the tuned {task} model"):
-                return candidates.reranked_metrics(model, cfg.eval, placement)
+                scores = candidates.reranked_scores(model, cfg.eval, placement)
+            book.keep(None, scores)
+            return mean_scores(scores)
 
         final, best, after = recipe.conclude(trainer, run_dir, model.save_pretrained, cfg.eval.primary_metric,
-                                             evaluate_after)
+                                             evaluate_after, book)
         details = {"model": model_line, "data": str(cfg.data.train), "eval split": data.eval.name,
                    "before": f"{cfg.eval.first_stage} alone",
                    "after": f"{cfg.eval.first_stage} + {scorer.removeprefix('the ')} over the top {cfg.eval.rerank_k}",
@@ -94,7 +103,7 @@ def train_second_stage(cfg, data, model, loss, rows: list[dict], mining_report: 
                    **({"teacher": cfg.teacher} if cfg.teacher else {}),
                    "device": f"{training.device} / {training.precision}", "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, data.eval.name, details,
-                                   f"ragtune train {task}: {run_dir.name}", best, model=model)
+                                   f"ragtune train {task}: {run_dir.name}", best, book=book, model=model)
         return TrainResult(run_dir, comparison, train_seconds, len(rows))
 
 

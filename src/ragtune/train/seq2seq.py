@@ -13,6 +13,7 @@ from transformers import Seq2SeqTrainer
 from ragtune.config.generate import Seq2SeqConfig
 from ragtune.data.seq2seq import Encoder, load_seq2seq_data
 from ragtune.eval.generation import seq2seq_evaluator
+from ragtune.eval.report import ScoreBook
 from ragtune.models.device import choose_placement, settle
 from ragtune.models.language_model import apply_lora, check_method, load_generator, load_tokenizer
 from ragtune.progress import Reporter
@@ -60,9 +61,10 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
         reporter.note(f"device {placement.device}, precision {placement.precision} ({placement.reason}); "
                       f"method {cfg.method}; language codes: {'yes' if encoder.language_codes else 'no'}")
         reporter.note(f"data: {len(rows)} training pairs, {len(eval_rows)} held-out pairs")
-        evaluator = seq2seq_evaluator(cfg, encoder, eval_pairs, RunDir(run_dir).samples)
+        book = ScoreBook()
+        evaluator = seq2seq_evaluator(cfg, encoder, eval_pairs, RunDir(run_dir).samples, book)
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, "held-out",
-                                        lambda: evaluator(model, step=0))
+                                        recipe.base_evaluation(evaluator, model, book), book)
         kwargs = training_kwargs(cfg.train, run_dir, placement, cfg.eval.primary_metric, show_progress=False)
         args = build_training_args(Seq2SeqTrainingArguments, {**kwargs, "optim": cfg.train.optim})
         trainer = RagtuneSeq2SeqTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
@@ -75,10 +77,10 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, overwrite: bool = Fa
             return TrainResult(run_dir, None, train_seconds, len(rows))
 
         final, best, after = recipe.conclude(trainer, run_dir, recipe.save_with_tokenizer(trainer.model, tokenizer),
-                                             cfg.eval.primary_metric, lambda: evaluator(trainer.model, step=None))
+                                             cfg.eval.primary_metric, lambda: evaluator(trainer.model, step=None), book)
         details = {"model": cfg.model.name, "method": cfg.method, "data": str(cfg.data.train),
                    "train pairs": str(len(rows)), "device": f"{placement.device} / {placement.precision}",
                    "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details,
-                                   f"ragtune train seq2seq: {run_dir.name}", best)
+                                   f"ragtune train seq2seq: {run_dir.name}", best, book=book)
         return TrainResult(run_dir, comparison, train_seconds, len(rows))
