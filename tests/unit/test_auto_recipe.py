@@ -34,6 +34,7 @@ def test_every_trial_runs_and_the_best_on_dev_is_final(cli, tiny_embedder, pairs
     assert "recipe auto:" in " ".join(out.split())
     after = json.loads((run_dir / "eval_after.json").read_text())
     assert after["trial"] == auto["winner"] and "Verdict" in (run_dir / "summary.md").read_text()
+    assert "| p |" in (run_dir / "summary.md").read_text()  # the paired test over the chosen trial's dev queries
 
 
 def test_a_short_budget_runs_the_configured_trial_only(cli, tiny_embedder, pairs_file, tmp_path):

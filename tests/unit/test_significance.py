@@ -39,7 +39,7 @@ def test_the_table_and_the_verdict_say_whether_the_gain_is_significant():
     comparison = paired_comparison("ndcg@10", means["b"], means["a"], False, before, tuned)
     assert comparison.examples == 8 and comparison.significance("ndcg@10") == "<0.001 *"
     assert not comparison.significance("recall@10").endswith("*")
-    assert "improved: ndcg@10 rose" in comparison.verdict and "(significant: p = " in comparison.verdict
+    assert "improved: ndcg@10 rose" in comparison.verdict and "; significant: p = " in comparison.verdict
     table = summary_markdown(comparison, "t", {})
     assert "| metric | before | after | delta | p |" in table and "| **ndcg@10** |" in table
     assert "paired t-test over the 8 eval examples" in table

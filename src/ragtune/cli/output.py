@@ -150,7 +150,7 @@ def say(text: str) -> None:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    out = Table(title=title, title_justify="left")
+    out = Table(title=title, title_justify="left", min_width=len(title))  # a title wider than the cells stays whole
     for i, column in enumerate(columns):
         out.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:

@@ -117,9 +117,9 @@ class Comparison:
         verdict = f"{label}: {p} {moved}"
         if p in (self.p_values or {}):
             value = self.p_value(p)
-            verdict += (" (no p-value: every eval example moved alike)" if value is None else
-                        f" ({'significant' if value < MAX_P else 'not significant'}: p = {value:.3g}, paired t-test "
-                        f"over {self.examples} examples)")
+            verdict += ("; no p-value (every eval example moved alike)" if value is None else
+                        f"; {'significant' if value < MAX_P else 'not significant'}: p = {value:.3g} in a paired "
+                        f"t-test over {self.examples} examples")
         if self.kept_base:
             verdict += ("; no checkpoint beat the base model, so final/ is the base model (the best checkpoint stays "
                         "in checkpoints/): check the data, or try another learning rate")

@@ -177,7 +177,7 @@ def mine(pairs: list[tuple[str, str]], corpus: dict[str, str], retriever, settin
 def build_mining_retriever(spec: str, corpus: dict[str, str], base_model: str | None = None, placement=None,
                            settings: HardNegativesSection | None = None):
     """The first stage named by `spec` over `corpus`, with the BM25, dense and fusion settings of `settings`;
-    `dense:base` means `base_model`."""
+    `dense:base` means `base_model`. Encoding the corpus is counted (it is most of mining's time)."""
     from ragtune.config.retrieval import FirstStageSettings, RetrievalConfig
     from ragtune.retrieval.pipeline import PipelineBuilder
     from ragtune.retrieval.spec import parse_spec
@@ -190,7 +190,7 @@ def build_mining_retriever(spec: str, corpus: dict[str, str], base_model: str | 
                         "hard_negatives.cross_encoder to filter false negatives instead")
     settings = settings or HardNegativesSection()
     config = RetrievalConfig(**{name: getattr(settings, name) for name in FirstStageSettings.model_fields})
-    return PipelineBuilder(corpus, config, placement=placement).build(parsed).first
+    return PipelineBuilder(corpus, config, placement=placement, show_progress=True).build(parsed).first
 
 
 def log_report(report: MiningReport) -> None:

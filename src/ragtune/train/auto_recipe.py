@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ragtune.config import EmbedConfig, dump_config
 from ragtune.errors import ConfigError, RagtuneError
-from ragtune.eval.report import Comparison, summary_markdown
+from ragtune.eval.report import paired_comparison, summary_markdown
 from ragtune.progress import Reporter
 from ragtune.run_dir import RunDir, prepare_run_dir
 from ragtune.train.recipe import TrainResult
@@ -73,6 +73,11 @@ def _run_trial(cfg: EmbedConfig, resume: bool, reporter: Reporter) -> dict:
             "kept_base": after.get("kept_base", False), "seconds": round(time.perf_counter() - start, 1)}
 
 
+def _per_example(path: Path) -> dict | None:
+    """A trial's per-example scores (for the paired test), as its eval_before/after.json kept them."""
+    return json.loads(path.read_text(encoding="utf-8")).get("per_example")
+
+
 def train_embed_auto(cfg: EmbedConfig, budget: float | None = None, resume: bool = False, overwrite: bool = False,
                      reporter: Reporter | None = None) -> TrainResult:
     """Try TRIALS in order within `budget` seconds (the first always runs), and make the best on dev the run's
@@ -115,11 +120,16 @@ def train_embed_auto(cfg: EmbedConfig, budget: float | None = None, resume: bool
     write_json(RunDir(run_dir).auto, {"budget_s": budget, "spent_s": round(time.perf_counter() - start, 1),
                                        "primary_metric": metric, "winner": winner, "why": why, "trials": done,
                                        "skipped_over_budget": skipped})
-    after = chosen["after"] if winner else max(finished.values(), key=lambda r: r["after"][metric])["after"]
-    write_json(RunDir(run_dir).eval_before, {"model": cfg.model.name, "split": "dev", "metrics": before})
+    scored = chosen if winner else max(finished.values(), key=lambda r: r["after"][metric])
+    after = scored["after"]
+    before_scores, after_scores = _per_example(RunDir(first["run_dir"]).eval_before), \
+        _per_example(RunDir(scored["run_dir"]).eval_after)
+    write_json(RunDir(run_dir).eval_before, {"model": cfg.model.name, "split": "dev", "metrics": before,
+                                              "per_example": before_scores})
     write_json(RunDir(run_dir).eval_after, {"model": str(RunDir(run_dir).final), "split": "dev", "metrics": after,
-                                             "trial": winner, "kept_base": winner is None})
-    comparison = Comparison(metric, before, after, kept_base=winner is None)
+                                             "trial": winner, "kept_base": winner is None,
+                                             "per_example": after_scores})
+    comparison = paired_comparison(metric, before, after, winner is None, before_scores, after_scores)
     details = {"model": cfg.model.name, "data": str(cfg.data.train), "recipe": "auto", "winner": winner or "base",
                "why": why, **{f"trial {n}": (f"dev {r['after'][metric]:.4f}, {r['seconds']:.0f} s" if "after" in r
                                               else r["error"]) for n, r in done.items()}}
