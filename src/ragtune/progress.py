@@ -12,8 +12,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Advance = Callable[[int], None]
-# (label, total) -> a context that yields `advance(n)`; the CLI installs one (set_display)
-Display = Callable[[str, int], ContextManager[Advance]]
+Detail = Callable[[], str] | None  # what the work has found so far ("12 kept"), shown after the count
+# (label, total, detail) -> a context that yields `advance(n)`; the CLI installs one (set_display)
+Display = Callable[[str, int, Detail], ContextManager[Advance]]
 _DISPLAY: Display | None = None
 STEP = 0.1  # without a bar, one line per this share of the work
 QUIET_S = 2.0  # ... and none before the work has run this long: a short job says nothing
@@ -44,9 +45,10 @@ def set_display(display: Display | None) -> None:
     _DISPLAY = display
 
 
-def every_step(label: str, total: int, emit: Callable[[str], None], quiet_s: float | None = None) -> Advance:
-    """An `advance(n)` that calls `emit` with a line at every 10% of `total` (done, count, elapsed time and ETA),
-    once the work has run `quiet_s` seconds (QUIET_S by default)."""
+def every_step(label: str, total: int, emit: Callable[[str], None], quiet_s: float | None = None,
+               detail: Detail = None) -> Advance:
+    """An `advance(n)` that calls `emit` with a line at every 10% of `total` (done, count, `detail()`, elapsed time
+    and ETA), once the work has run `quiet_s` seconds (QUIET_S by default)."""
     start, state = time.perf_counter(), {"done": 0, "shown": 0.0}
     quiet_s = QUIET_S if quiet_s is None else quiet_s
 
@@ -58,26 +60,27 @@ def every_step(label: str, total: int, emit: Callable[[str], None], quiet_s: flo
             return
         state["shown"] = share
         eta = elapsed / share - elapsed if share > 0 else 0.0
-        emit(f"{label}: {share:.0%} ({state['done']:,}/{total:,}), {elapsed:.0f} s, about {eta:.0f} s left")
+        found = f", {detail()}" if detail else ""
+        emit(f"{label}: {share:.0%} ({state['done']:,}/{total:,}){found}, {elapsed:.0f} s, about {eta:.0f} s left")
 
     return advance
 
 
 @contextmanager
-def _logged(label: str, total: int) -> Iterator[Advance]:
-    yield every_step(label, total, log.info)
+def _logged(label: str, total: int, detail: Detail = None) -> Iterator[Advance]:
+    yield every_step(label, total, log.info, detail=detail)
 
 
 @contextmanager
-def counting(label: str, total: int) -> Iterator[Advance]:
+def counting(label: str, total: int, detail: Detail = None) -> Iterator[Advance]:
     """Count `total` units of long work (texts encoded, chunks read, questions answered) under `label`: a bar on a
-    terminal, a line every 10% elsewhere; nothing from ranks other than 0."""
+    terminal, a line every 10% elsewhere, with `detail()` beside the count; nothing from ranks other than 0."""
     from ragtune.utils import is_main_process
 
     if not is_main_process():
         yield lambda n=1: None
         return
-    with (_DISPLAY or _logged)(label, total) as advance:
+    with (_DISPLAY or _logged)(label, total, detail) as advance:
         yield advance
 
 

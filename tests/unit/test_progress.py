@@ -61,3 +61,16 @@ def test_index_build_reports_encoding_progress_on_stderr(cli, tiny_embedder, tmp
         code, _, err = cli(flag, "index", "build", docs, "--out", tmp_path / f"index{flag}", "--embedder",
                            tiny_embedder)
         assert code == 0 and "Encoding: " not in err, err
+
+
+def test_a_line_carries_what_the_work_found_so_far():
+    from ragtune.progress import every_step
+
+    lines, found = [], {"kept": 0}
+    advance = every_step("Checking questions", 2, lines.append, quiet_s=0, detail=lambda: f"{found['kept']} kept")
+    found["kept"] = 3
+    advance(1)
+    found["kept"] = 5
+    advance(1)
+    assert lines[0].startswith("Checking questions: 50% (1/2), 3 kept, ")
+    assert lines[-1].startswith("Checking questions: 100% (2/2), 5 kept, ")

@@ -22,7 +22,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from ragtune.progress import Reporter, every_step
+from ragtune.progress import Detail, Reporter, every_step
 
 
 @dataclass
@@ -203,9 +203,9 @@ def bar_display(on: Console, **options):
 
 
 @contextmanager
-def progress_display(label: str, total: int):
-    """The CLI's `counting` display: a bar on stderr when it is a terminal, a plain line every 10% when it is not;
-    nothing under -q or --json."""
+def progress_display(label: str, total: int, detail: Detail = None):
+    """The CLI's `counting` display: a bar on stderr when it is a terminal, a plain line every 10% when it is not
+    (each with `detail()` beside the label); nothing under -q or --json."""
     if FLAGS.quiet or FLAGS.json or total <= 0:
         yield lambda n=1: None
         return
@@ -213,7 +213,7 @@ def progress_display(label: str, total: int):
         def line(text: str) -> None:
             print(text, file=sys.stderr, flush=True)
 
-        yield every_step(label, total, line)
+        yield every_step(label, total, line, detail=detail)
         return
     spinner = _SPINNERS[-1] if _SPINNERS else None
     if spinner is not None:  # one live display per terminal: the phase's spinner waits while the bar runs
@@ -221,7 +221,11 @@ def progress_display(label: str, total: int):
     try:
         with bar_display(errors, transient=True) as bar:
             task = bar.add_task(label, total=total)
-            yield lambda n=1: bar.advance(task, n)
+
+            def advance(n: int = 1) -> None:
+                bar.update(task, advance=n, **({"description": f"{label} ({detail()})"} if detail else {}))
+
+            yield advance
     finally:
         if spinner is not None:
             spinner.start()

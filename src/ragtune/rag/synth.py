@@ -18,6 +18,7 @@ from pathlib import Path
 from ragtune.config.rag import DEFAULT_PROMPT
 from ragtune.errors import DataError
 from ragtune.ingest.chunk import Chunk
+from ragtune.progress import counting
 from ragtune.rag.generators import generate_counted
 from ragtune.utils import write_atomic
 
@@ -81,34 +82,39 @@ def synthesize(chunks: list[Chunk], generator, search, questions_per_chunk: int 
             for c in chunks]
     replies = [r.text for r in generate_counted(generator, asks, 64 * questions_per_chunk,
                                                 what="Writing questions")]  # batched where local
-    for chunk, reply in zip(chunks, replies):
-        for question in parse_questions(reply)[:questions_per_chunk]:
-            report.generated += 1
-            if copies_chunk(question, chunk.text):
-                report.removed["a copy of the chunk"] += 1
-                continue
-            if near_duplicate(question, seen):
-                report.removed["a near-duplicate"] += 1
-                continue
-            ranked = search(question, max(round_trip_k, context_k, negatives + 1))
-            if chunk.id not in ranked[:round_trip_k]:
-                report.removed[f"round-trip miss (source not in the top {round_trip_k})"] += 1
-                continue
-            seen.append(set(_words(question)))
-            report.kept += 1
-            out["pairs"].append({"query": question, "document": chunk.text, "source": chunk.source})
-            out["rerank"].append({"query": question, "document": chunk.text, "label": 1})
-            others = [by_id[i] for i in ranked if i != chunk.id and i in by_id][:negatives]
-            out["rerank"] += [{"query": question, "document": o.text, "label": 0} for o in others]
-            if rag_sft:
-                answer = generator.generate([{"role": "user", "content": ANSWER_PROMPT.format(
-                    text=chunk.text, question=question)}], max_new_tokens=128)
-                context = [by_id[i] for i in ranked[:context_k] if i in by_id]
-                blocks = "\n\n".join(f"[{n}] ({c.source}) {c.text}" for n, c in enumerate(context, start=1))
-                cite = next((n for n, c in enumerate(context, start=1) if c.id == chunk.id), None)
-                out["rag_sft"].append({"messages": [
-                    {"role": "user", "content": DEFAULT_PROMPT.format(context=blocks, question=question)},
-                    {"role": "assistant", "content": f"{answer} [{cite}]" if cite else answer}]})
+    def kept() -> str:
+        return f"{report.kept:,} of {report.generated:,} kept"
+
+    with counting("Checking questions", len(chunks), kept) as advance:
+        for chunk, reply in zip(chunks, replies):
+            for question in parse_questions(reply)[:questions_per_chunk]:
+                report.generated += 1
+                if copies_chunk(question, chunk.text):
+                    report.removed["a copy of the chunk"] += 1
+                    continue
+                if near_duplicate(question, seen):
+                    report.removed["a near-duplicate"] += 1
+                    continue
+                ranked = search(question, max(round_trip_k, context_k, negatives + 1))
+                if chunk.id not in ranked[:round_trip_k]:
+                    report.removed[f"round-trip miss (source not in the top {round_trip_k})"] += 1
+                    continue
+                seen.append(set(_words(question)))
+                report.kept += 1
+                out["pairs"].append({"query": question, "document": chunk.text, "source": chunk.source})
+                out["rerank"].append({"query": question, "document": chunk.text, "label": 1})
+                others = [by_id[i] for i in ranked if i != chunk.id and i in by_id][:negatives]
+                out["rerank"] += [{"query": question, "document": o.text, "label": 0} for o in others]
+                if rag_sft:
+                    answer = generator.generate([{"role": "user", "content": ANSWER_PROMPT.format(
+                        text=chunk.text, question=question)}], max_new_tokens=128)
+                    context = [by_id[i] for i in ranked[:context_k] if i in by_id]
+                    blocks = "\n\n".join(f"[{n}] ({c.source}) {c.text}" for n, c in enumerate(context, start=1))
+                    cite = next((n for n, c in enumerate(context, start=1) if c.id == chunk.id), None)
+                    out["rag_sft"].append({"messages": [
+                        {"role": "user", "content": DEFAULT_PROMPT.format(context=blocks, question=question)},
+                        {"role": "assistant", "content": f"{answer} [{cite}]" if cite else answer}]})
+            advance(1)
     if not report.kept:
         raise DataError(f"no synthetic question survived the filters ({'; '.join(report.lines())}); check the "
                         "generator's replies, or raise --round-trip-k")
