@@ -51,3 +51,12 @@ def test_a_score_book_keeps_each_step():
     book.keep(4, {})  # an evaluation with no per-example metric keeps nothing
     assert book.by_step == {2: {"f1": {"0": 1.0}}}
 
+
+
+def test_a_corpus_level_primary_metric_counts_the_answers_behind_the_other_metrics():
+    before = {"f1": _scores([0.1, 0.2, 0.3]), "rouge_l": _scores([0.2, 0.2, 0.1])}
+    after = {"f1": _scores([0.4, 0.3, 0.9]), "rouge_l": _scores([0.3, 0.1, 0.5])}
+    comparison = paired_comparison("perplexity", {"perplexity": 9.0, "f1": 0.2}, {"perplexity": 7.0, "f1": 0.53},
+                                   False, before, after)
+    assert comparison.examples == 3 and comparison.significance("perplexity") == "–"
+    assert "over the 3 eval examples" in comparison.test_note

@@ -47,6 +47,7 @@ def wandb_values(path: str, kind: str) -> dict:
 
 @pytest.fixture
 def tracker_env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow keeps artifacts in ./mlruns beside a SQLite store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # a local store
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -62,6 +63,10 @@ def test_every_tracker_gets_the_step_logs_and_ragtunes_summary(cli, tiny_embedde
                        "train.report_to=[tensorboard, mlflow, wandb, trackio]", "--allow-regression")
     assert code == 0, err
     assert "was not logged" not in (run_dir / "train.log").read_text()
+    from ragtune.train.trackers import run_name
+
+    name = run_name(run_dir)  # the folder's name and the run's start, e.g. run-20261203-121750
+    assert name.startswith("run-")
     after = json.loads((run_dir / "eval_after.json").read_text())["metrics"]["ndcg@10"]
     before = json.loads((run_dir / "eval_before.json").read_text())["metrics"]["ndcg@10"]
 
@@ -79,7 +84,7 @@ def test_every_tracker_gets_the_step_logs_and_ragtunes_summary(cli, tiny_embedde
     import mlflow
 
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert len(runs) == 1 and runs[0].info.run_name == "run"
+    assert len(runs) == 1 and runs[0].info.run_name == name
     logged = mlflow.MlflowClient().get_run(runs[0].info.run_id)
     assert logged.data.metrics["ragtune/after/ndcg_10"] == pytest.approx(after, abs=1e-6)
     assert logged.data.metrics["ragtune/before/ndcg_10"] == pytest.approx(before, abs=1e-6)
@@ -95,24 +100,27 @@ def test_every_tracker_gets_the_step_logs_and_ragtunes_summary(cli, tiny_embedde
     assert summary["ragtune/verdict"].split(":")[0] in ("improved", "NO GAIN", "REGRESSION")
     assert config["ragtune"]["task"] == "embed" and config["ragtune"]["model"]["name"] == tiny_embedder
     run_record = next(r.run for r in wandb_records(run_file) if r.WhichOneof("record_type") == "run")
-    assert run_record.project == "ragtune" and run_record.display_name == "run"
+    assert run_record.project == "ragtune" and run_record.display_name == name
 
     # Trackio local: the Trainer's logs and ragtune's last log in the ragtune project
     from trackio.sqlite_storage import SQLiteStorage
 
-    logs = SQLiteStorage.get_logs("ragtune", "run")
+    logs = SQLiteStorage.get_logs("ragtune", name)
     assert any("train/loss" in entry for entry in logs)
+    assert SQLiteStorage.get_runs("ragtune") == [name]  # one run: the Trainer's, resumed by ragtune
     assert logs[-1]["ragtune/after/ndcg@10"] == pytest.approx(after, abs=1e-6)
-    assert json.loads(SQLiteStorage.get_run_config("ragtune", "run")["ragtune"])["task"] == "embed"
+    assert json.loads(SQLiteStorage.get_run_config("ragtune", name)["ragtune"])["task"] == "embed"
 
 
 def test_a_tracker_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch, caplog):
+    (tmp_path / "config.yaml").write_text("task: embed\n")
+    from ragtune.config.schema import TrainSection
     from ragtune.eval.report import Comparison
     from ragtune.train.trackers import log_summary
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "mysql+nosuchdriver://nowhere/db")
     comparison = Comparison("ndcg@10", {"ndcg@10": 0.5}, {"ndcg@10": 0.6})
-    done = log_summary(["mlflow", "tensorboard"], tmp_path, comparison, 4, "task: embed\n")
+    done = log_summary(TrainSection(report_to=["mlflow", "tensorboard"]), tmp_path, comparison, 4, "task: embed\n")
     assert done == ["tensorboard"]
     assert "ragtune's summary was not logged to mlflow" in caplog.text
 
@@ -127,3 +135,11 @@ def test_report_to_names_a_known_installed_tracker(cli, tiny_embedder, pairs_fil
     code, _, err = cli(*args, "train.report_to=[wandb]")
     assert code == 2 and "pip install 'ragtune[wandb]'" in err
     assert not run_dir.exists()
+
+
+def test_none_all_and_the_trainers_other_integrations():
+    from ragtune.train.trackers import TRACKERS, check_report_to, installed
+
+    assert check_report_to(["none"]) == []
+    assert check_report_to(["all"]) == ["all"] and set(installed(["all"])) == set(TRACKERS)  # dev installs all four
+    assert installed(check_report_to(["comet_ml", "mlflow"])) == ["mlflow"]  # comet_ml gets the step logs only

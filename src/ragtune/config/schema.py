@@ -116,7 +116,8 @@ class TrainSection(Section):
     )
     report_to: list[str] = Field(
         default_factory=list, description="experiment trackers: tensorboard, wandb, mlflow, trackio (each also gets "
-        "the before/after evaluations, the verdict and the config as the run's summary)")
+        "the before/after evaluations, the verdict and the config as the run's summary), the Trainer's other "
+        "integrations, all, or none")
     dataloader_num_workers: int = Field(0, ge=0, description="dataloader worker processes")
     extra: dict[str, Any] = Field(default_factory=dict, description="any other TrainingArguments, passed through")
 

@@ -44,8 +44,22 @@ def paired_p_values(before: PerExample | None, after: PerExample | None) -> dict
             continue
         a, b = np.array([base[i] for i in ids]), np.array([tuned[i] for i in ids])
         differences = b - a
-        out[metric] = None if np.allclose(differences, differences[0]) else float(ttest_rel(b, a).pvalue)
+        p = None if np.allclose(differences, differences[0]) else float(ttest_rel(b, a).pvalue)
+        out[metric] = None if p is None or np.isnan(p) else p  # NaN is not JSON, and says no more than None
     return out
+
+
+def shared_examples(before: PerExample | None, after: PerExample | None, metric: str) -> int:
+    """How many examples the paired test compares: those of `metric` scored both times, else of the metric with
+    the most (a generator's primary metric, perplexity, is corpus-level)."""
+    before, after = before or {}, after or {}
+    counts = {m: len(set(after[m]) & set(before[m])) for m in after if m in before}
+    return counts.get(metric) or max(counts.values(), default=0)
+
+
+def rounded(scores: PerExample | None) -> PerExample | None:
+    """Per-example scores to 6 places, as the means are written."""
+    return {m: {i: round(v, 6) for i, v in values.items()} for m, values in scores.items()} if scores else scores
 
 
 def paired_comparison(primary: str, before: dict, after: dict, kept_base: bool = False,
@@ -53,8 +67,8 @@ def paired_comparison(primary: str, before: dict, after: dict, kept_base: bool =
     """The before/after comparison with each metric's paired test, where both evaluations kept per-example
     scores (a run resumed past its best step has none for the tuned model, and its table no p column)."""
     p_values = paired_p_values(before_scores, after_scores)
-    examples = len(set((before_scores or {}).get(primary, {})) & set((after_scores or {}).get(primary, {})))
-    return Comparison(primary, before, after, kept_base, p_values or None, examples)
+    return Comparison(primary, before, after, kept_base, p_values or None,
+                      shared_examples(before_scores, after_scores, primary))
 
 
 @dataclass

@@ -22,6 +22,7 @@ from ragtune.eval.report import paired_comparison, summary_markdown
 from ragtune.progress import Reporter
 from ragtune.run_dir import RunDir, prepare_run_dir
 from ragtune.train.recipe import TrainResult
+from ragtune.train.trackers import check_installed
 from ragtune.utils import write_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def train_embed_auto(cfg: EmbedConfig, budget: float | None = None, resume: bool
     final/."""
     reporter = reporter or Reporter()
     run_dir = Path(cfg.output.dir)
+    check_installed(cfg.train.report_to)
     prepare_run_dir(run_dir, resume, overwrite)
     write_atomic(RunDir(run_dir).config, dump_config(cfg))
     metric, start, done, skipped = cfg.eval.primary_metric, time.perf_counter(), {}, []

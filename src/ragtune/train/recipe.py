@@ -15,11 +15,11 @@ from typing import Callable
 
 from ragtune.config import dump_config
 from ragtune.config.schema import TaskConfig
-from ragtune.eval.report import Comparison, ScoreBook, paired_comparison, summary_markdown
+from ragtune.eval.report import Comparison, ScoreBook, paired_comparison, rounded, summary_markdown
 from ragtune.progress import Reporter
 from ragtune.run_dir import RunDir, newest_checkpoint, prepare_run_dir
 from ragtune.train.callbacks import EvaluateAtEndCallback, RunLogCallback
-from ragtune.train.trackers import quiet_callbacks
+from ragtune.train.trackers import check_installed, quiet_callbacks
 from ragtune.utils import is_main_process, write_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def set_dropout(model, p: float | None) -> None:
 def open_run(cfg: TaskConfig, resume: bool, overwrite: bool) -> Path:
     """Create (or reopen) the run directory and write the resolved config; call only after every input is checked."""
     run_dir = Path(cfg.output.dir)
+    check_installed(cfg.train.report_to)
     if is_main_process():
         prepare_run_dir(run_dir, resume, overwrite)
         write_atomic(RunDir(run_dir).config, dump_config(cfg))
@@ -77,7 +78,7 @@ def evaluate_before(run_dir: Path, resume: bool, reporter: Reporter, model_name:
         return saved["metrics"]
     with reporter.phase(label):
         before = compute()
-    write_json(path, {"model": model_name, "split": split, "metrics": before, "per_example": book.before})
+    write_json(path, {"model": model_name, "split": split, "metrics": before, "per_example": rounded(book.before)})
     return before
 
 
@@ -158,11 +159,10 @@ def conclude(trainer, run_dir: Path, save: Callable[[str], None], primary_metric
     final = save_final(save, run_dir)
     best = best_step(trainer)
     after = logged_metrics(trainer.state.log_history, best, primary_metric)
+    scored_at = best  # where the after-metrics' per-example scores were kept
     if after is None:
-        after, best_scores = evaluate_after(), None
-    else:
-        best_scores = best
-    book.after = book.by_step.get(best_scores)
+        after, scored_at = evaluate_after(), None
+    book.after = book.by_step.get(scored_at)
     return final, best, after
 
 
@@ -197,18 +197,18 @@ def finish(run_dir: Path, cfg: TaskConfig, before: dict, after: dict, final: Pat
 
     write_json(RunDir(run_dir).eval_after, {"model": str(final), "split": split, "metrics": after,
                                              "best_step": best, "kept_base": kept_base,
-                                             "per_example": book.after})
-    comparison = paired_comparison(cfg.eval.primary_metric, before, after, kept_base, book.before, book.after)
+                                             "per_example": rounded(book.after)})
+    comparison = paired_comparison(cfg.eval.primary_metric, before, after, kept_base, rounded(book.before),
+                                   rounded(book.after))  # as report.html recomputes it from the files
     write_atomic(RunDir(run_dir).summary, summary_markdown(comparison, title, {**details, "final model": str(final)}))
     write_model_card(final, cfg.task, run_dir, cfg.model.name, resolve_model(cfg.model.name),
                      getattr(cfg.data, "train", None), comparison, title, details, split, st_model=model,
                      added_tokens=list(added_tokens), provenance=provenance)
     write_report(run_dir)
     if cfg.train.report_to:
-        from ragtune.train.trackers import PROJECT, log_summary
+        from ragtune.train.trackers import log_summary
 
-        log_summary(cfg.train.report_to, run_dir, comparison, best, dump_config(cfg),
-                    cfg.train.extra.get("project", PROJECT))
+        log_summary(cfg.train, run_dir, comparison, best, dump_config(cfg))
     log.info(comparison.verdict)
     return comparison
 

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,22 +23,43 @@ PROJECT = "ragtune"  # the W&B and Trackio project, unless WANDB_PROJECT or trai
 # tracker -> (the module it needs, the extra that installs it)
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
             "mlflow": ("mlflow", "mlflow"), "trackio": ("trackio", "trackio")}
-# The Trainer's other integrations pass through with their step logs only.
-STEP_LOGS_ONLY = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "neptune",
-                  "swanlab")
+# The Trainer's other integrations pass through with their step logs only; `all` means every installed one.
+STEP_LOGS_ONLY = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
+                  "neptune", "swanlab")
 
 
 def check_report_to(names: list[str]) -> list[str]:
-    """Each name a tracker the Trainer knows, and each of ragtune's four installed; ValueError says the fix."""
+    """Each name a tracker the Trainer knows (`none` alone means no tracker); ValueError says the fix."""
     from ragtune.choices import one_of
 
     for name in names:
-        one_of("tracker", name, [*TRACKERS, *STEP_LOGS_ONLY],
-               f"choose from {', '.join(TRACKERS)} (which also get ragtune's before/after summary) or "
-               f"{', '.join(STEP_LOGS_ONLY)}")
+        one_of("tracker", name, [*TRACKERS, *STEP_LOGS_ONLY, "all", "none"],
+               f"choose from {', '.join(TRACKERS)} (which also get ragtune's before/after summary), "
+               f"{', '.join(STEP_LOGS_ONLY)}, all or none")
+    return [] if names == ["none"] else names
+
+
+def check_installed(names: list[str]) -> None:
+    """Before a run starts: each of ragtune's trackers it names is installed (ConfigError with the extra)."""
+    from ragtune.errors import ConfigError
+
+    for name in names:
         if name in TRACKERS and importlib.util.find_spec(TRACKERS[name][0]) is None:
-            raise ValueError(f"{name} is not installed; pip install 'ragtune[{TRACKERS[name][1]}]'")
-    return names
+            raise ConfigError(f"train.report_to: {name} is not installed; pip install 'ragtune[{TRACKERS[name][1]}]'")
+
+
+def installed(names: list[str]) -> list[str]:
+    """ragtune's trackers among `names`, with `all` standing for every installed one."""
+    if "all" in names:
+        return [n for n, (module, _) in TRACKERS.items() if importlib.util.find_spec(module) is not None]
+    return [n for n in names if n in TRACKERS]
+
+
+def run_name(run_dir: Path) -> str:
+    """The trackers' name for one run of RUN: the folder's name and when the run started (config.yaml's write
+    time), so that a rerun, or another project's `run`, is a run of its own (Trackio resumes runs by name)."""
+    started = RunDir(run_dir).config.stat().st_mtime
+    return f"{Path(run_dir).name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}"
 
 
 @dataclass
@@ -50,20 +72,21 @@ class Summary:
     improved: bool
     step: int  # the best checkpoint's step (the after metrics')
     config: dict
+    name: str  # the run's name in the trackers (run_name)
 
     @classmethod
-    def of(cls, run_dir: Path, comparison, step: int | None, config_yaml: str) -> Summary:
+    def of(cls, run_dir: Path, comparison, step: int | None, config_yaml: str, name: str) -> Summary:
         import yaml
 
         metrics = {}
-        for name, before, after, delta in comparison.rows():
-            metrics.update({f"ragtune/before/{name}": before, f"ragtune/after/{name}": after,
-                            f"ragtune/delta/{name}": delta})
-        for name, p in (comparison.p_values or {}).items():
+        for metric, before, after, delta in comparison.rows():
+            metrics.update({f"ragtune/before/{metric}": before, f"ragtune/after/{metric}": after,
+                            f"ragtune/delta/{metric}": delta})
+        for metric, p in (comparison.p_values or {}).items():
             if p is not None:
-                metrics[f"ragtune/p_value/{name}"] = p
+                metrics[f"ragtune/p_value/{metric}"] = p
         return cls(Path(run_dir), metrics, comparison.verdict, not comparison.failed, step or 0,
-                   yaml.safe_load(config_yaml))
+                   yaml.safe_load(config_yaml), name)
 
     @property
     def texts(self) -> dict[str, str]:
@@ -100,7 +123,7 @@ def _mlflow(summary: Summary) -> None:
         if last is not None:
             mlflow.start_run(run_id=last.info.run_id)
         else:
-            mlflow.start_run(run_name=summary.run_dir.name)
+            mlflow.start_run(run_name=summary.name)
     try:
         mlflow.log_metrics({mlflow_name(k): v for k, v in summary.metrics.items()}, step=summary.step)
         mlflow.set_tags({mlflow_name(k).replace("/", "."): v for k, v in summary.texts.items()})
@@ -115,12 +138,12 @@ def _mlflow(summary: Summary) -> None:
 
 def _wandb(summary: Summary) -> None:
     """Into the run the Trainer's callback started (still open after training): summary values and the config
-    under `ragtune`; then the run is finished."""
+    under `ragtune`; then the run is finished (ragtune's runs end with the process's training)."""
     import os
 
     import wandb
 
-    run = wandb.run or wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), name=summary.run_dir.name)
+    run = wandb.run or wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), name=summary.name)
     run.summary.update({**summary.metrics, **summary.texts})
     run.config.update({"ragtune": summary.config}, allow_val_change=True)
     run.finish()
@@ -155,12 +178,12 @@ def _logging_prints(method):
 
 
 def _trackio(summary: Summary, project: str) -> None:
-    """The run the Trainer's callback logged to, resumed: one last log at the best step, the config under
-    `ragtune`."""
+    """The run the Trainer's callback logged to, resumed by its name: one last log after the Trainer's, the config
+    under `ragtune`."""
     import trackio
 
     with prints_to_log():
-        trackio.init(project=project, name=summary.run_dir.name, resume="allow")
+        trackio.init(project=project, name=summary.name, resume="allow")
         try:
             trackio.config.update({"ragtune": json.dumps(summary.config), **summary.texts}, allow_val_change=True)
             trackio.log(summary.metrics)
@@ -168,15 +191,15 @@ def _trackio(summary: Summary, project: str) -> None:
             trackio.finish()
 
 
-def log_summary(report_to: list[str], run_dir: Path, comparison, step: int | None, config_yaml: str,
-                project: str = PROJECT) -> list[str]:
-    """Send the run's summary to each of ragtune's trackers in `report_to`; return those that took it. A tracker
-    that fails costs a warning, never the run (its proof is already on disk)."""
-    summary = Summary.of(run_dir, comparison, step, config_yaml)
+def log_summary(train, run_dir: Path, comparison, step: int | None, config_yaml: str) -> list[str]:
+    """Send the run's summary to each of ragtune's trackers in `train.report_to`; return those that took it. A
+    tracker that fails costs a warning, never the run (its proof is already on disk)."""
+    summary = Summary.of(run_dir, comparison, step, config_yaml, train.extra.get("run_name") or run_name(run_dir))
+    project = train.extra.get("project", PROJECT)
     senders = {"tensorboard": _tensorboard, "mlflow": _mlflow, "wandb": _wandb,
                "trackio": lambda s: _trackio(s, project)}
     done = []
-    for name in (n for n in report_to if n in senders):
+    for name in installed(train.report_to):
         try:
             senders[name](summary)
             done.append(name)

@@ -13,7 +13,7 @@ from ragtune.errors import ConfigError
 from ragtune.eval.report import greater_is_better
 from ragtune.models.device import Placement
 from ragtune.run_dir import RunDir
-from ragtune.train.trackers import PROJECT
+from ragtune.train.trackers import PROJECT, run_name
 
 
 def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, primary_metric: str,
@@ -51,7 +51,7 @@ def training_kwargs(train: TrainSection, run_dir: Path, placement: Placement, pr
     kwargs["warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"] = train.warmup_ratio
     kwargs["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = \
         train.gradient_checkpointing
-    kwargs["run_name"] = Path(run_dir).name  # the trackers' run name
+    kwargs["run_name"] = run_name(run_dir)  # the trackers' run name
     if "project" in fields:
         kwargs["project"] = PROJECT  # Trackio's project
     if "wandb" in train.report_to:
