@@ -57,8 +57,10 @@ def installed(names: list[str]) -> list[str]:
 
 def run_name(run_dir: Path) -> str:
     """The trackers' name for one run of RUN: the folder's name and when the run started (config.yaml's write
-    time), so that a rerun, or another project's `run`, is a run of its own (Trackio resumes runs by name)."""
-    started = RunDir(run_dir).config.stat().st_mtime
+    time), so that a rerun, or another project's `run`, is a run of its own (Trackio resumes runs by name). Only
+    rank 0 logs to the trackers."""
+    config = RunDir(run_dir).config
+    started = config.stat().st_mtime if config.is_file() else time.time()  # ranks > 0 may not see it yet
     return f"{Path(run_dir).name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}"
 
 
