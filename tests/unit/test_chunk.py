@@ -19,14 +19,16 @@ WORDS = ("heart blood pressure artery plaque cholesterol levels asthma attack lu
          "healing joint pain calcium intake spine posture skin rash sun exposure wound healing").split()
 
 
-def text_pdf(pages: list[str], title: str | None = None) -> bytes:
-    """A minimal valid PDF with one text line per entry of `pages` (Helvetica), written by hand."""
+def text_pdf(pages: list, title: str | None = None) -> bytes:
+    """A minimal valid PDF with one text line per entry of `pages` (Helvetica), written by hand; a page given as
+    [(x, y, text), ...] places each text there."""
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
                f"<< /Type /Pages /Kids [{' '.join(f'{4 + 2 * i} 0 R' for i in range(len(pages)))}] "
                f"/Count {len(pages)} >>".encode(),
                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
     for i, text in enumerate(pages):
-        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        runs = [(72, 720, text)] if isinstance(text, str) else text
+        stream = " ".join(f"BT /F1 12 Tf {x} {y} Td ({t}) Tj ET" for x, y, t in runs).encode()
         objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> "
                        f">> /Contents {5 + 2 * i} 0 R >>".encode())
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
@@ -230,7 +232,8 @@ def test_word_counting_without_a_tokenizer():
 
     chunks = Chunker(10, 2).chunks(Document(prose(45), "w.txt"))
     assert all(len(c.text.split()) <= 10 for c in chunks)
-    assert Chunker(10, 2).settings() == {"chunk_size": 10, "overlap": 2, "tokens": "words", "text_field": "text"}
+    assert Chunker(10, 2).settings() == {"chunk_size": 10, "overlap": 2, "tokens": "words", "text_field": "text",
+                                        "pdf_layout": False}
 
 
 @pytest.mark.parametrize("size,overlap", [(10, 10), (10, 12), (0, 0), (10, -1)])
@@ -329,7 +332,7 @@ def test_unreadable_files_are_skipped_with_a_warning_naming_them(cli, docs, tiny
     _write(docs / "binary.txt", b"\x00\x01\x02 not text \x00" * 50)
     _write(docs / "latin1.txt", "first line\nsecond line\ncaf\xe9 au lait\n".encode("latin-1"))
     _write(docs / "bad.jsonl", '{"text": "fine record"}\n{"text": 42}\n')
-    _write(docs / "notes.docx", b"PK not supported")
+    _write(docs / "notes.odt", b"PK not supported")
     out = tmp_path / "chunks.jsonl"
     code, stdout, err = chunk_cli(cli, tiny_embedder, out, docs)
     assert code == 0, err
@@ -352,7 +355,7 @@ def test_unreadable_files_are_skipped_with_a_warning_naming_them(cli, docs, tiny
     assert warning("latin1.txt").startswith(f"{docs / 'latin1.txt'}:3:") and "UTF-8" in warning("latin1.txt")
     assert warning("bad.jsonl").startswith(f"{docs / 'bad.jsonl'}:2:") and "'text'" in warning("bad.jsonl")
     assert len(skipped) == 8
-    assert "notes.docx: skipped" in caplog.text  # an unsupported type in a folder is logged, not fatal
+    assert "notes.odt: skipped" in caplog.text  # an unsupported type in a folder is logged, not fatal
 
 
 def test_human_output_lists_the_skipped_files(cli, tiny_embedder, tmp_path):
@@ -372,7 +375,7 @@ def test_nothing_to_chunk_is_one_line_error(cli, tiny_embedder, tmp_path, case):
     target, needles = folder, []
     if case == "no_supported_files":
         _write(folder / "a.csv", "x,y\n")
-        _write(folder / "b.docx", b"PK")
+        _write(folder / "b.odt", b"PK")
         needles = ["no .txt"]
     elif case == "empty_folder":
         needles = ["no .txt"]

@@ -117,7 +117,8 @@ def test_build_info_query_round_trip(cli, docs, tiny_embedder, tmp_path, mode):
     assert details["version"] == "v000001" and details["format_version"] == 1
     assert details["sources"] == 5 and details["chunks"] == len(chunks)
     assert details["embedder"] == tiny_embedder and details["dimension"] == 32
-    assert details["chunker"] == {"chunk_size": 24, "overlap": 4, "tokens": tiny_embedder, "text_field": "text"}
+    assert details["chunker"] == {"chunk_size": 24, "overlap": 4, "tokens": tiny_embedder, "text_field": "text",
+                                  "pdf_layout": False}
 
     for chunk_id, (source, text) in list(chunks.items())[:4]:  # a chunk's own text finds that chunk first
         answer = ask(cli, index, text, f"first_stage={mode}", "-k", "3")

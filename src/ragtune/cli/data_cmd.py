@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ragtune.cli.eval_cmd import UNKNOWN_IDS
-from ragtune.cli.index_cmd import CHUNK_SIZE, EMBEDDER, META, OVERLAP, TEXT_FIELD, metadata
+from ragtune.cli.index_cmd import CHUNK_SIZE, DOCS_HELP, EMBEDDER, META, OVERLAP, PDF_LAYOUT, TEXT_FIELD, metadata
 from ragtune.cli.output import FLAGS, emit_json, say, show, table
 from ragtune.models.packaged_llm import DEFAULT_GENERATOR
 
@@ -79,13 +79,14 @@ def mine(
 
 @app.command("chunk")
 def chunk(
-    docs: list[Path] = typer.Argument(..., help="files and folders: .txt .md .html .pdf .jsonl"),
+    docs: list[Path] = typer.Argument(..., help=DOCS_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="chunks.jsonl to write"),
     embedder: str = EMBEDDER,
     chunk_size: Optional[int] = CHUNK_SIZE,
     overlap: int = OVERLAP,
     text_field: str = TEXT_FIELD,
     meta: Optional[list[str]] = META,
+    pdf_layout: bool = PDF_LAYOUT,
 ) -> int:
     """Split documents on headings, paragraphs and sentences into chunks with source, title, page and offsets."""
     from ragtune.errors import DataError
@@ -96,7 +97,7 @@ def chunk(
 
     output_file(out)
     chunker = Chunker.for_embedder(load_embedder(embedder, choose_placement("cpu", "fp32")), chunk_size, overlap,
-                                   text_field)
+                                   text_field, pdf_layout)
     chunks, warnings = chunk_files([str(d) for d in docs], chunker, metadata(meta))
     if not chunks:
         raise DataError(f"{', '.join(map(str, docs))}: no text to chunk ({'; '.join(warnings[:3])})")

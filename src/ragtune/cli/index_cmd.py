@@ -19,6 +19,9 @@ CHUNK_SIZE = typer.Option(None, "--chunk-size", min=8, help="tokens per chunk, a
 OVERLAP = typer.Option(32, "--overlap", min=0, help="tokens shared by consecutive chunks")
 TEXT_FIELD = typer.Option("text", "--text-field", help="text field of .jsonl documents")
 META = typer.Option(None, "--meta", help="KEY=VALUE added to every chunk's metadata (repeatable)")
+PDF_LAYOUT = typer.Option(False, "--pdf-layout", help="read PDF pages as laid out (columns and table cells kept "
+                          "in place) instead of in reading order")
+DOCS_HELP = "files and folders (.txt .md .html .pdf .docx .pptx .xlsx .jsonl)"
 
 
 class TokenDtype(str, Enum):
@@ -49,13 +52,13 @@ def _render(report, what: str) -> int:
 
 
 @app.command("build")
-def build(docs: list[Path] = typer.Argument(..., help="files and folders (.txt .md .html .pdf .jsonl)"),
+def build(docs: list[Path] = typer.Argument(..., help=DOCS_HELP),
           out: Path = typer.Option(..., "--out", "-o", help="index folder to create"),
           embedder: str = EMBEDDER,
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="retrieval settings (bm25, dense, "
                                                 "fusion) for the index"),
           chunk_size: Optional[int] = CHUNK_SIZE, overlap: int = OVERLAP, text_field: str = TEXT_FIELD,
-          meta: Optional[list[str]] = META,
+          meta: Optional[list[str]] = META, pdf_layout: bool = PDF_LAYOUT,
           multivector: Optional[str] = typer.Option(None, "--multivector", help="late-interaction model (a "
                                                     "`ragtune train multivector` run): store every chunk's token "
                                                     "vectors, for MaxSim as the second stage"),
@@ -70,7 +73,7 @@ def build(docs: list[Path] = typer.Argument(..., help="files and folders (.txt .
     with RichReporter().phase("Building the index"):
         report = build_index(out, [str(d) for d in docs], embedder, settings, chunk_size, overlap, overwrite,
                              text_field=text_field, metadata=metadata(meta), multivector=multivector,
-                             token_dtype=token_dtype.value)
+                             token_dtype=token_dtype.value, pdf_layout=pdf_layout)
     return _render(report, f"index {out}")
 
 

@@ -45,7 +45,7 @@ app.command("report")(report_cmd.report)
 app.command("serve")(serve_cmd.serve)
 
 
-EXTRAS = {"trl": "llm", "peft": "llm", "sacrebleu": "llm", "rouge_score": "llm", "pypdf": "rag",
+EXTRAS = {"trl": "llm", "peft": "llm", "sacrebleu": "llm", "rouge_score": "llm", "pypdf": "ingest",
           "langchain_core": "rag", "langchain_community": "rag", "langchain_huggingface": "rag",
           "tensorboard": "tensorboard", "pyarrow": "dev", "fastapi": "serve",
           "uvicorn": "serve", "prometheus_client": "serve", "onnxruntime": "onnx", "onnx": "onnx"}

@@ -147,10 +147,11 @@ def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport, metad
 def build_index(out: str | Path, inputs: list[str], embedder: str, config: RetrievalConfig | None = None,
                 chunk_size: int | None = None, overlap: int = 32, overwrite: bool = False, placement=None,
                 text_field: str = "text", metadata: dict | None = None, multivector: str | None = None,
-                token_dtype: str = "int8") -> ChangeReport:
+                token_dtype: str = "int8", pdf_layout: bool = False) -> ChangeReport:
     """Chunk, embed and index every document under `inputs` into a new index at `out`; `metadata` is added to
-    every chunk. With `multivector` (a late-interaction model), every chunk's token vectors are stored too, as
-    `token_dtype` (int8 or fp16), for MaxSim as the second stage."""
+    every chunk, and `pdf_layout` reads PDF pages as laid out (kept for later `add`s). With `multivector` (a
+    late-interaction model), every chunk's token vectors are stored too, as `token_dtype` (int8 or fp16), for MaxSim
+    as the second stage."""
     from ragtune.models.device import choose_placement
 
     start = time.perf_counter()
@@ -165,7 +166,7 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     Chunker(chunk_size or Chunker.chunk_size, overlap)  # a bad size fails before the embedder loads
     retriever, info = _embedder_info(embedder, placement, config, None)
     scorer, late = _multivector_info(multivector, placement, token_dtype) if multivector else (None, None)
-    chunker = Chunker.for_embedder(retriever.model, chunk_size, overlap, text_field)
+    chunker = Chunker.for_embedder(retriever.model, chunk_size, overlap, text_field, pdf_layout)
     report = ChangeReport()
     chunks = _new_chunks(files, chunker, report, metadata)
     if not chunks:
@@ -251,7 +252,7 @@ def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = Non
         todo = {fresh[s][0]: s for s in report.added_sources + report.changed_sources}  # file -> its name
         settings = index.manifest["chunker"]
         chunker = Chunker(settings["chunk_size"], settings["overlap"], index.dense().model.tokenizer,
-                          settings.get("text_field", "text"))
+                          settings.get("text_field", "text"), settings.get("pdf_layout", False))
         new_chunks = _new_chunks(list(todo), chunker, report, metadata, todo) if todo else []
         if todo and not new_chunks:
             raise _no_text(inputs, report)

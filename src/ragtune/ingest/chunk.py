@@ -4,6 +4,9 @@ Splitting is recursive on structure: headings first, then paragraphs, lines, sen
 chunk breaks at the coarsest boundary that keeps it under `chunk_size` tokens. Consecutive chunks share about
 `overlap` tokens. Chunk ids hash the source, the chunk number and the text, so re-chunking an unchanged file
 gives the same ids. Files that cannot be read are skipped with a warning naming them.
+
+Each chunk of a document with markdown headings (Markdown, HTML, DOCX, PPTX, XLSX) records its heading path in
+`metadata["headings"]`: the headings it sits under at its first character, outermost first (["Install", "Linux"]).
 """
 
 from __future__ import annotations
@@ -25,6 +28,25 @@ log = logging.getLogger(__name__)
 # Boundaries from coarse to fine; each keeps its separator with the text before it.
 SEPARATORS = [r"\n(?=#{1,6} )", r"\n\s*\n", r"\n", r"(?<=[.!?])\s+", r"\s+"]
 HEADING = re.compile(r"\s*#{1,6} [^\n]*\s*")
+HEADING_LINE = re.compile(r"^(#{1,6}) +(.+?)[ #]*$", flags=re.MULTILINE)
+FENCE = re.compile(r"^```.*?^```", flags=re.MULTILINE | re.DOTALL)  # '# comment' inside a code block is no heading
+
+
+def heading_starts(text: str) -> list[tuple[int, int, str]]:
+    """(offset, level, heading) of every markdown heading outside code fences, in order."""
+    fenced = [m.span() for m in FENCE.finditer(text)]
+    return [(m.start(), len(m.group(1)), m.group(2).strip()) for m in HEADING_LINE.finditer(text)
+            if not any(a <= m.start() < b for a, b in fenced)]
+
+
+def heading_path(headings: list[tuple[int, int, str]], offset: int) -> list[str]:
+    """The headings in force at `offset`, outermost first: a heading closes every heading at its level or below."""
+    path: list[tuple[int, str]] = []
+    for start, level, name in headings:
+        if start > offset:
+            break
+        path = [(lv, n) for lv, n in path if lv < level] + [(level, name)]
+    return [name for _, name in path]
 
 
 @dataclass
@@ -89,6 +111,7 @@ class Chunker:
     overlap: int = 32
     tokenizer: object | None = None
     text_field: str = "text"  # the text of a .jsonl document
+    pdf_layout: bool = False  # PDF pages as laid out (pypdf's layout mode), not in reading order
 
     def __post_init__(self):
         if self.chunk_size <= 0 or self.overlap < 0 or self.overlap >= self.chunk_size:
@@ -98,14 +121,16 @@ class Chunker:
     def size(self, text: str) -> int:
         if self.tokenizer is None:
             return len(text.split())
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])  # no length warning
 
     def settings(self) -> dict:
         name = getattr(self.tokenizer, "name_or_path", None) if self.tokenizer is not None else "words"
-        return {"chunk_size": self.chunk_size, "overlap": self.overlap, "tokens": name, "text_field": self.text_field}
+        return {"chunk_size": self.chunk_size, "overlap": self.overlap, "tokens": name, "text_field": self.text_field,
+                "pdf_layout": self.pdf_layout}
 
     @classmethod
-    def for_embedder(cls, model, chunk_size: int | None, overlap: int, text_field: str = "text") -> "Chunker":
+    def for_embedder(cls, model, chunk_size: int | None, overlap: int, text_field: str = "text",
+                     pdf_layout: bool = False) -> "Chunker":
         """Chunks sized in a sentence-transformers model's tokens that it reads whole: a size above its max sequence
         length (less the special tokens it adds) would lose each chunk's tail from its vector, so it is capped.
         No size: 256 tokens, or what the model reads if that is less."""
@@ -121,11 +146,12 @@ class Chunker:
                             "chunks are capped at %d tokens so every token reaches the vector", chunk_size, limit,
                             limit)
                 chunk_size = limit
-        return cls(chunk_size, overlap, tokenizer, text_field)
+        return cls(chunk_size, overlap, tokenizer, text_field, pdf_layout)
 
     def chunks(self, document: Document, first: int = 0) -> list[Chunk]:
         text = document.text
         pieces = _split(text, 0, lambda t: self.size(t) <= self.chunk_size)
+        headings = heading_starts(text)
         out = []
         for number, (a, b) in enumerate(_merge(text, pieces, self.size, self.chunk_size, self.overlap), start=first):
             while a < b and text[a].isspace():
@@ -134,8 +160,10 @@ class Chunker:
                 b -= 1
             body = text[a:b]
             digest = hashlib.sha256(f"{document.source}\x00{document.page}\x00{number}\x00{body}".encode()).hexdigest()
+            path = heading_path(headings, a)
+            metadata = {**document.metadata, "headings": path} if path else dict(document.metadata)
             out.append(Chunk(digest[:20], body, document.source, document.title, number, a, b, document.page,
-                             dict(document.metadata)))
+                             metadata))
         return out
 
 
@@ -149,7 +177,7 @@ def chunk_files(inputs: list[str | Path], chunker: Chunker, metadata: dict | Non
         for path in files:
             advance(1)
             try:
-                documents = list(read_documents(path, chunker.text_field))
+                documents = list(read_documents(path, chunker.text_field, chunker.pdf_layout))
             except DataError as exc:
                 warnings.append(f"{exc}; skipped")
                 continue

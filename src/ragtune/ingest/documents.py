@@ -1,4 +1,5 @@
-"""Documents from files: .txt, .md, .html, .pdf and .jsonl read as text, and every such file found under folders.
+"""Documents from files: .txt, .md, .html, .pdf, .docx, .pptx, .xlsx and .jsonl read as text, and every such file
+found under folders. Structure is kept as markdown headings ('# Title'), which the chunker turns into heading paths.
 
 Unreadable files (encrypted or corrupt PDFs, binaries, bad UTF-8) raise a DataError naming them, which the chunker
 turns into a warning and a skipped file.
@@ -9,83 +10,27 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterator
 
 from ragtune.errors import DataError, missing_path
+from ragtune.ingest.html import full_text, html_text
 from ragtune.utils import decode_utf8
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".jsonl")
+SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".pptx", ".xlsx", ".jsonl")
 
 
 @dataclass
 class Document:
-    """One unit of a source file: a whole text file, a PDF page, or a JSONL record."""
+    """One unit of a source file: a whole text file, a PDF page, a slide, a sheet, or a JSONL record."""
 
     text: str
     source: str
     title: str = ""
     page: int | None = None
     metadata: dict = field(default_factory=dict)
-
-
-class _HTMLText(HTMLParser):
-    """Visible text of an HTML page, with headings kept as markdown headings for the splitter."""
-
-    # not content: code, and a page's navigation, footer and side bars (boilerplate that every page repeats)
-    SKIP = {"script", "style", "noscript", "head", "nav", "footer", "aside", "template"}
-    BLOCK = {"p", "div", "br", "li", "tr", "section", "article", "table", "ul", "ol", "dl", "dt", "blockquote",
-             "pre", "figcaption", "main"}
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self._skip = 0
-        self._in_title = False
-        self._cells = 0  # cells begun in the current table row
-        self._after = ""  # dt or dd: what the last definition-list item was
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self.SKIP:
-            self._skip += 1
-        if tag == "title":
-            self._in_title = True
-        if self._skip:  # inside boilerplate: no headings or separators either
-            return
-        if tag == "tr":
-            self._cells = 0
-        if re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
-        elif tag in ("td", "th"):  # cells stay apart: "alpha | beta", not "alphabeta"
-            self.parts.append(" | " if self._cells else " ")
-            self._cells += 1
-        elif tag == "dd":  # "term: definition", further definitions after "; "
-            self.parts.append(": " if self._after == "dt" else "; ")
-            self._after = "dd"
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n" if tag == "p" else "\n")
-            self._after = "dt" if tag == "dt" else self._after
-
-    def handle_endtag(self, tag):
-        if tag in self.SKIP:
-            self._skip = max(0, self._skip - 1)
-            return
-        if tag == "title":
-            self._in_title = False
-        if self._skip:
-            return
-        if re.fullmatch(r"h[1-6]", tag) or tag == "p":
-            self.parts.append("\n\n")
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title += data
-        elif not self._skip:
-            self.parts.append(data)
 
 
 def _read_text(path: Path) -> str:
@@ -100,7 +45,7 @@ def _markdown_title(text: str, fallback: str) -> str:
     return match.group(1).strip() if match else fallback
 
 
-def _pdf(path: Path) -> Iterator[Document]:
+def _pdf(path: Path, layout: bool = False) -> Iterator[Document]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -113,7 +58,8 @@ def _pdf(path: Path) -> Iterator[Document]:
             raise DataError(f"{path}: an encrypted PDF; decrypt it first")
         title = (reader.metadata.title if reader.metadata and reader.metadata.title else "") or path.stem
         for number, page in enumerate(reader.pages, start=1):
-            yield Document(page.extract_text() or "", str(path), title, number)
+            text = page.extract_text(extraction_mode="layout") if layout else page.extract_text()
+            yield Document(text or "", str(path), title, number)
     except DataError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -134,18 +80,34 @@ def _jsonl(path: Path, text_field: str) -> Iterator[Document]:
         yield Document(text, str(path), title, None, meta)
 
 
-def read_documents(path: Path, text_field: str = "text") -> Iterator[Document]:
-    """The documents inside one file; DataError when it cannot be read."""
+def _office(path: Path) -> Iterator[Document]:
+    from ragtune.ingest import office
+
+    suffix = path.suffix.lower()
+    if suffix == ".docx":
+        text, _ = full_text(office.docx_html(path))
+        yield Document(text, str(path), office.docx_title(path) or _markdown_title(text, path.stem))
+    elif suffix == ".pptx":
+        for number, text in office.pptx_slides(path):
+            yield Document(text, str(path), path.stem, number)
+    else:
+        for sheet, text in office.xlsx_sheets(path):
+            yield Document(text, str(path), path.stem, None, {"sheet": sheet})
+
+
+def read_documents(path: Path, text_field: str = "text", pdf_layout: bool = False) -> Iterator[Document]:
+    """The documents inside one file; DataError when it cannot be read. `pdf_layout` keeps a PDF page's layout
+    (columns and table cells placed by their position on the page) instead of its reading-order text."""
     suffix = path.suffix.lower()
     if suffix == ".pdf":
-        yield from _pdf(path)
+        yield from _pdf(path, pdf_layout)
     elif suffix == ".jsonl":
         yield from _jsonl(path, text_field)
+    elif suffix in (".docx", ".pptx", ".xlsx"):
+        yield from _office(path)
     elif suffix in (".html", ".htm"):
-        parser = _HTMLText()
-        parser.feed(_read_text(path))
-        text = re.sub(r"\n{3,}", "\n\n", "".join(parser.parts)).strip()  # the parser already decoded entities
-        yield Document(text, str(path), parser.title.strip() or path.stem)
+        text, title = html_text(_read_text(path))
+        yield Document(text, str(path), title or path.stem)
     else:
         text = _read_text(path)
         yield Document(text, str(path), _markdown_title(text, path.stem) if suffix != ".txt" else path.stem)
