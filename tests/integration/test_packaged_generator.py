@@ -146,10 +146,12 @@ def test_quickstart_rag_runs_end_to_end_on_a_tiny_budget(tmp_path):
     try:
         code = run(["-q", "--json", "quickstart", "rag", "embed.train.max_steps=3", "llm.train.max_steps=1",
                     "llm.train.gradient_accumulation_steps=1", "llm.data.max_eval_samples=2", "train_questions=6",
-                    "test_questions=6", "free_text_questions=2", "max_new_tokens=8", "--allow-regression"])
+                    "test_questions=6", "subset=12", "free_text_questions=2", "max_new_tokens=8", "--allow-regression"])
     finally:
         os.chdir(old)
     assert code == 0
     (out,) = (tmp_path / "runs").glob("quickstart-rag-*")
     assert (out / "embed" / "final").is_dir() and (out / "llm" / "final" / "adapter_config.json").is_file()
     assert len((out / "rag_sft.jsonl").read_text().splitlines()) == 6
+    corpus = (out / "collection" / "corpus.jsonl").read_text().splitlines()  # subset=12: the sampled questions'
+    assert 24 <= len(corpus) < 200  # passages alone, not the 3,358 of the whole collection

@@ -54,6 +54,9 @@ def retrieval(
     unknown_ids: str = UNKNOWN_IDS,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps"),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16"),
+    where: Optional[list[str]] = typer.Option(None, "--where", help="metadata filter on the corpus records (their "
+                                              "`metadata` object and other fields), as in `ragtune query`; "
+                                              "queries left without a relevant document are dropped"),
 ) -> int:
     """Score retrieval pipelines side by side on one collection."""
     from ragtune.config import load_config
@@ -77,8 +80,11 @@ def retrieval(
     pipeline = pipeline or settings.pipelines
     if not pipeline:
         raise ConfigError("no pipeline to evaluate; give --pipeline SPEC (repeatable) or pipelines: [...] in -c CONFIG")
-    for spec in pipeline:  # a bad spec fails before any data or model loads
+    for spec in pipeline:  # a bad spec or filter fails before any data or model loads
         parse_spec(spec)
+    from ragtune.retrieval.filters import from_where, matching_records
+
+    where_filter = from_where(where) if where else None
     ir = sample_queries(load_ir(data, split, corpus, queries, qrels, unknown_ids), max_queries, seed=42)
     tune = None
     if tune_fusion:
@@ -87,8 +93,13 @@ def retrieval(
         from ragtune.data.beir import load_beir
 
         tune = load_beir(data, tune_split, unknown_ids)
+    allowed = None
+    if where_filter is not None:
+        from ragtune.data.beir import corpus_metadata
+
+        allowed = matching_records(corpus_metadata(corpus or data / "corpus.jsonl"), where_filter)
     results = evaluate_pipelines(ir, pipeline, settings, tune=tune, stat_test=stat_test, reporter=RichReporter(),
-                                 show_progress=True)
+                                 show_progress=True, allowed=allowed)
     if out:
         write_results(out, results, ir.name, HEADLINE, queries=ir.queries)
     if FLAGS.json:

@@ -27,6 +27,9 @@ def query(index: Path = typer.Argument(..., help="index folder built with `ragtu
                                                "instead of loading models (INDEX is then ignored)"),
           api_key: Optional[str] = typer.Option(None, "--api-key", help="the server's key (default: "
                                                 "$RAGTUNE_API_KEY)"),
+          where: Optional[list[str]] = typer.Option(None, "--where", help="metadata filter, all must hold: "
+                                                    "KEY=VALUE, KEY!=VALUE, KEY>=VALUE (>, <, <=), KEY=[A, B] "
+                                                    "(repeatable), e.g. --where team=search --where year>=2024"),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="query settings (YAML/JSON)")) -> int:
     """Answer a question from an index, citing the chunks it used."""
     from ragtune.config import load_config
@@ -34,6 +37,12 @@ def query(index: Path = typer.Argument(..., help="index folder built with `ragtu
 
     check_question(question)  # before any model loads
     settings = load_config("query", config, [*(overrides or []), *([f"k={k}"] if k else [])])
+    if where:
+        from ragtune.retrieval.filters import from_where
+
+        given = from_where(where).to_dict()  # with a filter from the config too, both must hold
+        settings = settings.model_copy(update={"filter": {"$and": [settings.filter, given]} if settings.filter
+                                               else given})
     if server:
         from ragtune.serve.client import ask_server
 

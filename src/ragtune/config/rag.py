@@ -32,6 +32,16 @@ class RAGSection(Section):
     system: str | None = Field(None, description="system message")
     max_new_tokens: int = Field(256, gt=0, description="answer length")
     temperature: float = Field(0.0, ge=0, description="sampling temperature (0: greedy)")
+    filter: dict | None = Field(None, description="metadata filter, LangChain's shape: {team: search, year: "
+                                "{$gte: 2024}} (`--where` on the command line); applied before the top k is cut")
+
+    @field_validator("filter")
+    @classmethod
+    def _a_filter(cls, value: dict | None) -> dict | None:
+        from ragtune.retrieval.filters import parse_filter
+
+        parse_filter(value)  # a bad operator or value is reported with the config's other problems
+        return value
 
     @field_validator("prompt")
     @classmethod

@@ -52,6 +52,30 @@ def _documents(path: Path, with_title: bool) -> dict[str, str]:
     return out
 
 
+def corpus_metadata(path: str | Path):
+    """(id, source, title, page, metadata) of every corpus record, for metadata filters: the metadata is the
+    record's own `metadata` object plus its other fields (everything but _id, title and text)."""
+    for row in read_rows(path):
+        own = row.data.get("metadata")
+        extra = {k: v for k, v in row.data.items() if k not in ("_id", "title", "text", "metadata")}
+        yield _field(row, "_id"), str(path), row.data.get("title") or "", None, {
+            **(own if isinstance(own, dict) else {}), **extra}
+
+
+def restrict(ir: IRData, allowed: frozenset[str]) -> IRData:
+    """The collection as a filter leaves it: judgements of the allowed documents only, and only the queries left
+    with a relevant one (the others have nothing to find). The corpus stays whole: retrieval skips the rest."""
+    qrels = {q: {d: s for d, s in docs.items() if d in allowed} for q, docs in ir.qrels.items()}
+    qrels = {q: docs for q, docs in qrels.items() if any(s > 0 for s in docs.values())}
+    if len(qrels) < len(ir.qrels):
+        log.info("the filter keeps %d of %d documents; %d of %d queries still have a relevant one", len(allowed),
+                 len(ir.corpus), len(qrels), len(ir.qrels))
+    if not qrels:
+        raise DataError(f"{ir.source or ir.name}: the filter leaves no query with a relevant document "
+                        f"({len(allowed)} of {len(ir.corpus)} documents kept); widen the filter")
+    return IRData(ir.corpus, {q: ir.queries[q] for q in qrels}, qrels, ir.name, ir.source)
+
+
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """Read a TREC/BEIR qrels TSV (`query-id  corpus-id  score`, optional header)."""
     if not path.is_file():

@@ -17,7 +17,7 @@ from ragtune.data.beir import IRData
 from ragtune.eval.metrics import ir_metrics, mean_scores, per_query, query_scores
 from ragtune.eval.report import PerExample, ScoreBook, greater_is_better
 from ragtune.models.device import Placement
-from ragtune.retrieval.base import to_run
+from ragtune.retrieval.base import Allowed, to_run
 from ragtune.retrieval.dense import forget_copy
 from ragtune.retrieval.pipeline import HybridRetriever, Pipeline, PipelineBuilder, check_weights
 from ragtune.retrieval.spec import parse_spec
@@ -68,12 +68,13 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return round(float(p50), 2), round(float(p95), 2)
 
 
-def run_pipeline(pipeline: Pipeline, ir: IRData, k: int) -> tuple[dict, dict[str, float]]:
-    """Answer every query one at a time (as a service would) and time each stage."""
+def run_pipeline(pipeline: Pipeline, ir: IRData, k: int, allowed: Allowed = None) -> tuple[dict, dict[str, float]]:
+    """Answer every query one at a time (as a service would), from the `allowed` documents alone where a filter
+    gives them, and time each stage."""
     first_ms, rerank_ms, total_ms, hits = [], [], [], []
     query_ids = list(ir.queries)
     for qid in query_ids:
-        ranked, first, rerank = pipeline.search_timed(ir.queries[qid], k)
+        ranked, first, rerank = pipeline.search_timed(ir.queries[qid], k, allowed)
         hits.append(ranked)
         first_ms.append(first)
         rerank_ms.append(rerank)
@@ -142,8 +143,10 @@ def significance(qrels: dict, runs: list[dict], metrics: list[str], test: str = 
 
 def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | None = None,
                        eval_cfg: EvalSection | None = None, tune: IRData | None = None, stat_test: str = "student",
-                       show_progress: bool = False, reporter=None) -> list[PipelineResult]:
-    """Evaluate every pipeline spec on the same collection, in order; the first row is the baseline."""
+                       show_progress: bool = False, reporter=None, allowed: Allowed = None) -> list[PipelineResult]:
+    """Evaluate every pipeline spec on the same collection, in order; the first row is the baseline. With
+    `allowed` (the documents a metadata filter keeps), every pipeline searches those alone and is judged on the
+    queries that still have a relevant one among them."""
     from ragtune.models.resolve import resolve_model
     from ragtune.progress import Reporter
 
@@ -154,6 +157,10 @@ def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | N
             resolve_model(model)
         if spec.kind == "hybrid":
             check_weights(config.fusion, len(spec.parts), spec.text)
+    if allowed is not None:
+        from ragtune.data.beir import restrict
+
+        ir = restrict(ir, allowed)
     builder = PipelineBuilder(ir.corpus, config, show_progress=show_progress)
     k = max(eval_cfg.ks)
     results, runs = [], []
@@ -162,12 +169,12 @@ def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | N
             pipeline = builder.build(spec)
             if tune is not None:
                 _tune(pipeline, tune, eval_cfg.primary_metric)
-            run, timings = run_pipeline(pipeline, ir, k)
+            run, timings = run_pipeline(pipeline, ir, k, allowed)
         fusion = pipeline.first.settings.model_dump() if isinstance(pipeline.first, HybridRetriever) else None
         if pipeline.reranker is not None:
             fusion = {**(fusion or {}), "rerank_first_stage_weight": pipeline.reranker.settings.first_stage_weight}
         results.append(PipelineResult(spec.text, ir_metrics(ir.qrels, run, eval_cfg.metrics, eval_cfg.ks), timings,
-                                      len(ir.queries), len(ir.corpus), fusion=fusion,
+                                      len(ir.queries), len(ir.corpus if allowed is None else allowed), fusion=fusion,
                                       per_query=per_query(ir.qrels, run, eval_cfg.primary_metric)))
         runs.append(run)
     if len(runs) > 1:

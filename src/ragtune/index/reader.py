@@ -64,6 +64,7 @@ class Index:
         self.config = retrieval_config(self.folder, self.manifest)
         self._db = open_chunks(self.folder / CHUNKS_DB)
         self._dense = self._bm25 = self._faiss = self._tokens = self._maxsim = None
+        self._matches: dict[str, frozenset[str]] = {}  # a filter's chunk ids, for the last few filters asked
         # Read this version's FAISS, BM25 and token files now: a long-lived reader must not find them removed by
         # later writes (only the live and the previous version are kept).
         self.faiss()
@@ -248,6 +249,21 @@ class Index:
         """(chunk id, source) in row order."""
         return self._db.execute("SELECT id, source FROM chunks ORDER BY row").fetchall()
 
+    def matching(self, where) -> frozenset[str] | None:
+        """Ids of the chunks that a metadata filter keeps (a Filter, a LangChain filter dict or --where strings);
+        None for no filter. The last 32 filters' answers are kept: a version's chunks never change."""
+        from ragtune.retrieval.filters import matching_ids, parse_filter
+
+        parsed = parse_filter(where)
+        if parsed is None:
+            return None
+        key = json.dumps(parsed.to_dict(), sort_keys=True, default=str)
+        if key not in self._matches:
+            if len(self._matches) >= 32:
+                self._matches.pop(next(iter(self._matches)))
+            self._matches[key] = matching_ids(self._db, parsed)
+        return self._matches[key]
+
     def text_lookup(self) -> ChunkTexts:
         """Chunk texts by id, read from the database as they are asked for (a reranker reads its top k only)."""
         return ChunkTexts(self._db)
@@ -279,9 +295,10 @@ class Index:
         return Pipeline(spec, self.first_stage(first_stage, dense), self.text_lookup(), reranker,
                         rerank_k or self.config.rerank_k)
 
-    def search(self, query: str, k: int, first_stage: str = "hybrid") -> Hits:
-        """The top k chunk ids (and scores) of one query from the first stage alone."""
-        return self.pipeline(first_stage).search([query], k)[0]
+    def search(self, query: str, k: int, first_stage: str = "hybrid", where=None) -> Hits:
+        """The top k chunk ids (and scores) of one query from the first stage alone, of the chunks that `where`
+        (a metadata filter) keeps."""
+        return self.pipeline(first_stage).search([query], k, self.matching(where))[0]
 
     def info(self) -> dict:
         sources = self._db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]

@@ -19,24 +19,35 @@ log = logging.getLogger(__name__)
 
 
 class RagtuneRetriever(BaseRetriever):
-    """A langchain-core retriever over a ragtune index; each Document carries its source in its metadata."""
+    """A langchain-core retriever over a ragtune index; each Document carries its source in its metadata.
+    `search_kwargs` takes `k` and a metadata `filter` (LangChain's shape: {"team": "search", "year": {"$gte":
+    2024}}), as a vector store's retriever does; `invoke(query, filter=..., k=...)` overrides them per call."""
 
     pipeline: Any  # ragtune.rag.pipeline.RAGPipeline
+    search_kwargs: dict = {}
 
     @classmethod
     def from_index(cls, path: str | Path, reranker: str | None = None, k: int = 4, first_stage: str = "hybrid",
-                   **settings: Any) -> RagtuneRetriever:
+                   search_kwargs: dict | None = None, **settings: Any) -> RagtuneRetriever:
         from ragtune.config.rag import RAGSection
         from ragtune.rag.pipeline import RAGPipeline
 
         pipeline = RAGPipeline.from_index(str(path), reranker=reranker,
                                           settings=RAGSection(k=k, first_stage=first_stage, **settings))
-        return cls(pipeline=pipeline)
+        return cls(pipeline=pipeline, search_kwargs=search_kwargs or {})
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
+                                **kwargs: Any) -> list[Document]:
+        options = {**self.search_kwargs, **kwargs}
+        unknown = set(options) - {"k", "filter"}
+        if unknown:
+            from ragtune.errors import ConfigError
+
+            raise ConfigError(f"search_kwargs: {', '.join(sorted(unknown))} not understood; use k and filter")
+        sources = self.pipeline.retrieve(query, where=options.get("filter"), k=options.get("k"))
         return [Document(page_content=s.text, metadata={"source": s.source, "title": s.title, "page": s.page,
                                                        "chunk_id": s.id, "score": s.score, **s.metadata})
-                for s in self.pipeline.retrieve(query)]
+                for s in sources]
 
 
 class RagtuneEmbeddings(Embeddings):

@@ -70,13 +70,16 @@ class RAGPipeline:
             make = make_generator(generator, generator_model, placement=placement)
         return cls(index, rerank, make, settings)
 
-    def retrieve(self, question: str, timings: dict[str, float] | None = None) -> list[Source]:
-        """Ranked, thresholded, per-document-limited passages for the question."""
+    def retrieve(self, question: str, timings: dict[str, float] | None = None, where=None,
+                 k: int | None = None) -> list[Source]:
+        """Ranked, thresholded, per-document-limited passages for the question, of the chunks that `where` (a
+        metadata filter; default: the settings' `filter`) keeps; `k` overrides the settings' passage count."""
         check_question(question)
         timings = timings if timings is not None else {}
-        s = self.settings
+        s = self.settings if k is None else self.settings.model_copy(update={"k": k})
+        allowed = self.index.matching(self.settings.filter if where is None else where)
         hits, timings["retrieve_ms"], rerank_ms = self.retrieval.search_timed(
-            question, s.rerank_k if self.reranker else max(s.k * 4, s.k))
+            question, s.rerank_k if self.reranker else max(s.k * 4, s.k), allowed)
         if self.reranker is not None:
             timings["rerank_ms"] = rerank_ms
         chunks = {c.id: c for c in self.index.chunks([d for d, _ in hits])}

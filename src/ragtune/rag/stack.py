@@ -30,6 +30,8 @@ class StackSettings:
     test_questions: int | None = None  # seeded sample of the test questions for label scoring (all: None)
     free_text_questions: int | None = 100  # of those, answered in free text (citations, ROUGE-L)
     max_new_tokens: int = 96
+    subset: int | None = None  # the whole stack on a seeded sample of N train and N test questions and their
+    #                            passages alone (a smoke run: the corpus shrinks from 3,358 passages to ~7N)
     embed_overrides: list[str] = field(default_factory=list)
     llm_overrides: list[str] = field(default_factory=list)
 
@@ -94,6 +96,28 @@ def answer(data_dir: str, systems: list[tuple[str, object]], settings: StackSett
     return labelled, free
 
 
+def subset_collection(data_dir: str, out: Path, questions: int) -> str:
+    """A BEIR folder in `out` with a seeded sample of `questions` train and `questions` test questions, their
+    records as they are (answers included) and their judged passages alone; returns its path."""
+    import json
+
+    from ragtune.data.embed import sample_queries
+    from ragtune.ingest.readers import read_rows
+
+    source, folder = Path(data_dir), out / "collection"
+    splits = {split: sample_queries(load_beir(source, split), questions, seed=42).qrels for split in ("train", "test")}
+    docs = {d for qrels in splits.values() for judged in qrels.values() for d in judged}
+    asked = {q for qrels in splits.values() for q in qrels}
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    for name, keep in (("corpus.jsonl", docs), ("queries.jsonl", asked)):
+        rows = [r.data for r in read_rows(source / name) if str(r.data["_id"]) in keep]
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    for split, qrels in splits.items():
+        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+            f"{q}\t{d}\t{s}\n" for q, judged in qrels.items() for d, s in judged.items()), encoding="utf-8")
+    return str(folder)
+
+
 def paired(labelled: list, gold: dict[str, str], a: str, b: str) -> dict[str, float]:
     """Bootstrap on macro-F1 and McNemar on accuracy, system b against system a (names from `labelled`)."""
     from ragtune.eval.label_metrics import mcnemar, paired_bootstrap
@@ -115,7 +139,7 @@ ANSWER_ROWS = ("accuracy", "macro_f1", "cites_gold")
 
 def parse_quickstart(overrides: list[str]) -> StackSettings:
     """`embed.KEY=V` and `llm.KEY=V` go to those runs' configs; `k`, `sentences`, `train_questions`,
-    `test_questions`, `free_text_questions` and `max_new_tokens` set the stack itself."""
+    `test_questions`, `free_text_questions`, `max_new_tokens` and `subset` set the stack itself."""
     from dataclasses import replace
 
     from ragtune.errors import ConfigError
@@ -128,11 +152,12 @@ def parse_quickstart(overrides: list[str]) -> StackSettings:
         elif key.startswith("llm."):
             settings.llm_overrides.append(item.removeprefix("llm."))
         elif sep and key in ("k", "sentences", "train_questions", "test_questions", "free_text_questions",
-                             "max_new_tokens") and value.isdigit() and int(value) > 0:
+                             "max_new_tokens", "subset") and value.isdigit() and int(value) > 0:
             own[key] = int(value)
         else:
             raise ConfigError(f"quickstart rag: '{item}' is not embed.KEY=VALUE, llm.KEY=VALUE or one of k, "
-                              "sentences, train_questions, test_questions, free_text_questions, max_new_tokens "
+                              "sentences, train_questions, test_questions, free_text_questions, max_new_tokens, "
+                              "subset "
                               "= a positive whole number (e.g. train_questions=100)")
     settings = replace(settings, **own)
     _embed_config(packaged_resource("pubmedqa"), Path("runs/check"), settings.embed_overrides)  # bad keys fail now,
@@ -148,6 +173,8 @@ def quickstart_rag(out: Path, settings: StackSettings, reporter: Reporter) -> di
     from ragtune.rag.generators import LocalGenerator
 
     data = packaged_resource("pubmedqa")
+    if settings.subset:
+        data = subset_collection(data, out, settings.subset)
     embed = tune_embedder(data, out / "embed", settings.embed_overrides, reporter)
     tuned_embedder = str(RunDir(embed.run_dir).final)
     llm = tune_generator(data, f"dense:{tuned_embedder}", out, settings, reporter)

@@ -10,15 +10,17 @@ import numpy as np
 from ragtune.errors import DataError
 
 Hits = list[tuple[str, float]]  # (doc id, score), best first
+Allowed = frozenset[str] | None  # the doc ids a metadata filter keeps (None: every doc)
 Run = dict[str, dict[str, float]]  # query id -> {doc id: score}, the ranx/trec_eval shape
 
 
 class Retriever(Protocol):
-    """A first stage: built over a corpus, returns the best k documents per query."""
+    """A first stage: built over a corpus, returns the best k documents per query, of the `allowed` ones alone
+    when a filter gives them (the top k is cut after the filter, so k come back when k exist)."""
 
     name: str
 
-    def search(self, queries: list[str], k: int) -> list[Hits]: ...
+    def search(self, queries: list[str], k: int, allowed: Allowed = None) -> list[Hits]: ...
 
 
 def check_corpus(corpus: dict[str, str], source: str = "corpus") -> None:
@@ -48,6 +50,14 @@ def min_max(values) -> np.ndarray:
     """Scores scaled to [0, 1] (all equal: all 0), for fusing or mixing scores of different scales."""
     values = np.asarray(values, dtype=np.float64)
     return (values - values.min()) / max(float(values.max() - values.min()), 1e-9) if len(values) else values
+
+
+def positions(doc_ids: list[str], allowed: frozenset[str], cache: dict) -> np.ndarray:
+    """Rows of the allowed ids in `doc_ids` (int64, sorted); `cache` keeps the id -> row map between calls."""
+    if cache.get("size") != len(doc_ids):
+        cache.update(size=len(doc_ids), rows={d: i for i, d in enumerate(doc_ids)})
+    rows = cache["rows"]
+    return np.array(sorted(rows[d] for d in allowed if d in rows), dtype=np.int64)
 
 
 def to_run(query_ids: list[str], hits: list[Hits]) -> Run:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ragtune.config.retrieval import BM25Section
 from ragtune.errors import DataError
-from ragtune.retrieval.base import Hits, check_corpus, clamp_k
+from ragtune.retrieval.base import Allowed, Hits, check_corpus, clamp_k, positions
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class BM25Retriever:
         self.doc_ids: list[str] = []
         self._model = None
         self._stemmer = None
-        self._rows: tuple[int, dict[str, int]] | None = None  # (corpus size, row of each document id)
+        self._rows: dict = {}  # the row of each document id, built once (base.positions)
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
         import bm25s
@@ -60,17 +60,23 @@ class BM25Retriever:
         retriever._model.index(tokens, show_progress=False)
         return retriever
 
-    def search(self, queries: list[str], k: int) -> list[Hits]:
+    def search(self, queries: list[str], k: int, allowed: Allowed = None) -> list[Hits]:
         k = clamp_k(k, len(self.doc_ids))
-        tokens = self._tokenize(queries)
         out: list[Hits] = [[] for _ in queries]
+        mask = None
+        if allowed is not None:  # bm25s scores the others 0, and hits scored 0 are dropped below
+            mask = np.zeros(len(self.doc_ids), dtype=np.float32)
+            mask[positions(self.doc_ids, allowed, self._rows)] = 1.0
+            if not mask.any():
+                return out
+        tokens = self._tokenize(queries)
         # bm25s rejects queries with no known term; those get no hits rather than an error.
         vocab = self._model.vocab_dict
         known = [i for i, t in enumerate(tokens) if any(w in vocab for w in t)]
         if not known:
             return out
         docs, scores = self._model.retrieve([[w for w in tokens[i] if w in vocab] for i in known], k=k,
-                                            show_progress=False, n_threads=1)
+                                            show_progress=False, n_threads=1, weight_mask=mask)
         for row, i in enumerate(known):
             out[i] = [(self.doc_ids[d], float(s)) for d, s in zip(docs[row], scores[row]) if s > 0]
         return out
@@ -102,9 +108,8 @@ class BM25Retriever:
 
     def scores_for(self, query: str, doc_ids: list[str]) -> np.ndarray:
         """BM25 scores of given documents for one query (used to score a known positive when mining)."""
-        if self._rows is None or self._rows[0] != len(self.doc_ids):  # built once, not per query
-            self._rows = (len(self.doc_ids), {d: i for i, d in enumerate(self.doc_ids)})
-        position = self._rows[1]
+        positions(self.doc_ids, frozenset(), self._rows)  # the id -> row map, built once
+        position = self._rows["rows"]
         vocab = self._model.vocab_dict
         terms = [w for w in self._tokenize([query])[0] if w in vocab]
         if not terms:

@@ -19,7 +19,7 @@ from ragtune.models.device import Placement, settle
 from ragtune.models.fingerprint import model_fingerprint
 from ragtune.models.onnx_backend import backend_of
 from ragtune.progress import in_slices
-from ragtune.retrieval.base import Hits, check_corpus, clamp_k, texts_fingerprint
+from ragtune.retrieval.base import Allowed, Hits, check_corpus, clamp_k, positions, texts_fingerprint
 from ragtune.retrieval.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ def build_faiss_index(embeddings: np.ndarray, settings: DenseSection):
     else:
         index = faiss.IndexFlatIP(dim)
     index.add(embeddings)
+    if hasattr(index, "make_direct_map"):  # IVF: vectors can be read back by row (a filtered search needs them)
+        index.make_direct_map()
     return index
 
 
@@ -152,6 +154,7 @@ class DenseRetriever:
         self.query_prompt, self.document_prompt = model_prompts(model, self.settings)
         self.doc_ids: list[str] = list(doc_ids or [])
         self.index = index
+        self._rows: dict = {}  # the row of each document id, built at the first filtered search (base.positions)
 
     def _cache_key(self, texts: list[str]) -> str | None:
         if not self.settings.cache or not self.model_path:
@@ -196,8 +199,8 @@ class DenseRetriever:
         return cls(model, placement, settings, model_path, name, build_faiss_index(embeddings, encoder.settings),
                    list(corpus))
 
-    def search(self, queries: list[str], k: int) -> list[Hits]:
-        return self.search_embeddings(self.encode_queries(queries), k)
+    def search(self, queries: list[str], k: int, allowed: Allowed = None) -> list[Hits]:
+        return self.search_embeddings(self.encode_queries(queries), k, allowed)
 
     def pair_scores(self, queries: list[str], doc_ids: list[str]) -> np.ndarray:
         """The score of doc_ids[i] for queries[i], each pair on its own (a mined pair's positive outside the top k)."""
@@ -207,11 +210,37 @@ class DenseRetriever:
         docs = self.index.reconstruct_batch(np.array([position[d] for d in doc_ids], dtype=np.int64))
         return np.sum(self.encode_queries(queries) * docs, axis=1)
 
-    def search_embeddings(self, embeddings: np.ndarray, k: int) -> list[Hits]:
+    def search_embeddings(self, embeddings: np.ndarray, k: int, allowed: Allowed = None) -> list[Hits]:
         k = clamp_k(k, len(self.doc_ids))
-        scores, indices = self.index.search(embeddings, k)
+        if allowed is None:
+            scores, indices = self.index.search(embeddings, k)
+        else:
+            scores, indices = self._search_allowed(embeddings, k, positions(self.doc_ids, allowed, self._rows))
         return [[(self.doc_ids[j], float(s)) for s, j in zip(srow, irow) if j >= 0]
                 for srow, irow in zip(scores, indices)]
+
+    def _search_allowed(self, embeddings: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of the allowed rows: FAISS's ID selector inside the index's own search, exact for a flat index.
+        An HNSW or IVF search can come back short when few rows pass (the graph or the probed lists hold too few of
+        them); then the allowed vectors are searched exhaustively, so k come back whenever k rows pass."""
+        import faiss
+
+        k = min(k, len(rows))
+        if k == 0:
+            return np.zeros((len(embeddings), 0), np.float32), np.zeros((len(embeddings), 0), np.int64)
+        selector = faiss.IDSelectorBatch(rows)
+        index = faiss.downcast_index(self.index)
+        if isinstance(index, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+        elif isinstance(index, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        scores, indices = self.index.search(embeddings, k, params=params)
+        if (indices < 0).any():
+            scores, found = search(embeddings, self.index.reconstruct_batch(rows), k)
+            indices = np.where(found >= 0, rows[np.maximum(found, 0)], -1)
+        return scores, indices
 
     def save(self, folder: str | Path) -> None:
         import faiss

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ragtune.config.retrieval import FusionSection, RetrievalConfig
 from ragtune.models.device import Placement, choose_placement
-from ragtune.retrieval.base import Hits, Retriever, check_corpus
+from ragtune.retrieval.base import Allowed, Hits, Retriever, check_corpus
 from ragtune.retrieval.fusion import fuse
 from ragtune.retrieval.rerank import Reranker
 from ragtune.retrieval.spec import Spec, parse_spec
@@ -32,12 +32,12 @@ class HybridRetriever:
         check_weights(settings, len(parts), name)
         self.parts, self.settings, self.name = parts, settings, name
 
-    def part_rankings(self, queries: list[str], k: int) -> list[list[Hits]]:
+    def part_rankings(self, queries: list[str], k: int, allowed: Allowed = None) -> list[list[Hits]]:
         depth = max(k, self.settings.depth)
-        return [part.search(queries, depth) for part in self.parts]
+        return [part.search(queries, depth, allowed) for part in self.parts]
 
-    def search(self, queries: list[str], k: int) -> list[Hits]:
-        return fuse(self.part_rankings(queries, k), self.settings, k)
+    def search(self, queries: list[str], k: int, allowed: Allowed = None) -> list[Hits]:
+        return fuse(self.part_rankings(queries, k, allowed), self.settings, k)
 
 
 @dataclass
@@ -55,17 +55,17 @@ class Pipeline:
     def name(self) -> str:
         return self.spec.text
 
-    def search(self, queries: list[str], k: int) -> list[Hits]:
+    def search(self, queries: list[str], k: int, allowed: Allowed = None) -> list[Hits]:
         depth = max(k, self.rerank_k) if self.reranker else k
-        hits = self.first.search(queries, depth)
+        hits = self.first.search(queries, depth, allowed)
         if self.reranker is None:
             return hits
         return [self.reranker.rerank(q, h, self.corpus, self.rerank_k)[:k] for q, h in zip(queries, hits)]
 
-    def search_timed(self, query: str, k: int) -> tuple[Hits, float, float]:
+    def search_timed(self, query: str, k: int, allowed: Allowed = None) -> tuple[Hits, float, float]:
         """One query, with first-stage and rerank wall times in milliseconds."""
         start = time.perf_counter()
-        hits = self.first.search([query], max(k, self.rerank_k) if self.reranker else k)[0]
+        hits = self.first.search([query], max(k, self.rerank_k) if self.reranker else k, allowed)[0]
         first = time.perf_counter()
         if self.reranker is not None:
             hits = self.reranker.rerank(query, hits, self.corpus, self.rerank_k)[:k]

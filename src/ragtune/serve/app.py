@@ -20,11 +20,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from ragtune.errors import ConfigError
+from ragtune.retrieval.filters import parse_filter
 from ragtune.serve.batching import Batcher
 from ragtune.serve.metrics import Metrics
 from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest, RerankRequest, SearchRequest
 
 log = logging.getLogger(__name__)
+
+
+def _check_filter(value: dict | None) -> None:
+    """A bad metadata filter is the client's mistake (422), found before any model work."""
+    try:
+        parse_filter(value)
+    except ConfigError as exc:
+        raise HTTPProblem(422, str(exc), "filter") from None
 
 
 class HTTPProblem(Exception):
@@ -191,6 +201,7 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
         body = await _body(request, SearchRequest, settings.max_body_bytes)
         _check_texts([body.query], "query", settings)
         index = state.live.current()
+        _check_filter(body.filter)
         first_stage = body.first_stage or settings.query.first_stage
         dense = None
         if first_stage != "bm25":  # the query's vector joins the batch of concurrent searches and embeddings
@@ -201,7 +212,8 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
         rag = pipeline(first_stage, rerank, dense, index, k=body.k, min_score=body.min_score)
         timings: dict[str, float] = {}
         # BM25, FAISS and SQLite need no model: without a reranker they run beside the model thread
-        sources = await in_thread(state.executor if rerank else lookups, rag.retrieve, body.query, timings)
+        sources = await in_thread(state.executor if rerank else lookups, rag.retrieve, body.query, timings,
+                                  body.filter)
         if dense is not None:
             timings["encode_ms"] = dense.encode_ms
         return JSONResponse({"query": body.query, "index_version": rag.index.folder.name, "timings_ms": timings,
@@ -214,10 +226,11 @@ def build_app(state, api_key: str | None = None) -> FastAPI:
             raise HTTPProblem(404, "this server has no generator; start it with --generator MODEL|URL")
         question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
         _check_texts([question], "messages (the last user message)", settings)
+        _check_filter(body.filter)
         from ragtune.rag.pipeline import messages_for
 
         rag = pipeline()
-        sources = await in_thread(state.executor, rag.retrieve, question)
+        sources = await in_thread(state.executor, rag.retrieve, question, None, body.filter)
         chat_messages, sources = messages_for(question, sources, state.generator, rag.settings)
         max_new = body.max_completion_tokens or body.max_tokens or rag.settings.max_new_tokens
         created, ident = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
@@ -272,8 +285,8 @@ class Encoded:
     def __init__(self, dense, vectors: dict[str, np.ndarray], encode_ms: float):
         self.dense, self.vectors, self.encode_ms, self.name = dense, vectors, encode_ms, dense.name
 
-    def search(self, queries: list[str], k: int):
-        return self.dense.search_embeddings(np.stack([self.vectors[q] for q in queries]), k)
+    def search(self, queries: list[str], k: int, allowed=None):
+        return self.dense.search_embeddings(np.stack([self.vectors[q] for q in queries]), k, allowed)
 
 
 def source_json(source) -> dict:

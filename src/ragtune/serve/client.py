@@ -40,11 +40,13 @@ def ask_server(server: str, question: str, settings: RAGSection, generate: bool 
     start = time.perf_counter()
     if generate:
         reply = _post(f"{base}/v1/chat/completions", {"messages": [{"role": "user", "content": question}],
-                                                      "max_tokens": settings.max_new_tokens}, key)
+                                                      "max_tokens": settings.max_new_tokens,
+                                                      "filter": settings.filter}, key)
         text, found = reply["choices"][0]["message"]["content"], reply.get("sources", [])
     else:
         reply = _post(f"{base}/v1/search", {"query": question, "k": settings.k,
-                                            "first_stage": settings.first_stage, "min_score": settings.min_score},
+                                            "first_stage": settings.first_stage, "min_score": settings.min_score,
+                                            "filter": settings.filter},
                       key)
         text, found = None, reply["results"]
     sources = [Source(s["n"], s["id"], s["source"], s["title"], s["page"], s["score"], s["text"], s["metadata"])

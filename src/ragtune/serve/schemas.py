@@ -36,6 +36,8 @@ class SearchRequest(Strict):
     first_stage: Literal["hybrid", "dense", "bm25"] | None = None
     rerank: bool = Field(True, description="rerank with the server's cross-encoder, when it has one")
     min_score: float | None = None
+    filter: dict | None = Field(None, description="metadata filter, LangChain's shape: {\"team\": \"search\", "
+                                "\"year\": {\"$gte\": 2024}}")
 
 
 class TextPart(Strict):
@@ -73,3 +75,5 @@ class ChatRequest(Strict):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     user: str | None = None
+    filter: dict | None = Field(None, description="ragtune's extension (OpenAI clients: extra_body): the metadata "
+                                "filter of the retrieval behind the answer, as in /v1/search")
