@@ -60,11 +60,19 @@ def info(cli, index) -> dict:
 
 
 def all_chunks(index_path) -> dict[str, tuple[str, str]]:
-    """id -> (source, text) of every chunk, read straight from the live version's SQLite."""
+    """id -> (source, text) of every live chunk, read straight from the live version's SQLite files: each
+    segment's chunks less the ones state.sqlite marks deleted."""
     from ragtune.index.store import current_version as _current
 
-    with sqlite3.connect(_current(Path(index_path)) / "chunks.sqlite") as db:
-        return {i: (s, t) for i, s, t in db.execute("SELECT id, source, text FROM chunks")}
+    version = _current(Path(index_path))
+    with sqlite3.connect(version / "state.sqlite") as state:
+        deleted = set(state.execute("SELECT segment, id FROM deleted"))
+    out = {}
+    for name in json.loads((version / "manifest.json").read_text())["segments"]:
+        with sqlite3.connect(version / name / "chunks.sqlite") as db:
+            out.update({i: (s, t) for i, s, t in db.execute("SELECT id, source, text FROM chunks")
+                        if (name, i) not in deleted})
+    return out
 
 
 @pytest.fixture
@@ -114,7 +122,7 @@ def test_build_info_query_round_trip(cli, docs, tiny_embedder, tmp_path, mode):
     assert report["chunks_added"] == len(chunks) > 5
     assert sorted(report["added_sources"]) == sorted(str(p) for p in docs.iterdir())
     details = info(cli, index)
-    assert details["version"] == "v000001" and details["format_version"] == 1
+    assert details["version"] == "v000001" and details["format_version"] == 2
     assert details["sources"] == 5 and details["chunks"] == len(chunks)
     assert details["embedder"] == tiny_embedder and details["dimension"] == 32
     assert details["chunker"] == {"chunk_size": 24, "overlap": 4, "tokens": tiny_embedder, "text_field": "text",
@@ -160,7 +168,8 @@ def test_layout_has_no_pickle_anywhere(cli, built, docs, tiny_embedder):
     assert (built / "CURRENT").read_text() == "v000003"
     files = [p for p in built.rglob("*") if p.is_file()]
     names = {p.relative_to(built / "v000003").as_posix() for p in files if "v000003" in p.parts}
-    assert {"manifest.json", "chunks.sqlite", "faiss.index", "bm25/ragtune_bm25.json"} <= names
+    assert {"manifest.json", "state.sqlite", "s000001/chunks.sqlite", "s000001/faiss.index",
+            "s000001/bm25/ragtune_bm25.json", "s000002/chunks.sqlite", "s000002/faiss.index"} <= names
     for path in files:
         assert path.suffix not in (".pkl", ".pickle", ".pt", ".bin"), path
         head = path.read_bytes()[:2]
@@ -170,7 +179,7 @@ def test_layout_has_no_pickle_anywhere(cli, built, docs, tiny_embedder):
     for npy in built.rglob("*.npy"):
         np.load(npy, allow_pickle=False)
     manifest = json.loads((built / "v000003" / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["embedder"]["fingerprint"]
+    assert manifest["format_version"] == 2 and manifest["embedder"]["fingerprint"]
     assert not list(built.glob(".staging-*"))
     # the version just replaced stays for readers still opening it; older ones go
     assert sorted(p.name for p in built.glob("v0*")) == ["v000002", "v000003"]
@@ -265,7 +274,7 @@ def test_add_skips_an_unreadable_file_among_good_ones(cli, built, docs):
     assert info(cli, built)["sources"] == 6
     after = all_chunks(built)
     assert {i: after[i] for i in before} == before and str(bad) not in {s for s, _ in after.values()}
-    with sqlite3.connect(built / "v000002" / "chunks.sqlite") as db:
+    with sqlite3.connect(built / "v000002" / "state.sqlite") as db:
         assert str(bad) not in {s for (s,) in db.execute("SELECT source FROM sources")}
 
 
@@ -465,7 +474,7 @@ def test_a_file_indexed_by_a_relative_path_is_known_from_any_working_directory(c
 def test_an_index_written_before_source_paths_were_stored_still_updates(cli, built, docs):
     from ragtune.index.store import current_version as _current
 
-    with sqlite3.connect(_current(built) / "chunks.sqlite") as db:  # the first format-1 layout: no path column
+    with sqlite3.connect(_current(built) / "state.sqlite") as db:  # the first layout of sources: no path column
         db.execute("ALTER TABLE sources DROP COLUMN path")
     _write(docs / "heart.txt", HEART + "\nStatins lower cholesterol.\n")
     code, out, err = cli("--json", "index", "add", built, docs)
@@ -513,13 +522,15 @@ def garbage(path: Path) -> None:
 
 
 DAMAGE = {  # what to damage, how, and the file the error names
-    "sqlite_garbage": ("chunks.sqlite", garbage, "chunks.sqlite"),
-    "sqlite_missing": ("chunks.sqlite", Path.unlink, "chunks.sqlite"),
-    "faiss_garbage": ("faiss.index", garbage, "faiss.index"),
-    "faiss_missing": ("faiss.index", Path.unlink, "faiss.index"),
-    "bm25_missing": ("bm25", shutil.rmtree, "bm25"),
-    "bm25_meta_garbage": ("bm25/ragtune_bm25.json", garbage, "bm25"),
-    "bm25_arrays_missing": ("bm25", lambda p: [f.unlink() for f in p.iterdir() if f.name != "ragtune_bm25.json"], "bm25"),
+    "sqlite_garbage": ("s000001/chunks.sqlite", garbage, "s000001/chunks.sqlite"),
+    "sqlite_missing": ("s000001/chunks.sqlite", Path.unlink, "s000001/chunks.sqlite"),
+    "state_garbage": ("state.sqlite", garbage, "state.sqlite"),
+    "faiss_garbage": ("s000001/faiss.index", garbage, "s000001/faiss.index"),
+    "faiss_missing": ("s000001/faiss.index", Path.unlink, "s000001/faiss.index"),
+    "bm25_missing": ("s000001/bm25", shutil.rmtree, "s000001/bm25"),
+    "bm25_meta_garbage": ("s000001/bm25/ragtune_bm25.json", garbage, "s000001/bm25"),
+    "bm25_arrays_missing": ("s000001/bm25", lambda p: [f.unlink() for f in p.iterdir()
+                                                       if f.name != "ragtune_bm25.json"], "s000001/bm25"),
 }
 
 
@@ -541,7 +552,7 @@ def test_a_faiss_index_of_another_dimension_is_a_clear_error(cli, built):
 def test_a_damaged_index_is_a_clear_error(cli, built, docs):
     (built / "CURRENT").write_text("")
     error_line(cli("index", "add", built, docs), "manifest.json", "rebuild")
-    assert (built / "v000001" / "chunks.sqlite").is_file()  # a broken pointer never costs the data
+    assert (built / "v000001" / "s000001" / "chunks.sqlite").is_file()  # a broken pointer never costs the data
     (built / "CURRENT").write_text("v000001")
     (built / "v000001" / "manifest.json").write_text("{not json")
     error_line(cli("index", "info", built), "manifest.json", "rebuild")

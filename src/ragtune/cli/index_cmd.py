@@ -104,6 +104,16 @@ def delete(index: Path = typer.Argument(..., help="index folder"),
     return _render(report, f"index {index}")
 
 
+@app.command("compact")
+def compact(index: Path = typer.Argument(..., help="index folder")) -> int:
+    """Merge the index's segments into one and drop its deleted chunks for good (no model runs)."""
+    from ragtune.index import compact_index
+
+    with RichReporter().phase("Compacting the index"):
+        report = compact_index(index)
+    return _render(report, f"index {index}")
+
+
 @app.command("info")
 def info(index: Path = typer.Argument(..., help="index folder")) -> int:
     """Embedder, chunker settings, counts and size of an index."""

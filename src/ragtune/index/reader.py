@@ -1,5 +1,5 @@
-"""Reading an index: its chunks, sources and vectors, and its BM25 and dense first stages, as one retrieval
-pipeline (the same spec pipeline as `eval retrieval`) with an optional reranker."""
+"""Reading an index: its chunks, sources and vectors, and its BM25 and dense first stages over every segment, as
+one retrieval pipeline (the same spec pipeline as `eval retrieval`) with an optional reranker."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.errors import DataError, ModelError
+from ragtune.index.segments import Segment, SegmentedBM25, SegmentedTokens
 from ragtune.index.store import (
     BM25_DIR,
     CHUNKS_DB,
     FAISS_FILE,
     REBUILD,
+    STATE_DB,
     TOKENS_DIR,
     IndexedFile,
     current_version,
     damaged,
-    open_chunks,
+    open_db,
     read_manifest,
     retrieval_config,
 )
@@ -31,29 +33,34 @@ log = logging.getLogger(__name__)
 
 
 class ChunkTexts(Mapping):
-    """chunk id -> text, read from the chunk database on demand."""
+    """chunk id -> text of the live chunks, read from the segments' databases on demand."""
 
-    def __init__(self, db):
-        self._db = db
+    def __init__(self, index: "Index"):
+        self._index = index
 
     def __getitem__(self, chunk_id: str) -> str:
-        row = self._db.execute("SELECT text FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
-        if row is None:
-            raise KeyError(chunk_id)
-        return row[0]
+        for seg in self._index.segments:
+            row = seg.db.execute("SELECT text FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
+            if row is not None and chunk_id not in seg.deleted:
+                return row[0]
+        raise KeyError(chunk_id)
 
     def __iter__(self):
-        return (r[0] for r in self._db.execute("SELECT id FROM chunks ORDER BY row"))
+        return iter(self._index.ids())
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return self._index.size
 
 
 class Index:
     """Open an index folder for queries; `build`, `add` and `delete` write new versions."""
 
-    def __init__(self, root: str | Path, placement=None, embedder: str | None = None, model=None):
-        """`model` is the index's embedder, already loaded (a server shares one across index versions)."""
+    def __init__(self, root: str | Path, placement=None, embedder: str | None = None, model=None,
+                 preload: bool = True):
+        """`model` is the index's embedder, already loaded (a server shares one across index versions). `preload`
+        reads every FAISS, BM25 and token file now, so that a long-lived reader never finds them removed by later
+        writes (only the live and the previous version are kept); a writer, which holds the lock, reads them only
+        when it needs them."""
         self.root = Path(root)
         self._model = model
         self.folder = current_version(self.root)
@@ -62,15 +69,37 @@ class Index:
         self._embedder_path: str | None = None
         self._check_embedder(embedder)
         self.config = retrieval_config(self.folder, self.manifest)
-        self._db = open_chunks(self.folder / CHUNKS_DB)
-        self._dense = self._bm25 = self._faiss = self._tokens = self._maxsim = None
+        self.segments, self._state = self._open_segments()
+        self._dense = self._bm25 = self._tokens = self._maxsim = None
         self._matches: dict[str, frozenset[str]] = {}  # a filter's chunk ids, for the last few filters asked
-        # Read this version's FAISS, BM25 and token files now: a long-lived reader must not find them removed by
-        # later writes (only the live and the previous version are kept).
-        self.faiss()
-        self.bm25()
-        if "multivector" in self.manifest:
-            self.token_vectors()
+        self._faiss = None
+        if preload:
+            self.indexes()
+            self.bm25()
+            if "multivector" in self.manifest:
+                self.token_vectors()
+
+    @property
+    def segmented(self) -> bool:
+        """Format 2 (segments in subfolders, sources and deletions in state.sqlite); format 1 is one folder."""
+        return "segments" in self.manifest
+
+    def _open_segments(self) -> tuple[list[Segment], object]:
+        if not self.segmented:  # format 1: the version folder is the one segment, and holds the sources
+            db = open_db(self.folder / CHUNKS_DB)
+            return [Segment(self.folder, db, 0, db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])], db
+        state = open_db(self.folder / STATE_DB, ("sources", "deleted"))
+        deleted: dict[str, set[str]] = {}
+        for segment, chunk_id in state.execute("SELECT segment, id FROM deleted"):
+            deleted.setdefault(segment, set()).add(chunk_id)
+        segments, offset = [], 0
+        for name in self.manifest["segments"]:
+            folder = self.folder / str(name)
+            db = open_db(folder / CHUNKS_DB, ("chunks",))
+            size = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            segments.append(Segment(folder, db, offset, size, frozenset(deleted.get(str(name), ()))))
+            offset += size
+        return segments, state
 
     @property
     def placement(self):
@@ -112,37 +141,62 @@ class Index:
     # ------------------------------------------------------------------------------------------------ reading
     @property
     def size(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        """Live chunks: every segment's, less the deleted ones."""
+        return sum(seg.size - len(seg.deleted) for seg in self.segments)
 
-    def faiss(self):
-        """The FAISS index (row i is the chunk with row = i), read from disk once."""
+    @property
+    def deleted(self) -> int:
+        return sum(len(seg.deleted) for seg in self.segments)
+
+    def _read_faiss(self, path: Path, size: int):
+        import faiss
+
+        if not path.is_file():
+            raise damaged(path, "missing")
+        try:
+            loaded = faiss.read_index(str(path))
+        except RuntimeError:
+            raise damaged(path, "not a readable FAISS index (damaged or not written by ragtune)") from None
+        if loaded.d != self.manifest["embedder"]["dimension"]:
+            raise damaged(path, f"holds {loaded.d}-dimensional vectors, but manifest.json says "
+                                f"{self.manifest['embedder']['dimension']}")
+        if loaded.ntotal != size:
+            raise damaged(path, f"holds {loaded.ntotal} vectors, but its chunks.sqlite has {size} chunks")
+        if hasattr(loaded, "make_direct_map"):  # IVF: allow reconstructing vectors by row
+            loaded.make_direct_map()
+        return loaded
+
+    def indexes(self) -> list:
+        """Every segment's FAISS index, read from disk once."""
         if self._faiss is None:
-            import faiss
-
-            path = self.folder / FAISS_FILE
-            if not path.is_file():
-                raise damaged(path, "missing")
-            try:
-                loaded = faiss.read_index(str(path))
-            except RuntimeError:
-                raise damaged(path, "not a readable FAISS index (damaged or not written by ragtune)") from None
-            if loaded.d != self.manifest["embedder"]["dimension"]:
-                raise damaged(path, f"holds {loaded.d}-dimensional vectors, but manifest.json says "
-                                     f"{self.manifest['embedder']['dimension']}")
-            self._faiss = loaded
-            if hasattr(self._faiss, "make_direct_map"):  # IVF: allow reconstructing vectors by row
-                self._faiss.make_direct_map()
+            self._faiss = [self._read_faiss(seg.folder / FAISS_FILE, seg.size) for seg in self.segments]
         return self._faiss
 
+    def faiss(self):
+        """One FAISS index of the live chunks in the order of `ids()` (what LangChain's FAISS store loads): the
+        segment's own where there is one segment and nothing deleted, else a flat index of their vectors."""
+        if len(self.segments) == 1 and not self.deleted:
+            return self.indexes()[0]
+        import faiss
+
+        rows = self.rows()
+        flat = faiss.IndexFlatIP(self.manifest["embedder"]["dimension"])
+        flat.add(self.vectors([rows[i] for i in self.ids()]))
+        return flat
+
     def vectors(self, rows: list[int]) -> np.ndarray:
-        if not rows:
-            return np.zeros((0, self.manifest["embedder"]["dimension"]), dtype=np.float32)
-        return self.faiss().reconstruct_batch(np.array(rows, dtype=np.int64))
+        """Vectors by global row, in the order asked."""
+        out = np.zeros((len(rows), self.manifest["embedder"]["dimension"]), dtype=np.float32)
+        wanted = np.asarray(rows, dtype=np.int64)
+        for seg, index in zip(self.segments, self.indexes()):
+            mine = np.flatnonzero((wanted >= seg.offset) & (wanted < seg.offset + seg.size))
+            if len(mine):
+                out[mine] = index.reconstruct_batch(wanted[mine] - seg.offset)
+        return out
 
     def dense(self):
         if self._dense is None:
             from ragtune.models.load import load_embedder
-            from ragtune.retrieval.dense import DenseRetriever
 
             info = self.manifest["embedder"]
             path = self._embedder_path or info["path"]
@@ -150,42 +204,50 @@ class Index:
                 self._check_weights(info)
             model = self._model or load_embedder(path, self.placement, info.get("max_seq_length"),
                                                  backend=self.config.backend)
-            self._dense = DenseRetriever(model, self.placement, self.config.dense, path, "dense", self.faiss(),
-                                         self.ids())
+            from ragtune.index.dense_segments import SegmentedDense
+
+            self._dense = SegmentedDense(model, self.placement, self.config.dense, path, self.segments,
+                                         self.indexes())
         return self._dense
+
+    def _read_bm25(self, folder: Path):
+        from ragtune.retrieval.bm25 import BM25Retriever
+
+        try:
+            return BM25Retriever.load(folder)
+        except DataError as exc:
+            raise DataError(f"{exc}; {REBUILD}") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise damaged(folder, f"not a readable BM25 index ({' '.join(str(exc).split())})") from None
 
     def bm25(self):
         if self._bm25 is None:
-            from ragtune.retrieval.bm25 import BM25Retriever
-
-            folder = self.folder / BM25_DIR
-            try:
-                self._bm25 = BM25Retriever.load(folder)
-            except DataError as exc:
-                raise DataError(f"{exc}; {REBUILD}") from None
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise damaged(folder, f"not a readable BM25 index ({' '.join(str(exc).split())})") from None
+            self._bm25 = SegmentedBM25(self.segments, [self._read_bm25(seg.folder / BM25_DIR)
+                                                       for seg in self.segments])
         return self._bm25
 
     def token_vectors(self):
         """The chunks' token vectors (TokenVectors, row order), memory-mapped; a DataError where the index has none."""
         if self._tokens is None:
-            from ragtune.retrieval.maxsim import TokenVectors
-
-            folder = self.folder / TOKENS_DIR
             if "multivector" not in self.manifest:
                 raise DataError(f"{self.root}: this index stores no token vectors, so MaxSim cannot score it; "
                                 "rebuild it with `ragtune index build --multivector MODEL`")
-            if not folder.is_dir():
-                raise damaged(folder, "missing")
-            try:
-                self._tokens = TokenVectors.load(folder)
-            except (OSError, ValueError, KeyError) as exc:
-                raise damaged(folder, f"not readable token vectors ({' '.join(str(exc).split())})") from None
-            if len(self._tokens) != self.size:
-                raise damaged(folder, f"holds token vectors for {len(self._tokens)} chunks, but the index has "
-                                      f"{self.size}")
+            self._tokens = SegmentedTokens(self.segments, [self._read_tokens(seg) for seg in self.segments])
         return self._tokens
+
+    def _read_tokens(self, seg: Segment):
+        from ragtune.retrieval.maxsim import TokenVectors
+
+        folder = seg.folder / TOKENS_DIR
+        if not folder.is_dir():
+            raise damaged(folder, "missing")
+        try:
+            tokens = TokenVectors.load(folder)
+        except (OSError, ValueError, KeyError) as exc:
+            raise damaged(folder, f"not readable token vectors ({' '.join(str(exc).split())})") from None
+        if len(tokens) != seg.size:
+            raise damaged(folder, f"holds token vectors for {len(tokens)} chunks, but the index has {seg.size}")
+        return tokens
 
     def maxsim(self, model=None):
         """MaxSim over the stored token vectors, with the index's late-interaction model for the queries (`model`:
@@ -216,38 +278,49 @@ class Index:
                         name=f"rerank:{name}")
 
     def chunks(self, ids: list[str]) -> list[Chunk]:
-        """Chunks by id, in the order asked."""
+        """Live chunks by id, in the order asked."""
         if not ids:
             return []
-        marks = ",".join("?" * len(ids))
-        rows = self._db.execute(f'SELECT id, text, source, title, chunk, start, "end", page, metadata FROM chunks '
-                                f"WHERE id IN ({marks})", ids).fetchall()
-        found = {r[0]: Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8])) for r in rows}
+        found = {}
+        for seg in self.segments:
+            for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
+                part = ids[start:start + 900]
+                rows = seg.db.execute(f'SELECT id, text, source, title, chunk, start, "end", page, metadata FROM '
+                                      f'chunks WHERE id IN ({",".join("?" * len(part))})', part).fetchall()
+                found.update({r[0]: Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]))
+                              for r in rows if r[0] not in seg.deleted})
         return [found[i] for i in ids if i in found]
 
     def sources(self) -> dict[str, IndexedFile]:
         """Every indexed file by the name it was indexed under."""
-        if "path" in {column for _, column, *_ in self._db.execute("PRAGMA table_info(sources)")}:
-            rows = self._db.execute("SELECT source, content_hash, chunks, path FROM sources").fetchall()
+        if "path" in {column for _, column, *_ in self._state.execute("PRAGMA table_info(sources)")}:
+            rows = self._state.execute("SELECT source, content_hash, chunks, path FROM sources").fetchall()
         else:  # written before paths were stored: relative names resolve from the working directory
             rows = [(s, h, n, str(Path(s).resolve()))
-                    for s, h, n in self._db.execute("SELECT source, content_hash, chunks FROM sources")]
+                    for s, h, n in self._state.execute("SELECT source, content_hash, chunks FROM sources")]
         return {s: IndexedFile(h, n, p) for s, h, n, p in rows}
 
+    def _live_rows(self, columns: str):
+        """(global row, *columns) of every live chunk, in row order; the first column must be the id."""
+        for seg in self.segments:
+            for row, *rest in seg.db.execute(f"SELECT row, {columns} FROM chunks ORDER BY row"):
+                if rest[0] not in seg.deleted:
+                    yield (seg.offset + row, *rest)
+
     def texts(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT id, text FROM chunks ORDER BY row"))
+        return {i: t for _, i, t in self._live_rows("id, text")}
 
     def ids(self) -> list[str]:
-        """Chunk ids in row order (row i is FAISS vector i)."""
-        return [r[0] for r in self._db.execute("SELECT id FROM chunks ORDER BY row")]
+        """Live chunk ids in row order."""
+        return [i for _, i in self._live_rows("id")]
 
     def rows(self) -> dict[str, int]:
-        """Each chunk id's row, the position of its vector."""
-        return dict(self._db.execute("SELECT id, row FROM chunks"))
+        """Each live chunk id's global row, the position of its vector."""
+        return {i: row for row, i in self._live_rows("id")}
 
     def id_sources(self) -> list[tuple[str, str]]:
-        """(chunk id, source) in row order."""
-        return self._db.execute("SELECT id, source FROM chunks ORDER BY row").fetchall()
+        """(chunk id, source) of the live chunks in row order."""
+        return [(i, s) for _, i, s in self._live_rows("id, source")]
 
     def matching(self, where) -> frozenset[str] | None:
         """Ids of the chunks that a metadata filter keeps (a Filter, a LangChain filter dict or --where strings);
@@ -261,12 +334,32 @@ class Index:
         if key not in self._matches:
             if len(self._matches) >= 32:
                 self._matches.pop(next(iter(self._matches)))
-            self._matches[key] = matching_ids(self._db, parsed)
+            self._matches[key] = frozenset().union(*(matching_ids(seg.db, parsed) - seg.deleted
+                                                     for seg in self.segments))
         return self._matches[key]
 
+    def _by(self, column: str, values: list[str]) -> list[tuple[str, str]]:
+        """(segment name, chunk id) of the live chunks whose `column` (id or source) is one of `values`."""
+        out = []
+        for seg in self.segments:
+            for start in range(0, len(values), 900):  # SQLite's limit on bound parameters
+                part = values[start:start + 900]
+                out += [(seg.folder.name, r[0]) for r in seg.db.execute(
+                    f"SELECT id FROM chunks WHERE {column} IN ({','.join('?' * len(part))})", part)
+                    if r[0] not in seg.deleted]
+        return out
+
+    def locate(self, ids: list[str]) -> list[tuple[str, str]]:
+        """(segment name, chunk id) of each of `ids` that the index holds (live)."""
+        return self._by("id", list(ids))
+
+    def ids_of_sources(self, sources: list[str]) -> list[str]:
+        """The live chunk ids of the given sources (by their indexed names), through the source column's index."""
+        return [i for _, i in self._by("source", list(sources))]
+
     def text_lookup(self) -> ChunkTexts:
-        """Chunk texts by id, read from the database as they are asked for (a reranker reads its top k only)."""
-        return ChunkTexts(self._db)
+        """Chunk texts by id, read from the databases as they are asked for (a reranker reads its top k only)."""
+        return ChunkTexts(self)
 
     def first_stage(self, name: str = "hybrid", dense=None):
         """The index's first stage: bm25, dense (the index's embedder) or hybrid (both, fused with the index's
@@ -301,13 +394,17 @@ class Index:
         return self.pipeline(first_stage).search([query], k, self.matching(where))[0]
 
     def info(self) -> dict:
-        sources = self._db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+        sources = self._state.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
         size = sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
         return {"path": str(self.root), "version": self.folder.name, "format_version": self.manifest["format_version"],
                 "embedder": self.manifest["embedder"]["name"], "dimension": self.manifest["embedder"]["dimension"],
                 "chunker": self.manifest["chunker"], "sources": sources, "chunks": self.size, "bytes": size,
+                "segments": len(self.segments), "deleted": self.deleted,
                 "updated": self.manifest.get("updated"),
                 **({"multivector": self.manifest["multivector"]} if "multivector" in self.manifest else {})}
 
     def close(self) -> None:
-        self._db.close()
+        for seg in self.segments:
+            seg.db.close()
+        if self.segmented:
+            self._state.close()

@@ -4,8 +4,13 @@ chunk database (SQLite). No pickle anywhere.
 Layout: INDEX/CURRENT names the live version folder (v000001, v000002, ...). Every change is written into a new
 version folder under the writer lock and becomes live by an atomic rename of CURRENT, so a crash or `kill -9`
 mid-change leaves the previous version live and readers never see a half-written index. The previous version is
-kept for readers still loading it; older ones are removed. Each version holds manifest.json, chunks.sqlite,
-faiss.index and bm25/, and multivector/ (token vectors for MaxSim) where it was built with --multivector.
+kept for readers still loading it; older ones are removed. Each version holds manifest.json, state.sqlite (the
+indexed files and the deleted chunk ids) and its segments (s000001/, ...: see segments.py), each with chunks.sqlite,
+faiss.index and bm25/, and multivector/ (token vectors for MaxSim) where it was built with --multivector. A
+segment is written once and then hard-linked into every later version that keeps it.
+
+Format 1 (before segments) kept one segment's files in the version folder itself, and the sources in its
+chunks.sqlite; it is still read, and its first change rewrites it as format 2.
 """
 
 from __future__ import annotations
@@ -28,13 +33,23 @@ from ragtune.errors import ConfigError, DataError, where
 CURRENT = "CURRENT"  # the live version's name
 MANIFEST_FILE, CHUNKS_DB, FAISS_FILE, BM25_DIR = "manifest.json", "chunks.sqlite", "faiss.index", "bm25"
 TOKENS_DIR = "multivector"  # the chunks' token vectors, where the index was built with a late-interaction model
-FORMAT_VERSION = 1
+STATE_DB = "state.sqlite"  # a version's indexed files and deleted chunk ids (format 2)
+FORMAT_VERSION = 2
 LEFTOVER = re.compile(r"\.lock|\.CURRENT\.tmp|\.staging-\d+|v\d{6}")  # what a crashed first build leaves
 SCHEMA = """
 CREATE TABLE chunks (id TEXT PRIMARY KEY, row INTEGER UNIQUE, source TEXT, title TEXT, chunk INTEGER,
                      start INTEGER, "end" INTEGER, page INTEGER, text TEXT, metadata TEXT);
 CREATE TABLE sources (source TEXT PRIMARY KEY, content_hash TEXT, chunks INTEGER, path TEXT);
 CREATE INDEX chunks_source ON chunks(source);
+"""
+SEGMENT_SCHEMA = """
+CREATE TABLE chunks (id TEXT PRIMARY KEY, row INTEGER UNIQUE, source TEXT, title TEXT, chunk INTEGER,
+                     start INTEGER, "end" INTEGER, page INTEGER, text TEXT, metadata TEXT);
+CREATE INDEX chunks_source ON chunks(source);
+"""
+STATE_SCHEMA = """
+CREATE TABLE sources (source TEXT PRIMARY KEY, content_hash TEXT, chunks INTEGER, path TEXT);
+CREATE TABLE deleted (segment TEXT, id TEXT, PRIMARY KEY (segment, id));
 """
 REBUILD = "rebuild the index with `ragtune index build --overwrite`"
 # what every reader of a manifest relies on; a field's parent comes before it
@@ -117,17 +132,32 @@ def retrieval_config(folder: Path, manifest: dict) -> RetrievalConfig:
         raise damaged(where(folder / MANIFEST_FILE, field="retrieval"), "; ".join(exc.problems)) from None
 
 
-def open_chunks(path: Path) -> sqlite3.Connection:
-    """The chunk database, read-only; read once here so that a damaged file fails now, not mid-query."""
+def open_db(path: Path, tables: tuple[str, ...] = ("chunks", "sources")) -> sqlite3.Connection:
+    """A chunk or state database, read-only; read once here so that a damaged file fails now, not mid-query."""
     if not path.is_file():
         raise damaged(path, "missing")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
-        db.execute("SELECT (SELECT COUNT(*) FROM chunks), (SELECT COUNT(*) FROM sources)").fetchone()
+        db.execute("SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in tables)).fetchone()
     except sqlite3.DatabaseError as exc:
         db.close()
-        raise damaged(path, f"not a readable chunk database ({exc})") from None
+        raise damaged(path, f"not a readable {'chunk' if 'chunks' in tables else 'state'} database ({exc})") from None
     return db
+
+
+def link_folder(source: Path, target: Path) -> None:
+    """`target` as a copy of `source` made of hard links (a segment costs nothing to keep); a copy where the file
+    system has no hard links."""
+    for path in source.rglob("*"):
+        out = target / path.relative_to(source)
+        if path.is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, out)
+        except OSError:
+            shutil.copy2(path, out)
 
 
 @contextmanager

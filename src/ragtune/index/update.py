@@ -1,5 +1,7 @@
 """Changing an index: build it from documents, add new and changed files (found by content hash), delete
-sources or chunks. Each change writes a whole new version under the writer lock (see store.py)."""
+sources or chunks, compact it. Each change writes a new version under the writer lock (see store.py) that costs
+what changed: `add` writes one segment of the new chunks and links the others (segments.py), `delete` records
+deleted chunk ids, and `compact` rewrites the live chunks as one segment."""
 
 from __future__ import annotations
 
@@ -23,10 +25,13 @@ from ragtune.index.store import (
     FORMAT_VERSION,
     LEFTOVER,
     MANIFEST_FILE,
-    SCHEMA,
+    SEGMENT_SCHEMA,
+    STATE_DB,
+    STATE_SCHEMA,
     TOKENS_DIR,
     IndexedFile,
     current_version,
+    link_folder,
     writer,
 )
 from ragtune.ingest.chunk import Chunk, Chunker, chunk_files
@@ -107,33 +112,54 @@ def _token_vectors(scorer, texts: list[str], dtype: str, dim: int):
     return TokenVectors.quantize([v for part in parts for v in part], dtype, dim)
 
 
-def _write_version(staging: Path, manifest: dict, rows: list[tuple[Chunk, str]], vectors: np.ndarray,
-                   sources: dict[str, IndexedFile], config: RetrievalConfig, tokens=None) -> None:
-    """Write every file of one index version into `staging`; `tokens` (TokenVectors, in row order) where the
-    index stores token vectors."""
+def _write_segment(folder: Path, chunks: list[Chunk], vectors: np.ndarray, config: RetrievalConfig,
+                   tokens=None) -> None:
+    """Write one segment: its chunks (rows from 0), their FAISS and BM25 indexes, and `tokens` (TokenVectors, in
+    row order) where the index stores token vectors."""
     import faiss
 
     from ragtune.retrieval.bm25 import BM25Retriever
     from ragtune.retrieval.dense import build_faiss_index
 
-    db = sqlite3.connect(staging / CHUNKS_DB)
-    db.executescript(SCHEMA)
+    folder.mkdir(parents=True)
+    db = sqlite3.connect(folder / CHUNKS_DB)
+    db.executescript(SEGMENT_SCHEMA)
     db.executemany('INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                    [(c.id, i, c.source, c.title, c.chunk, c.start, c.end, c.page, c.text,
-                     json.dumps(c.metadata, ensure_ascii=False)) for i, (c, _) in enumerate(rows)])
-    counts = _counts([c for c, _ in rows])
-    db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?)",
-                   [(s, rec.content_hash, counts.get(s, 0), rec.path) for s, rec in sources.items()])
+                     json.dumps(c.metadata, ensure_ascii=False)) for i, c in enumerate(chunks)])
     db.commit()
     db.close()
-    faiss.write_index(build_faiss_index(vectors, config.dense), str(staging / FAISS_FILE))
-    BM25Retriever.build({c.id: c.text for c, _ in rows}, config.bm25).save(staging / BM25_DIR)
-    manifest = {**manifest, "chunks": len(rows), "sources": len(sources),
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    faiss.write_index(build_faiss_index(vectors, config.dense), str(folder / FAISS_FILE))
+    BM25Retriever.build({c.id: c.text for c in chunks}, config.bm25).save(folder / BM25_DIR)
     if tokens is not None:
-        tokens.save(staging / TOKENS_DIR)
-        manifest["multivector"] = {**manifest["multivector"], "tokens": int(tokens.offsets[-1]),
-                                   "bytes": tokens.nbytes}
+        tokens.save(folder / TOKENS_DIR)
+
+
+def _write_version(staging: Path, manifest: dict, segments: list[str], sources: dict[str, IndexedFile],
+                   deleted: set[tuple[str, str]]) -> None:
+    """The version's own files: state.sqlite (indexed files, deleted (segment, chunk id) pairs) and a manifest
+    listing its segments, already in `staging`."""
+    db = sqlite3.connect(staging / STATE_DB)
+    db.executescript(STATE_SCHEMA)
+    db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?)",
+                   [(s, rec.content_hash, rec.chunks, rec.path) for s, rec in sources.items()])
+    db.executemany("INSERT INTO deleted VALUES (?, ?)", sorted(deleted))
+    db.commit()
+    db.close()
+    sizes = {}
+    for name in segments:
+        seg = sqlite3.connect(staging / name / CHUNKS_DB)
+        sizes[name] = seg.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        seg.close()
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "segments": segments,
+                "chunks": sum(sizes.values()) - len(deleted), "deleted": len(deleted), "sources": len(sources),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if "multivector" in manifest:
+        from ragtune.retrieval.maxsim import TokenVectors
+
+        stored = [TokenVectors.load(staging / name / TOKENS_DIR) for name in segments]
+        manifest["multivector"] = {**manifest["multivector"], "tokens": sum(int(t.offsets[-1]) for t in stored),
+                                   "bytes": sum(t.nbytes for t in stored)}
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
@@ -180,42 +206,82 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     hashes = {str(f): IndexedFile.of(f, file_hash(f), counts[str(f)]) for f in files if str(f) in counts}  # none skipped
     report.added_sources = list(hashes)
     with writer(out) as staging:  # with --overwrite, the old version stays live until the new one is complete
-        _write_version(staging, manifest, [(c, c.source) for c in chunks], vectors, hashes, config, tokens)
+        _write_segment(staging / "s000001", chunks, vectors, config, tokens)
+        _write_version(staging, manifest, ["s000001"], hashes, set())
     report.chunks_added = len(chunks)
     report.seconds = time.perf_counter() - start
     return report
 
 
+def _encode_new(index: Index, chunks: list[Chunk]):
+    """Vectors (and token vectors, for a late-interaction index) of new chunks, by the index's own models."""
+    vectors = index.dense().encode_documents([c.text for c in chunks], show_progress=True)
+    late = index.manifest.get("multivector")
+    tokens = _token_vectors(index.maxsim(), [c.text for c in chunks], late["dtype"], late["dimension"]) \
+        if late else None
+    return np.ascontiguousarray(vectors, dtype=np.float32), tokens
+
+
+def _rewrite(index: Index, staging: Path, keep: list[str], new_chunks: list[Chunk],
+             sources: dict[str, IndexedFile]) -> None:
+    """One segment of the kept chunks (their stored vectors) and the new ones: a compaction, or the first change
+    of a format-1 index."""
+    from ragtune.retrieval.maxsim import TokenVectors
+
+    rows = index.rows()
+    kept = index.chunks(keep)
+    vectors, tokens = _encode_new(index, new_chunks) if new_chunks else (None, None)
+    old = index.vectors([rows[c.id] for c in kept])
+    all_vectors = np.ascontiguousarray(np.vstack([old, vectors]) if vectors is not None else old, dtype=np.float32)
+    if "multivector" in index.manifest:
+        tokens = TokenVectors.concat([index.token_vectors().take([rows[c.id] for c in kept]),
+                                      *([tokens] if tokens is not None else [])])
+    _write_segment(staging / "s000001", kept + new_chunks, all_vectors, index.config, tokens)
+    _write_version(staging, index.manifest, ["s000001"], sources, set())
+
+
 def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeReport:
-    """Apply `plan(index, report) -> (kept chunk ids, new chunks, source hashes)` as a new version."""
+    """Apply `plan(index, report) -> (removed chunk ids, new chunks, source hashes)` as a new version: the old
+    segments linked, the new chunks in one new segment, the removed ones recorded as deleted."""
     start = time.perf_counter()
     root = Path(root)
     current_version(root)  # not an index: say so before the writer lock creates anything there
     with writer(root) as staging:
-        index = Index(root, placement, embedder)
+        index = Index(root, placement, embedder, preload=False)  # a delete reads no vectors
         report = ChangeReport()
-        keep, new_chunks, hashes = plan(index, report)
-        old_rows = index.rows()
-        kept = index.chunks(keep)
-        old_vectors = index.vectors([old_rows[c.id] for c in kept])
-        new_vectors = (index.dense().encode_documents([c.text for c in new_chunks], show_progress=True)
-                       if new_chunks else np.zeros((0, old_vectors.shape[1]), dtype=np.float32))
-        rows = [(c, c.source) for c in kept + new_chunks]
-        if not rows:
+        removed, new_chunks, hashes = plan(index, report)
+        where = index.locate(removed)
+        if index.size - len(where) + len(new_chunks) == 0:
             raise DataError(f"{root}: the change would leave the index empty; delete the folder instead")
-        vectors = np.ascontiguousarray(np.vstack([old_vectors, new_vectors]), dtype=np.float32)
-        tokens = None
-        late = index.manifest.get("multivector")
-        if late:  # the kept chunks' token vectors as they were, the new chunks' encoded by the same model
-            from ragtune.retrieval.maxsim import TokenVectors
+        if not index.segmented:  # format 1: rewritten once as format 2
+            gone = set(removed)
+            _rewrite(index, staging, [i for i in index.ids() if i not in gone], new_chunks, hashes)
+        else:
+            names = [seg.folder.name for seg in index.segments]
+            for name in names:
+                link_folder(index.folder / name, staging / name)
+            if new_chunks:
+                names.append(f"s{max(int(n[1:]) for n in names) + 1:06d}")
+                vectors, tokens = _encode_new(index, new_chunks)
+                _write_segment(staging / names[-1], new_chunks, vectors, index.config, tokens)
+            deleted = {(seg.folder.name, i) for seg in index.segments for i in seg.deleted} | set(where)
+            _write_version(staging, index.manifest, names, hashes, deleted)
+        report.chunks_added, report.chunks_removed = len(new_chunks), len(where)
+        index.close()
+    report.seconds = time.perf_counter() - start
+    return report
 
-            parts = [index.token_vectors().take([old_rows[c.id] for c in kept])]
-            if new_chunks:  # a delete alone loads no model
-                parts.append(_token_vectors(index.maxsim(), [c.text for c in new_chunks], late["dtype"],
-                                            late["dimension"]))
-            tokens = TokenVectors.concat(parts)
-        _write_version(staging, index.manifest, rows, vectors, hashes, index.config, tokens)
-        report.chunks_added, report.chunks_removed = len(new_chunks), len(old_rows) - len(kept)
+
+def compact_index(root: str | Path, placement=None) -> ChangeReport:
+    """Rewrite the live chunks as one segment (no model runs: vectors and token vectors are read back), dropping
+    the deleted ones for good; BM25's term statistics are then the whole index's again."""
+    start = time.perf_counter()
+    root = Path(root)
+    current_version(root)
+    with writer(root) as staging:
+        index = Index(root, placement, preload=False)
+        report = ChangeReport(chunks_removed=index.deleted)
+        _rewrite(index, staging, index.ids(), [], index.sources())
         index.close()
     report.seconds = time.perf_counter() - start
     return report
@@ -259,11 +325,10 @@ def add_to_index(root: str | Path, inputs: list[str], embedder: str | None = Non
         counts = _counts(new_chunks)  # a file without chunks was skipped: the index keeps it as it was, or not at all
         report.added_sources = [s for s in report.added_sources if s in counts]
         report.changed_sources = [s for s in report.changed_sources if s in counts]
-        drop = set(report.changed_sources)
-        keep = [cid for cid, src in index.id_sources() if src not in drop]
+        removed = index.ids_of_sources(report.changed_sources)
         hashes = {**known, **{name: IndexedFile.of(f, fresh[name][1], counts[name]) for f, name in todo.items()
                               if name in counts}}
-        return keep, new_chunks, hashes
+        return removed, new_chunks, hashes
 
     return _change(root, plan, embedder, placement)
 
@@ -277,16 +342,13 @@ def delete_from_index(root: str | Path, sources: list[str] | None = None, ids: l
         known = index.sources()
         named = _source_names(sources, known)
         missing = [s for s, name in zip(sources, named) if name not in known]
-        present = set(index.ids())
-        unknown_ids = sorted(ids - present)
+        unknown_ids = sorted(ids - {i for _, i in index.locate(sorted(ids))})
         if missing or unknown_ids:
             what = [f"sources not in the index: {missing[:3]}"] if missing else []
             what += [f"chunk ids not in the index: {unknown_ids[:3]}"] if unknown_ids else []
             raise DataError(f"{index.root}: {'; '.join(what)}; `ragtune index info` lists what is there")
         report.removed_sources = named
-        keep = [cid for cid, src in index.id_sources()
-                if src not in named and cid not in ids]
         hashes = {s: rec for s, rec in known.items() if s not in named}
-        return keep, [], hashes
+        return sorted(set(index.ids_of_sources(named)) | ids), [], hashes
 
     return _change(root, plan, None, placement)

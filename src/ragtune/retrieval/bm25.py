@@ -31,6 +31,7 @@ class BM25Retriever:
         self._model = None
         self._stemmer = None
         self._rows: dict = {}  # the row of each document id, built once (base.positions)
+        self.lengths: np.ndarray | None = None  # tokens per document, as scored (an index's segments need them)
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
         import bm25s
@@ -58,6 +59,7 @@ class BM25Retriever:
             raise DataError("the corpus has no indexable words (every document is empty or stopwords only)")
         retriever._model = bm25s.BM25(k1=retriever.settings.k1, b=retriever.settings.b)
         retriever._model.index(tokens, show_progress=False)
+        retriever.lengths = np.array([len(t) for t in tokens], dtype=np.int32)
         return retriever
 
     def search(self, queries: list[str], k: int, allowed: Allowed = None) -> list[Hits]:
@@ -87,6 +89,8 @@ class BM25Retriever:
         self._model.save(str(folder), show_progress=False)
         (folder / "ragtune_bm25.json").write_text(json.dumps({"settings": self.settings.model_dump(),
                                                              "doc_ids": self.doc_ids}), encoding="utf-8")
+        if self.lengths is not None:
+            np.save(folder / "doc_lengths.npy", self.lengths, allow_pickle=False)
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = False) -> BM25Retriever:
@@ -100,6 +104,8 @@ class BM25Retriever:
         retriever = cls(BM25Section(**meta["settings"]))
         retriever.doc_ids = meta["doc_ids"]
         retriever._model = bm25s.BM25.load(str(folder), mmap=mmap, show_progress=False)
+        if (folder / "doc_lengths.npy").is_file():  # written since segments: older indexes have none
+            retriever.lengths = np.load(folder / "doc_lengths.npy", allow_pickle=False)
         return retriever
 
     def pair_scores(self, queries: list[str], doc_ids: list[str]) -> np.ndarray:

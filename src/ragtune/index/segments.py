@@ -1,0 +1,171 @@
+"""An index version is a list of immutable segments plus the chunks deleted since they were written.
+
+A segment (INDEX/vN/s000001/) holds chunks.sqlite (its chunks, rows counted from 0), faiss.index, bm25/ and, for a
+late-interaction index, multivector/. `add` writes one new segment for the new and changed files and links the
+older segments into the new version (hard links: nothing is copied); `delete` only records chunk ids in the
+version's state.sqlite. Every first stage searches each segment, skipping its deleted chunks and whatever a filter
+leaves out, and merges the best k by score; `ragtune index compact` rewrites the live chunks as one segment.
+
+The dense side is in dense_segments.py, so that reading an index's chunks imports no torch.
+
+Rows are global: a segment's row r is row `offset + r` of the version, the order of every vector and chunk list.
+BM25 keeps the whole version's statistics across segments (SegmentedBM25); deleted chunks still count in them
+until a compaction.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ragtune.retrieval.base import Allowed, Hits
+
+
+@dataclass
+class Segment:
+    """One segment of a version: its folder, chunk database and first global row; `deleted` are its chunk ids
+    that the version no longer holds."""
+
+    folder: Path
+    db: sqlite3.Connection
+    offset: int
+    size: int  # rows written, deleted ones included
+    deleted: frozenset[str] = frozenset()
+    _ids: list[str] | None = field(default=None, repr=False)
+    _live: frozenset[str] | None = field(default=None, repr=False)
+
+    def ids(self) -> list[str]:
+        """Every chunk id in local row order, deleted ones included (row i is vector i)."""
+        if self._ids is None:
+            self._ids = [r[0] for r in self.db.execute("SELECT id FROM chunks ORDER BY row")]
+        return self._ids
+
+    def live(self, allowed: Allowed) -> Allowed:
+        """What this segment may return: what a filter allows (deleted chunks already taken out of it), else its
+        chunks but the deleted ones, else everything (None)."""
+        if allowed is not None or not self.deleted:
+            return allowed
+        if self._live is None:
+            self._live = frozenset(self.ids()) - self.deleted
+        return self._live
+
+
+def merge(per_part: list[list[Hits]], k: int) -> list[Hits]:
+    """The best k of every part's hits, per query."""
+    return [heapq.nlargest(k, (hit for hits in parts for hit in hits), key=lambda hit: hit[1])
+            for parts in zip(*per_part)]
+
+
+class SegmentedBM25:
+    """BM25 over every segment with the whole version's statistics. Each segment's stored scores carry its own
+    IDF and average length (Lucene's BM25, the bm25s default: idf * tf / (tf + k1 * (1 - b + b * len / avg))), so a
+    query term's term frequency is recovered from the stored score and rescored with the IDF and average length over
+    all segments (deleted chunks still count until a compaction); the best k are then merged. A segment written
+    before its lengths were stored keeps its own length normalisation."""
+
+    name = "bm25"
+
+    def __init__(self, segments: list[Segment], parts: list):
+        self.segments, self.parts = segments, parts
+        self.docs = [int(part._model.scores["num_docs"]) for part in parts]
+        self.df = [np.diff(part._model.scores["indptr"]) for part in parts]  # documents per term id
+        lengths = [p.lengths for p in parts]
+        self.avg = [float(np.mean(n)) if n is not None and len(n) else None for n in lengths]
+        known = [n for n in lengths if n is not None]
+        self.avg_all = float(np.concatenate(known).mean()) if len(known) == len(parts) else None
+
+    def _idf(self, df, n):
+        return np.log1p((n - df + 0.5) / (df + 0.5))
+
+    def search(self, queries: list[str], k: int, allowed: Allowed = None) -> list[Hits]:
+        live = [seg.live(allowed) for seg in self.segments]
+        if len(self.parts) == 1:  # the stored scores are already the whole index's
+            return self.parts[0].search(queries, k, live[0]) if live[0] != frozenset() else [[] for _ in queries]
+        found = [self._search_part(i, queries, k, live[i]) for i in range(len(self.parts)) if live[i] != frozenset()]
+        return merge(found, k) if found else [[] for _ in queries]
+
+    def _rescored(self, i: int, tid: int, token: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of one term's documents in segment i, with the whole index's IDF and average length."""
+        part, csc = self.parts[i], self.parts[i]._model.scores
+        start, end = csc["indptr"][tid], csc["indptr"][tid + 1]
+        rows, stored = csc["indices"][start:end], csc["data"][start:end].astype(np.float64)
+        df = sum(int(d[p._model.vocab_dict[token]]) for p, d in zip(self.parts, self.df)
+                 if token in p._model.vocab_dict)
+        idf_here, idf_all = self._idf(int(self.df[i][tid]), self.docs[i]), self._idf(df, sum(self.docs))
+        if self.avg_all is None or part.lengths is None:
+            return rows, (stored * idf_all / idf_here).astype(np.float32)
+        k1, b = part._model.k1, part._model.b
+        length = part.lengths[rows].astype(np.float64)
+        here = k1 * (1 - b + b * length / self.avg[i])
+        share = np.minimum(stored / idf_here, 1 - 1e-9)  # tf / (tf + here)
+        tf = share * here / (1 - share)
+        return rows, (idf_all * tf / (tf + k1 * (1 - b + b * length / self.avg_all))).astype(np.float32)
+
+    def _search_part(self, i: int, queries: list[str], k: int, live: Allowed) -> list[Hits]:
+        from ragtune.retrieval.base import positions
+
+        part = self.parts[i]
+        vocab = part._model.vocab_dict
+        keep = None if live is None else positions(part.doc_ids, live, part._rows)
+        out = []
+        for tokens in part._tokenize(queries):
+            scores = np.zeros(self.docs[i], dtype=np.float32)
+            for token in tokens:
+                tid = vocab.get(token)
+                if tid is not None and token:
+                    rows, rescored = self._rescored(i, tid, token)
+                    scores[rows] += rescored
+            if keep is not None:
+                masked = np.zeros_like(scores)
+                masked[keep] = scores[keep]
+                scores = masked
+            top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+            out.append(sorted(((part.doc_ids[j], float(scores[j])) for j in top if scores[j] > 0),
+                              key=lambda hit: -hit[1]))
+        return out
+
+    def scores_for(self, query: str, doc_ids: list[str]) -> np.ndarray:
+        """BM25 scores of given chunks for one query, each from its own segment."""
+        out = np.zeros(len(doc_ids), dtype=np.float32)
+        for seg, part in zip(self.segments, self.parts):
+            own = set(seg.ids())
+            mine = [i for i, d in enumerate(doc_ids) if d in own]
+            if mine:
+                out[mine] = part.scores_for(query, [doc_ids[i] for i in mine])
+        return out
+
+
+class SegmentedTokens:
+    """Token vectors of every segment, read by global row (MaxSim's store)."""
+
+    def __init__(self, segments: list[Segment], parts: list):
+        self.parts = parts
+        self.offsets = [seg.offset for seg in segments]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def get(self, row: int) -> np.ndarray:
+        i = bisect.bisect_right(self.offsets, row) - 1
+        return self.parts[i].get(row - self.offsets[i])
+
+    def take(self, rows: list[int]):
+        """The chunks at global `rows`, in that order, as one TokenVectors (what a compaction keeps)."""
+        from ragtune.retrieval.maxsim import TokenVectors
+
+        runs: list[tuple[int, list[int]]] = []  # (segment, its local rows), one run per stretch in one segment
+        for row in rows:
+            i = bisect.bisect_right(self.offsets, row) - 1
+            if not runs or runs[-1][0] != i:
+                runs.append((i, []))
+            runs[-1][1].append(row - self.offsets[i])
+        return TokenVectors.concat([self.parts[i].take(local) for i, local in runs] or [self.parts[0].take([])])
