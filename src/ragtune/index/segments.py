@@ -86,7 +86,8 @@ class SegmentedBM25:
         live = [seg.live(allowed) for seg in self.segments]
         if len(self.parts) == 1:  # the stored scores are already the whole index's
             return self.parts[0].search(queries, k, live[0]) if live[0] != frozenset() else [[] for _ in queries]
-        found = [self._search_part(i, queries, k, live[i]) for i in range(len(self.parts)) if live[i] != frozenset()]
+        tokens = self.parts[0]._tokenize(queries)  # every segment tokenizes alike (one BM25 section)
+        found = [self._search_part(i, tokens, k, live[i]) for i in range(len(self.parts)) if live[i] != frozenset()]
         return merge(found, k) if found else [[] for _ in queries]
 
     def _rescored(self, i: int, tid: int, token: str) -> tuple[np.ndarray, np.ndarray]:
@@ -106,14 +107,15 @@ class SegmentedBM25:
         tf = share * here / (1 - share)
         return rows, (idf_all * tf / (tf + k1 * (1 - b + b * length / self.avg_all))).astype(np.float32)
 
-    def _search_part(self, i: int, queries: list[str], k: int, live: Allowed) -> list[Hits]:
-        from ragtune.retrieval.base import positions
+    def _search_part(self, i: int, queries: list[list[str]], k: int, live: Allowed) -> list[Hits]:
+        """Segment i's best k for each tokenized query."""
+        from ragtune.retrieval.base import row_mask
 
         part = self.parts[i]
         vocab = part._model.vocab_dict
-        keep = None if live is None else positions(part.doc_ids, live, part._rows)
+        keep = None if live is None else row_mask(part.doc_ids, live, part._rows)
         out = []
-        for tokens in part._tokenize(queries):
+        for tokens in queries:
             scores = np.zeros(self.docs[i], dtype=np.float32)
             for token in tokens:
                 tid = vocab.get(token)
@@ -121,9 +123,7 @@ class SegmentedBM25:
                     rows, rescored = self._rescored(i, tid, token)
                     scores[rows] += rescored
             if keep is not None:
-                masked = np.zeros_like(scores)
-                masked[keep] = scores[keep]
-                scores = masked
+                scores[~keep] = 0.0
             top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
             out.append(sorted(((part.doc_ids[j], float(scores[j])) for j in top if scores[j] > 0),
                               key=lambda hit: -hit[1]))

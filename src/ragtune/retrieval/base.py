@@ -53,11 +53,27 @@ def min_max(values) -> np.ndarray:
 
 
 def positions(doc_ids: list[str], allowed: frozenset[str], cache: dict) -> np.ndarray:
-    """Rows of the allowed ids in `doc_ids` (int64, sorted); `cache` keeps the id -> row map between calls."""
+    """Rows of the allowed ids in `doc_ids` (int64, sorted). `cache` keeps the id -> row map between calls, and
+    the answer for the last allowed set: an index hands the same set for every query under one filter, or under
+    its deletions, and a million ids take a while to look up."""
     if cache.get("size") != len(doc_ids):
-        cache.update(size=len(doc_ids), rows={d: i for i, d in enumerate(doc_ids)})
+        cache.update(size=len(doc_ids), rows={d: i for i, d in enumerate(doc_ids)}, last=None)
+    if cache.get("last") is not None and cache["last"][0] is allowed:
+        return cache["last"][1]
     rows = cache["rows"]
-    return np.array(sorted(rows[d] for d in allowed if d in rows), dtype=np.int64)
+    found = np.array(sorted(rows[d] for d in allowed if d in rows), dtype=np.int64)
+    cache["last"] = (allowed, found)  # the set itself is kept, so its identity cannot be reused by another
+    return found
+
+
+def row_mask(doc_ids: list[str], allowed: frozenset[str], cache: dict) -> np.ndarray:
+    """A boolean mask over `doc_ids` of the allowed ones, kept with the rows for the same allowed set."""
+    rows = positions(doc_ids, allowed, cache)
+    if cache.get("mask") is None or cache["mask"][0] is not rows:
+        mask = np.zeros(len(doc_ids), dtype=bool)
+        mask[rows] = True
+        cache["mask"] = (rows, mask)
+    return cache["mask"][1]
 
 
 def to_run(query_ids: list[str], hits: list[Hits]) -> Run:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ragtune.config.retrieval import BM25Section
 from ragtune.errors import DataError
-from ragtune.retrieval.base import Allowed, Hits, check_corpus, clamp_k, positions
+from ragtune.retrieval.base import Allowed, Hits, check_corpus, clamp_k, positions, row_mask
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ class BM25Retriever:
         out: list[Hits] = [[] for _ in queries]
         mask = None
         if allowed is not None:  # bm25s scores the others 0, and hits scored 0 are dropped below
-            mask = np.zeros(len(self.doc_ids), dtype=np.float32)
-            mask[positions(self.doc_ids, allowed, self._rows)] = 1.0
+            mask = row_mask(self.doc_ids, allowed, self._rows).astype(np.float32)
             if not mask.any():
                 return out
         tokens = self._tokenize(queries)

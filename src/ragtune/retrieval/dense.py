@@ -19,7 +19,7 @@ from ragtune.models.device import Placement, settle
 from ragtune.models.fingerprint import model_fingerprint
 from ragtune.models.onnx_backend import backend_of
 from ragtune.progress import in_slices
-from ragtune.retrieval.base import Allowed, Hits, check_corpus, clamp_k, positions, texts_fingerprint
+from ragtune.retrieval.base import Allowed, Hits, check_corpus, clamp_k, positions, row_mask, texts_fingerprint
 from ragtune.retrieval.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
@@ -215,20 +215,22 @@ class DenseRetriever:
         if allowed is None:
             scores, indices = self.index.search(embeddings, k)
         else:
-            scores, indices = self._search_allowed(embeddings, k, positions(self.doc_ids, allowed, self._rows))
+            scores, indices = self._search_allowed(embeddings, k, allowed)
         return [[(self.doc_ids[j], float(s)) for s, j in zip(srow, irow) if j >= 0]
                 for srow, irow in zip(scores, indices)]
 
-    def _search_allowed(self, embeddings: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search_allowed(self, embeddings: np.ndarray, k: int, allowed: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
         """The top k of the allowed rows: FAISS's ID selector inside the index's own search, exact for a flat index.
         An HNSW or IVF search can come back short when few rows pass (the graph or the probed lists hold too few of
         them); then the allowed vectors are searched exhaustively, so k come back whenever k rows pass."""
         import faiss
 
+        rows = positions(self.doc_ids, allowed, self._rows)
         k = min(k, len(rows))
         if k == 0:
             return np.zeros((len(embeddings), 0), np.float32), np.zeros((len(embeddings), 0), np.int64)
-        selector = faiss.IDSelectorBatch(rows)
+        bitmap = np.packbits(row_mask(self.doc_ids, allowed, self._rows), bitorder="little")  # kept alive here
+        selector = faiss.IDSelectorBitmap(len(self.doc_ids), faiss.swig_ptr(bitmap))  # no hash set per query
         index = faiss.downcast_index(self.index)
         if isinstance(index, faiss.IndexIVF):
             params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
