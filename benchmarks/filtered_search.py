@@ -5,7 +5,7 @@ cached), and whether every filtered query still returns k results.
 Each abstract gets a `bucket` field (0..99, from a hash of its id) and a `year` (2015..2024), so the filters are
 `bucket<50`, `bucket<10` and `bucket<1`, plus `year>=2023 AND bucket<30` for two conditions. Reads
 ../shared/data/scifact (CC BY-NC; the index goes to a temporary folder).
-Run: python -m benchmarks.filtered_search [--queries 100] [--k 10]
+Run: python -m benchmarks.filtered_search [--queries 100] [--k 10] [--docs 2000]
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ FILTERS = {"none": None, "50%": ["bucket<50"], "10%": ["bucket<10"], "1%": ["buc
            "two conditions": ["year>=2023", "bucket<30"]}
 
 
-def write_corpus(folder: Path) -> Path:
+def write_corpus(folder: Path, docs: int) -> Path:
     out = folder / "docs" / "scifact.jsonl"
     out.parent.mkdir(parents=True)
     with out.open("w", encoding="utf-8") as handle:
-        for line in (SCIFACT / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+        for line in (SCIFACT / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:docs]:
             row = json.loads(line)
             digest = int(hashlib.sha256(str(row["_id"]).encode()).hexdigest(), 16)
             handle.write(json.dumps({"text": f"{row['title']} {row['text']}", "doc": str(row["_id"]),
@@ -42,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--docs", type=int, default=2000, help="SciFact abstracts to index (all: 5183)")
     args = parser.parse_args()
     from ragtune.index import Index, build_index
 
@@ -49,7 +50,7 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        build_index(Path(tmp) / "index", [str(write_corpus(Path(tmp)))], "sentence-transformers/all-MiniLM-L6-v2")
+        build_index(Path(tmp) / "index", [str(write_corpus(Path(tmp), args.docs))], "sentence-transformers/all-MiniLM-L6-v2")
         build_s = time.perf_counter() - start
         index = Index(Path(tmp) / "index")
         index.search(questions[0], args.k)  # loads the embedder

@@ -9,7 +9,7 @@ would add is extrapolated from the 1,000 real chunks that `add` encodes, and rep
 `ragtune index add` of 1,000 new chunks (encoded for real), `delete` of one source, hybrid query latency on the
 segmented index, `compact`, and the same queries on the compacted index.
 Reads ../shared/data/scifact (CC BY-NC; everything is written to a temporary folder and removed).
-Run: python -m benchmarks.index_updates [--chunks 1000000] [--queries 100]
+Run: python -m benchmarks.index_updates [--chunks 1000000] [--queries 100] [--faiss ivf|hnsw|flat]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def synthetic_index(root: Path, n: int, pool: list[str]) -> float:
+def synthetic_index(root: Path, n: int, pool: list[str], faiss_index: str = "flat") -> float:
     """A one-chunk real build, then a synthetic segment of n chunks linked in beside it; returns the seconds the
     synthetic segment took to write."""
     from ragtune.index import Index, build_index
@@ -55,7 +55,9 @@ def synthetic_index(root: Path, n: int, pool: list[str]) -> float:
     seed.write_text("A seed document so that the index has a real manifest.", encoding="utf-8")
     from ragtune.config.retrieval import DenseSection, RetrievalConfig
 
-    build_index(root, [str(seed)], EMBEDDER, RetrievalConfig(dense=DenseSection(cache=False)))  # adds encode too
+    config = RetrievalConfig(dense=DenseSection(cache=False, index=faiss_index,  # cache off: the add encodes too
+                                                ivf_nlist=1000 if n >= 100_000 and faiss_index == "ivf" else None))
+    build_index(root, [str(seed)], EMBEDDER, config)
     index = Index(root)
     dim = index.manifest["embedder"]["dimension"]
     rng = np.random.default_rng(0)
@@ -98,13 +100,14 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=1_000_000)
     parser.add_argument("--add", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--faiss", choices=["flat", "ivf", "hnsw"], default="ivf", help="the dense index type")
     args = parser.parse_args()
     from ragtune.index import add_to_index, compact_index, delete_from_index
 
     pool, questions = sentences(), scifact_questions(args.queries)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "index"
-        write_s = synthetic_index(root, args.chunks, pool)
+        write_s = synthetic_index(root, args.chunks, pool, args.faiss)
         disk_before = folder_bytes(root / (root / "CURRENT").read_text())
         new = Path(tmp) / "new" / "new.jsonl"
         new.parent.mkdir()
@@ -139,7 +142,7 @@ def main() -> None:
           f"{rows['p95_segmented_over_compacted']:.2f}x (target <= 1.2x); compaction {compacted_report.seconds:.0f} s")
     print(f"disk: {disk_before / 2**30:.2f} GB built, {disk_segmented / 2**30:.2f} GB after add + delete, "
           f"{disk_compacted / 2**30:.2f} GB compacted; peak memory {peak_gb:.1f} GB")
-    write_result("index_updates", {"chunks": args.chunks, "added": added.chunks_added, "queries": len(questions), **rows})
+    write_result(f"index_updates_{args.faiss}", {"chunks": args.chunks, "faiss": args.faiss, "added": added.chunks_added, "queries": len(questions), **rows})
 
 
 if __name__ == "__main__":

@@ -115,8 +115,20 @@ def test_embeddings_cache_in_a_shared_store_is_per_model(tiny_embedder, tmp_path
     assert (prompted.hits, prompted.misses) == (0, 1)
 
 
-def test_export_langchain_loads_in_faiss_with_the_same_top_hit(cli, index, tiny_embedder, tmp_path):
+@pytest.mark.parametrize("segmented", [False, True])
+def test_export_langchain_loads_in_faiss_with_the_same_top_hit(cli, index, tiny_embedder, tmp_path, segmented):
     from ragtune.index import Index
+
+    if segmented:  # two segments and deleted chunks: the export holds the live chunks alone, in one FAISS index
+        extra = tmp_path / "more" / "eye.txt"
+        extra.parent.mkdir()
+        extra.write_text("Glaucoma raises eye pressure; cataracts cloud the lens.", encoding="utf-8")
+        assert cli("index", "add", index, extra)[0] == 0
+        opened = Index(index)
+        source = opened.id_sources()[0][1]
+        opened.close()
+        assert cli("index", "delete", index, "--source", source)[0] == 0
+        assert Index(index).info()["segments"] == 2 and Index(index).deleted > 0
 
     out = tmp_path / "lc"
     code, stdout, err = cli("--json", "export", "langchain", index, out)
@@ -132,7 +144,8 @@ def test_export_langchain_loads_in_faiss_with_the_same_top_hit(cli, index, tiny_
     assert store.index.ntotal == ragtune_index.size
     inner = FAISS.load_local(str(out), embeddings, allow_dangerous_deserialization=True,
                              distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
-    questions = ["calcium intake and bone density", "asthma attack", "memory loss after a stroke", "liver enzymes"]
+    questions = ["calcium intake and bone density", "asthma attack", "memory loss after a stroke", "liver enzymes",
+                 "glaucoma eye pressure"]
     for question in questions:
         [(chunk_id, score)] = ragtune_index.search(question, 1, "dense")
         [doc] = store.similarity_search(question, k=1)
