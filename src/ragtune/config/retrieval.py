@@ -42,7 +42,8 @@ class DenseSection(Section):
         "flat", description="FAISS index: flat (exact inner product), hnsw or ivf (approximate, large corpora)")
     hnsw_m: int = Field(32, gt=1, description="HNSW neighbours per node")
     hnsw_ef_search: int = Field(128, gt=0, description="HNSW search breadth (higher: better recall, slower)")
-    ivf_nlist: int | None = Field(None, gt=0, description="IVF cells; default 4*sqrt(corpus size)")
+    ivf_nlist: int | None = Field(None, gt=0, description="IVF cells; default and at most 4*sqrt(corpus size), "
+                                  "per segment of an index")
     ivf_nprobe: int = Field(16, gt=0, description="IVF cells visited per query")
     batch_size: int | None = Field(None, gt=0, description="encoding batch size; default 16 on CPU, 128 on GPUs")
     cache: bool = Field(True, description="cache document embeddings on disk, keyed by model and corpus hash")

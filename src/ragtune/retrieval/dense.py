@@ -120,8 +120,9 @@ def build_faiss_index(embeddings: np.ndarray, settings: DenseSection):
         index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = settings.hnsw_ef_search
     elif settings.index == "ivf":
-        nlist = settings.ivf_nlist or max(1, int(4 * math.sqrt(n)))
-        nlist = min(nlist, n)
+        # never more cells than 4*sqrt(n): an index's small segment (a day's `add`) with the big segment's
+        # ivf_nlist would put about one vector in each cell, and nprobe cells would hold too few of them
+        nlist = max(1, min(settings.ivf_nlist or n, int(4 * math.sqrt(n)), n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(embeddings)
         index.nprobe = min(settings.ivf_nprobe, nlist)
