@@ -142,7 +142,8 @@ def main() -> None:
           f"{rows['p95_segmented_over_compacted']:.2f}x (target <= 1.2x); compaction {compacted_report.seconds:.0f} s")
     print(f"disk: {disk_before / 2**30:.2f} GB built, {disk_segmented / 2**30:.2f} GB after add + delete, "
           f"{disk_compacted / 2**30:.2f} GB compacted; peak memory {peak_gb:.1f} GB")
-    write_result(f"index_updates_{args.faiss}", {"chunks": args.chunks, "faiss": args.faiss, "added": added.chunks_added, "queries": len(questions), **rows})
+    write_result(f"index_updates_{args.faiss}", {"chunks": args.chunks, "faiss": args.faiss,
+                                                 "added": added.chunks_added, "queries": len(questions), **rows})
 
 
 if __name__ == "__main__":
