@@ -78,6 +78,7 @@ class SegmentedBM25:
         self.avg = [float(np.mean(n)) if n is not None and len(n) else None for n in lengths]
         known = [n for n in lengths if n is not None]
         self.avg_all = float(np.concatenate(known).mean()) if len(known) == len(parts) else None
+        self._df_all: dict[str, int] = {}  # a term's documents over all segments (a version never changes)
 
     def _idf(self, df, n):
         return np.log1p((n - df + 0.5) / (df + 0.5))
@@ -95,9 +96,11 @@ class SegmentedBM25:
         part, csc = self.parts[i], self.parts[i]._model.scores
         start, end = csc["indptr"][tid], csc["indptr"][tid + 1]
         rows, stored = csc["indices"][start:end], csc["data"][start:end].astype(np.float64)
-        df = sum(int(d[p._model.vocab_dict[token]]) for p, d in zip(self.parts, self.df)
-                 if token in p._model.vocab_dict)
-        idf_here, idf_all = self._idf(int(self.df[i][tid]), self.docs[i]), self._idf(df, sum(self.docs))
+        if token not in self._df_all:
+            self._df_all[token] = sum(int(d[p._model.vocab_dict[token]]) for p, d in zip(self.parts, self.df)
+                                      if token in p._model.vocab_dict)
+        idf_here = self._idf(int(self.df[i][tid]), self.docs[i])
+        idf_all = self._idf(self._df_all[token], sum(self.docs))
         if self.avg_all is None or part.lengths is None:
             return rows, (stored * idf_all / idf_here).astype(np.float32)
         k1, b = part._model.k1, part._model.b

@@ -4,6 +4,7 @@ and a stdlib parser otherwise, or where trafilatura fell back to a plain-text ex
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from html.parser import HTMLParser
@@ -83,7 +84,8 @@ class _HTMLText(HTMLParser):
         return re.sub(r"\n{3,}", "\n\n", "".join(self.parts)).strip()  # entities are already decoded
 
 
-def _trafilatura_config():
+@functools.lru_cache(maxsize=1)
+def _trafilatura_config():  # read once, not per page
     from trafilatura.settings import use_config
 
     config = use_config()

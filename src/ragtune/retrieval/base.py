@@ -52,15 +52,20 @@ def min_max(values) -> np.ndarray:
     return (values - values.min()) / max(float(values.max() - values.min()), 1e-9) if len(values) else values
 
 
+def row_map(doc_ids: list[str], cache: dict) -> dict[str, int]:
+    """Each id's row in `doc_ids`, built once and kept in `cache` (rebuilt if the list grows)."""
+    if cache.get("size") != len(doc_ids):
+        cache.update(size=len(doc_ids), rows={d: i for i, d in enumerate(doc_ids)}, last=None)
+    return cache["rows"]
+
+
 def positions(doc_ids: list[str], allowed: frozenset[str], cache: dict) -> np.ndarray:
     """Rows of the allowed ids in `doc_ids` (int64, sorted). `cache` keeps the id -> row map between calls, and
     the answer for the last allowed set: an index hands the same set for every query under one filter, or under
     its deletions, and a million ids take a while to look up."""
-    if cache.get("size") != len(doc_ids):
-        cache.update(size=len(doc_ids), rows={d: i for i, d in enumerate(doc_ids)}, last=None)
+    rows = row_map(doc_ids, cache)
     if cache.get("last") is not None and cache["last"][0] is allowed:
         return cache["last"][1]
-    rows = cache["rows"]
     found = np.array(sorted(rows[d] for d in allowed if d in rows), dtype=np.int64)
     cache["last"] = (allowed, found)  # the set itself is kept, so its identity cannot be reused by another
     return found

@@ -10,7 +10,7 @@ import numpy as np
 
 from ragtune.config.retrieval import BM25Section
 from ragtune.errors import DataError
-from ragtune.retrieval.base import Allowed, Hits, check_corpus, clamp_k, positions, row_mask
+from ragtune.retrieval.base import Allowed, Hits, check_corpus, clamp_k, row_map, row_mask
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class BM25Retriever:
         self.doc_ids: list[str] = []
         self._model = None
         self._stemmer = None
-        self._rows: dict = {}  # the row of each document id, built once (base.positions)
+        self._rows: dict = {}  # the row of each document id, built once (base.row_map)
         self.lengths: np.ndarray | None = None  # tokens per document, as scored (an index's segments need them)
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
@@ -113,8 +113,7 @@ class BM25Retriever:
 
     def scores_for(self, query: str, doc_ids: list[str]) -> np.ndarray:
         """BM25 scores of given documents for one query (used to score a known positive when mining)."""
-        positions(self.doc_ids, frozenset(), self._rows)  # the id -> row map, built once
-        position = self._rows["rows"]
+        position = row_map(self.doc_ids, self._rows)
         vocab = self._model.vocab_dict
         terms = [w for w in self._tokenize([query])[0] if w in vocab]
         if not terms:
