@@ -3,6 +3,7 @@ langchain_community's FAISS, and examples/langchain_rag.py end to end."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -182,7 +183,11 @@ def test_the_langchain_example_runs_end_to_end(index, tiny_llm, tmp_path):
 
 
 def test_embeddings_cache_in_langchains_file_store(tiny_embedder, tmp_path):
-    storage = pytest.importorskip("langchain_classic.storage")
+    # LangChain 1.x keeps the file store in langchain_classic; 0.3 (what pip picks beside huggingface_hub 2) in langchain
+    try:
+        storage = importlib.import_module("langchain_classic.storage")
+    except ImportError:
+        storage = pytest.importorskip("langchain.storage")
     first = RagtuneEmbeddings(tiny_embedder, store=storage.LocalFileStore(tmp_path / "cache"))
     vectors = first.embed_documents(["bone density", "skin rash"])
     assert first.embed_documents([]) == []
