@@ -139,6 +139,41 @@ def test_compact_gives_one_segment_with_what_a_fresh_build_holds(cli, built, doc
     rebuilt.close()
 
 
+def test_adds_past_the_segment_cap_fold_the_smallest_and_never_rewrite_the_big_one(cli, built, docs, monkeypatch):
+    from ragtune.index import Index, update
+
+    monkeypatch.setattr(update, "MAX_SEGMENTS", 3)
+    big = _version(built) / "s000001" / "chunks.sqlite"
+    inode = os.stat(big).st_ino
+    expected = dict(all_chunks(built))
+    for n, (name, text) in enumerate([("eye", "Glaucoma raises eye pressure."), ("ear", "Tinnitus rings in ears."),
+                                      ("skin", "A rash spreads on the skin."), ("tooth", "Tooth decay needs a filling."),
+                                      ("nose", "A blocked nose after a cold.")]):
+        code, out, err = cli("--json", "index", "add", built, _write(docs.parent / "more" / f"{name}.txt", text))
+        assert code == 0, err
+        assert json.loads(out)["segments_merged"] == (1 if n >= 2 else 0), n  # the 4th segment folds the smallest
+        details = info(cli, built)
+        assert details["segments"] == min(n + 2, 3) and details["deleted"] == 0
+        assert os.stat(_version(built) / "s000001" / "chunks.sqlite").st_ino == inode  # the big one is only linked
+        expected.update({i: v for i, v in all_chunks(built).items() if v[0].endswith(f"{name}.txt")})
+        assert all_chunks(built) == expected
+        index = Index(built)
+        for mode in ("bm25", "dense", "hybrid"):  # every chunk is still found, once, by every first stage
+            hits = index.search(text, index.size, mode)
+            assert len({d for d, _ in hits}) == len(hits) and {d for d, _ in hits} <= set(expected), mode
+        assert index.search(text, 1, "bm25")[0][0] in {i for i, v in expected.items() if v[1] == text}
+        index.close()
+    # a delete that leaves a segment with nothing live drops it, at no cost
+    newest = json.loads((_version(built) / "manifest.json").read_text())["segments"][-1]
+    with sqlite3.connect(_version(built) / newest / "chunks.sqlite") as db:
+        sources = sorted({s for (s,) in db.execute("SELECT source FROM chunks")})
+    code, out, err = cli("--json", "index", "delete", built, *[a for s in sources for a in ("--source", s)])
+    assert code == 0, err
+    assert json.loads(out)["segments_merged"] == 1
+    assert newest not in json.loads((_version(built) / "manifest.json").read_text())["segments"]
+    assert info(cli, built)["deleted"] == 0
+
+
 def _as_format_1(index: Path) -> None:
     """Rewrite a one-segment index in the layout ragtune wrote before segments: the segment's files in the version
     folder, the sources in its chunks.sqlite, no `segments` in the manifest."""

@@ -11,7 +11,8 @@ from rich.markup import escape
 
 from ragtune.cli.output import FLAGS, RichReporter, emit_json, say, show, table
 
-app = typer.Typer(no_args_is_help=True, help="Build and update a persistent retrieval index (FAISS + BM25 + SQLite).")
+app = typer.Typer(no_args_is_help=True, help="Build and update a persistent retrieval index (FAISS or pgvector + BM25 + "
+                  "SQLite).")
 EMBEDDER = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--embedder",
                         help="embedding model (hub id, path, or a ragtune run's final/); its tokenizer sizes chunks")
 CHUNK_SIZE = typer.Option(None, "--chunk-size", min=8, help="tokens per chunk, at most what the embedder reads "
@@ -22,6 +23,11 @@ META = typer.Option(None, "--meta", help="KEY=VALUE added to every chunk's metad
 PDF_LAYOUT = typer.Option(False, "--pdf-layout", help="read PDF pages as laid out (columns and table cells kept "
                           "in place) instead of in reading order")
 DOCS_HELP = "files and folders (.txt .md .html .pdf .docx .pptx .xlsx .jsonl)"
+
+
+class Backend(str, Enum):
+    faiss = "faiss"
+    pgvector = "pgvector"
 
 
 class TokenDtype(str, Enum):
@@ -44,6 +50,7 @@ def _render(report, what: str) -> int:
     rows = [["sources added", len(report.added_sources)], ["sources changed", len(report.changed_sources)],
             ["sources unchanged", len(report.unchanged_sources)], ["sources removed", len(report.removed_sources)],
             ["chunks added", report.chunks_added], ["chunks removed", report.chunks_removed],
+            ["segments merged", report.segments_merged],
             ["seconds", f"{report.seconds:.1f}"]]
     show(table(what, ["", "count"], [r for r in rows if r[1] not in (0, "0")]))
     for warning in report.warnings:
@@ -64,6 +71,11 @@ def build(docs: list[Path] = typer.Argument(..., help=DOCS_HELP),
                                                     "vectors, for MaxSim as the second stage"),
           token_dtype: TokenDtype = typer.Option("int8", "--token-dtype", help="how token vectors are stored: int8 "
                                                  "(one scale per token) or fp16 (twice the bytes)"),
+          backend: Backend = typer.Option("faiss", "--backend", help="where the vectors live: faiss (files in the "
+                                          "index folder) or pgvector (tables in PostgreSQL, at --uri)"),
+          uri: Optional[str] = typer.Option(None, "--uri", help="PostgreSQL URI for --backend pgvector "
+                                            "(postgresql://USER@HOST:PORT/DB; the password from PGPASSWORD or "
+                                            "~/.pgpass, and never stored)"),
           overwrite: bool = typer.Option(False, "--overwrite", help="rebuild an existing index")) -> int:
     """Chunk, embed and index documents into a new index folder."""
     from ragtune.config import load_config
@@ -73,7 +85,7 @@ def build(docs: list[Path] = typer.Argument(..., help=DOCS_HELP),
     with RichReporter().phase("Building the index"):
         report = build_index(out, [str(d) for d in docs], embedder, settings, chunk_size, overlap, overwrite,
                              text_field=text_field, metadata=metadata(meta), multivector=multivector,
-                             token_dtype=token_dtype.value, pdf_layout=pdf_layout)
+                             token_dtype=token_dtype.value, pdf_layout=pdf_layout, backend=backend.value, uri=uri)
     return _render(report, f"index {out}")
 
 

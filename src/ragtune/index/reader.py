@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.errors import DataError, ModelError
+from ragtune.errors import DataError, ModelError, where
 from ragtune.index.segments import Segment, SegmentedBM25, SegmentedTokens
 from ragtune.index.store import (
     BM25_DIR,
     CHUNKS_DB,
     FAISS_FILE,
+    MANIFEST_FILE,
     REBUILD,
     STATE_DB,
     TOKENS_DIR,
@@ -30,6 +31,20 @@ from ragtune.ingest.chunk import Chunk
 from ragtune.retrieval.base import Hits
 
 log = logging.getLogger(__name__)
+
+
+def dense_store(folder: Path, manifest: dict):
+    """Where a version's dense vectors live when not in FAISS files: a PgVectorStore (pgvector.py), else None."""
+    backend = manifest.get("dense_backend")
+    if backend is None:
+        return None
+    if not isinstance(backend, dict) or backend.get("name") != "pgvector" or \
+            not all(isinstance(backend.get(key), str) for key in ("uri", "prefix")):
+        raise damaged(where(folder / MANIFEST_FILE, field="dense_backend"),
+                      f'should be {{"name": "pgvector", "uri": ..., "prefix": ...}}, not {json.dumps(backend)}')
+    from ragtune.index.pgvector import PgVectorStore
+
+    return PgVectorStore.for_manifest(backend)
 
 
 class ChunkTexts(Mapping):
@@ -70,6 +85,7 @@ class Index:
         self._check_embedder(embedder)
         self.config = retrieval_config(self.folder, self.manifest)
         self.segments, self._state = self._open_segments()
+        self.store = dense_store(self.folder, self.manifest)
         self._dense = self._bm25 = self._tokens = self._maxsim = None
         self._matches: dict[str, frozenset[str]] = {}  # a filter's chunk ids, for the last few filters asked
         self._faiss = None
@@ -167,15 +183,22 @@ class Index:
         return loaded
 
     def indexes(self) -> list:
-        """Every segment's FAISS index, read from disk once."""
+        """Every segment's FAISS index, read from disk once (or its pgvector table, opened)."""
         if self._faiss is None:
-            self._faiss = [self._read_faiss(seg.folder / FAISS_FILE, seg.size) for seg in self.segments]
+            if self.store is not None:
+                self._faiss = [self.store.open(seg.folder, seg.size, self.config.dense) for seg in self.segments]
+                for seg, table in zip(self.segments, self._faiss):
+                    if table.d != self.manifest["embedder"]["dimension"]:
+                        raise damaged(seg.folder, f"its table {table.table} holds {table.d}-dimensional vectors, but "
+                                                  f"manifest.json says {self.manifest['embedder']['dimension']}")
+            else:
+                self._faiss = [self._read_faiss(seg.folder / FAISS_FILE, seg.size) for seg in self.segments]
         return self._faiss
 
     def faiss(self):
         """One FAISS index of the live chunks in the order of `ids()` (what LangChain's FAISS store loads): the
         segment's own where there is one segment and nothing deleted, else a flat index of their vectors."""
-        if len(self.segments) == 1 and not self.deleted:
+        if len(self.segments) == 1 and not self.deleted and self.store is None:
             return self.indexes()[0]
         import faiss
 
@@ -338,24 +361,29 @@ class Index:
                                                      for seg in self.segments))
         return self._matches[key]
 
-    def _by(self, column: str, values: list[str]) -> list[tuple[str, str]]:
-        """(segment name, chunk id) of the live chunks whose `column` (id or source) is one of `values`."""
+    def _by(self, column: str, values: list[str]) -> list[tuple[str, str, int]]:
+        """(segment name, chunk id, global row) of the live chunks whose `column` (id or source) is one of
+        `values`, through that column's index."""
         out = []
         for seg in self.segments:
             for start in range(0, len(values), 900):  # SQLite's limit on bound parameters
                 part = values[start:start + 900]
-                out += [(seg.folder.name, r[0]) for r in seg.db.execute(
-                    f"SELECT id FROM chunks WHERE {column} IN ({','.join('?' * len(part))})", part)
-                    if r[0] not in seg.deleted]
+                out += [(seg.folder.name, i, seg.offset + row) for i, row in seg.db.execute(
+                    f"SELECT id, row FROM chunks WHERE {column} IN ({','.join('?' * len(part))})", part)
+                    if i not in seg.deleted]
         return out
 
     def locate(self, ids: list[str]) -> list[tuple[str, str]]:
         """(segment name, chunk id) of each of `ids` that the index holds (live)."""
-        return self._by("id", list(ids))
+        return [(name, i) for name, i, _ in self._by("id", list(ids))]
+
+    def rows_of(self, ids: list[str]) -> dict[str, int]:
+        """The global rows of some live chunks (`rows()` for a few, without reading every id)."""
+        return {i: row for _, i, row in self._by("id", list(ids))}
 
     def ids_of_sources(self, sources: list[str]) -> list[str]:
         """The live chunk ids of the given sources (by their indexed names), through the source column's index."""
-        return [i for _, i in self._by("source", list(sources))]
+        return [i for _, i, _ in self._by("source", list(sources))]
 
     def text_lookup(self) -> ChunkTexts:
         """Chunk texts by id, read from the databases as they are asked for (a reranker reads its top k only)."""
@@ -400,10 +428,14 @@ class Index:
                 "embedder": self.manifest["embedder"]["name"], "dimension": self.manifest["embedder"]["dimension"],
                 "chunker": self.manifest["chunker"], "sources": sources, "chunks": self.size, "bytes": size,
                 "segments": len(self.segments), "deleted": self.deleted,
+                "dense_backend": "faiss" if self.store is None else self.store.manifest(),
+                **({"pgvector_bytes": self.store.bytes()} if self.store is not None else {}),
                 "updated": self.manifest.get("updated"),
                 **({"multivector": self.manifest["multivector"]} if "multivector" in self.manifest else {})}
 
     def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
         for seg in self.segments:
             seg.db.close()
         if self.segmented:

@@ -23,7 +23,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from filelock import FileLock
 
@@ -161,8 +161,9 @@ def link_folder(source: Path, target: Path) -> None:
 
 
 @contextmanager
-def writer(root: Path) -> Iterator[Path]:
-    """Hold the writer lock and yield a fresh staging folder; on success it becomes the live version."""
+def writer(root: Path, after: Callable[[], object] | None = None) -> Iterator[Path]:
+    """Hold the writer lock and yield a fresh staging folder; on success it becomes the live version, and then
+    `after` runs, still under the lock (a pgvector index drops the tables no version names any more)."""
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(root / ".lock"):  # flock on POSIX, msvcrt on Windows
         pointer = root / CURRENT
@@ -189,3 +190,5 @@ def writer(root: Path) -> Iterator[Path]:
         os.replace(pointer, root / CURRENT)
         for old in versions[:-1]:  # keep the version just replaced, for readers still opening it
             shutil.rmtree(root / old, ignore_errors=True)
+        if after is not None:
+            after()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -15,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.config.retrieval import RetrievalConfig
-from ragtune.errors import DataError, OutputError
-from ragtune.index.reader import Index
+from ragtune.errors import ConfigError, DataError, OutputError
+from ragtune.index.reader import Index, dense_store
 from ragtune.index.store import (
     BM25_DIR,
     CHUNKS_DB,
@@ -32,12 +34,15 @@ from ragtune.index.store import (
     IndexedFile,
     current_version,
     link_folder,
+    read_manifest,
     writer,
 )
 from ragtune.ingest.chunk import Chunk, Chunker, chunk_files
 from ragtune.ingest.documents import source_files
 from ragtune.progress import in_slices
 from ragtune.utils import output_folder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +53,7 @@ class ChangeReport:
     removed_sources: list[str] = field(default_factory=list)
     chunks_added: int = 0
     chunks_removed: int = 0
+    segments_merged: int = 0  # folded into the new segment, or dropped with nothing live left
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -113,9 +119,9 @@ def _token_vectors(scorer, texts: list[str], dtype: str, dim: int):
 
 
 def _write_segment(folder: Path, chunks: list[Chunk], vectors: np.ndarray, config: RetrievalConfig,
-                   tokens=None) -> None:
-    """Write one segment: its chunks (rows from 0), their FAISS and BM25 indexes, and `tokens` (TokenVectors, in
-    row order) where the index stores token vectors."""
+                   tokens=None, store=None) -> None:
+    """Write one segment: its chunks (rows from 0), their FAISS (or, with a `store`, pgvector) and BM25 indexes,
+    and `tokens` (TokenVectors, in row order) where the index stores token vectors."""
     import faiss
 
     from ragtune.retrieval.bm25 import BM25Retriever
@@ -129,7 +135,10 @@ def _write_segment(folder: Path, chunks: list[Chunk], vectors: np.ndarray, confi
                      json.dumps(c.metadata, ensure_ascii=False)) for i, c in enumerate(chunks)])
     db.commit()
     db.close()
-    faiss.write_index(build_faiss_index(vectors, config.dense), str(folder / FAISS_FILE))
+    if store is not None:
+        store.write(folder, vectors, config.dense)
+    else:
+        faiss.write_index(build_faiss_index(vectors, config.dense), str(folder / FAISS_FILE))
     BM25Retriever.build({c.id: c.text for c in chunks}, config.bm25).save(folder / BM25_DIR)
     if tokens is not None:
         tokens.save(folder / TOKENS_DIR)
@@ -173,11 +182,12 @@ def _new_chunks(files: list[Path], chunker: Chunker, report: ChangeReport, metad
 def build_index(out: str | Path, inputs: list[str], embedder: str, config: RetrievalConfig | None = None,
                 chunk_size: int | None = None, overlap: int = 32, overwrite: bool = False, placement=None,
                 text_field: str = "text", metadata: dict | None = None, multivector: str | None = None,
-                token_dtype: str = "int8", pdf_layout: bool = False) -> ChangeReport:
+                token_dtype: str = "int8", pdf_layout: bool = False, backend: str = "faiss",
+                uri: str | None = None) -> ChangeReport:
     """Chunk, embed and index every document under `inputs` into a new index at `out`; `metadata` is added to
     every chunk, and `pdf_layout` reads PDF pages as laid out (kept for later `add`s). With `multivector` (a
     late-interaction model), every chunk's token vectors are stored too, as `token_dtype` (int8 or fp16), for MaxSim
-    as the second stage."""
+    as the second stage. With `backend="pgvector"`, the vectors go to PostgreSQL at `uri` (pgvector.py)."""
     from ragtune.models.device import choose_placement
 
     start = time.perf_counter()
@@ -188,6 +198,7 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
                                                                for p in out.iterdir()):
         raise OutputError(f"{out}: exists and is not a ragtune index; choose an empty or new folder")
     files = source_files(inputs)
+    store = _dense_store(out, backend, uri)  # a server that cannot be reached fails before any model loads
     placement = placement or choose_placement(config.device, config.precision)
     Chunker(chunk_size or Chunker.chunk_size, overlap)  # a bad size fails before the embedder loads
     retriever, info = _embedder_info(embedder, placement, config, None)
@@ -201,16 +212,58 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     tokens = _token_vectors(scorer, [c.text for c in chunks], token_dtype, late["dimension"]) if scorer else None
     manifest = {"format_version": FORMAT_VERSION, "embedder": info, "chunker": chunker.settings(),
                 "retrieval": json.loads(config.model_dump_json(exclude={"pipelines"})),
-                **({"multivector": late} if late else {})}
+                **({"multivector": late} if late else {}),
+                **({"dense_backend": store.manifest()} if store else {})}
     counts = _counts(chunks)
     hashes = {str(f): IndexedFile.of(f, file_hash(f), counts[str(f)]) for f in files if str(f) in counts}  # none skipped
     report.added_sources = list(hashes)
-    with writer(out) as staging:  # with --overwrite, the old version stays live until the new one is complete
-        _write_segment(staging / "s000001", chunks, vectors, config, tokens)
+    # with --overwrite, the old version stays live until the new one is complete
+    with writer(out, _collect(out, store)) as staging:
+        _write_segment(staging / "s000001", chunks, vectors, config, tokens, store)
         _write_version(staging, manifest, ["s000001"], hashes, set())
     report.chunks_added = len(chunks)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _dense_store(out: Path, backend: str, uri: str | None):
+    """The PgVectorStore of a new pgvector index (its tables keep the old index's prefix on --overwrite), or None."""
+    from ragtune.index.pgvector import URI_ENV, PgVectorStore
+
+    if backend == "faiss":
+        if uri:
+            raise ConfigError("--uri is for `--backend pgvector`; a FAISS index keeps its vectors in the index folder")
+        return None
+    if backend != "pgvector":
+        from ragtune.choices import unknown
+
+        raise ConfigError(unknown("backend", backend, ["faiss", "pgvector"]))
+    if not (uri or os.environ.get(URI_ENV)):
+        raise ConfigError("--backend pgvector needs --uri postgresql://USER@HOST:PORT/DATABASE (or "
+                          f"{URI_ENV} set)")
+    try:
+        old = read_manifest(current_version(out)).get("dense_backend") if (out / CURRENT).is_file() else None
+    except DataError:
+        old = None
+    prefix = old["prefix"] if isinstance(old, dict) and isinstance(old.get("prefix"), str) else \
+        PgVectorStore.new_prefix()
+    store = PgVectorStore(uri or "", prefix)
+    store.conn  # noqa: B018 - connect now
+    return store
+
+
+def _collect(root: Path, store):
+    """What runs after a change, under the writer lock: the tables of a pgvector index that no version names any
+    more are dropped. The change has landed by then, so a failure here only warns; the next change retries."""
+    if store is None:
+        return None
+
+    def collect() -> None:
+        try:
+            store.keep_only(root)
+        except DataError as exc:
+            log.warning("%s: old vector tables not dropped yet (%s); the next change drops them", root, exc)
+    return collect
 
 
 def _encode_new(index: Index, chunks: list[Chunk]):
@@ -222,22 +275,36 @@ def _encode_new(index: Index, chunks: list[Chunk]):
     return np.ascontiguousarray(vectors, dtype=np.float32), tokens
 
 
-def _rewrite(index: Index, staging: Path, keep: list[str], new_chunks: list[Chunk],
-             sources: dict[str, IndexedFile]) -> None:
-    """One segment of the kept chunks (their stored vectors) and the new ones: a compaction, or the first change
-    of a format-1 index."""
+def _write_merged(index: Index, folder: Path, keep: list[str], new_chunks: list[Chunk]) -> None:
+    """One segment of the kept chunks (their stored vectors and token vectors, read back) and the new ones
+    (encoded): a new segment, a merge of small ones, a compaction, or the first change of a format-1 index."""
     from ragtune.retrieval.maxsim import TokenVectors
 
-    rows = index.rows()
+    # a merge of small segments reads only their rows, not every id of the big one
+    rows = index.rows() if len(keep) > index.size // 2 else index.rows_of(keep)
     kept = index.chunks(keep)
     vectors, tokens = _encode_new(index, new_chunks) if new_chunks else (None, None)
     old = index.vectors([rows[c.id] for c in kept])
     all_vectors = np.ascontiguousarray(np.vstack([old, vectors]) if vectors is not None else old, dtype=np.float32)
-    if "multivector" in index.manifest:
+    if "multivector" in index.manifest and kept:
         tokens = TokenVectors.concat([index.token_vectors().take([rows[c.id] for c in kept]),
                                       *([tokens] if tokens is not None else [])])
-    _write_segment(staging / "s000001", kept + new_chunks, all_vectors, index.config, tokens)
-    _write_version(staging, index.manifest, ["s000001"], sources, set())
+    _write_segment(folder, kept + new_chunks, all_vectors, index.config, tokens, index.store)
+
+
+MAX_SEGMENTS = 8  # an `add` past this many folds the smallest segments into its new one (a tiered merge)
+
+
+def _to_merge(index: Index, removed: set[tuple[str, str]], adding: bool) -> list[str]:
+    """The segments that this change writes anew (with the added chunks) rather than links: the smallest ones,
+    by live chunks, where an add would leave more than MAX_SEGMENTS; any change drops a segment with nothing
+    live left, which costs nothing. So an add costs its own chunks plus the small segments', never the big one's."""
+    live = {seg.folder.name: seg.size - len(seg.deleted) - sum(1 for s, _ in removed if s == seg.folder.name)
+            for seg in index.segments}
+    empty = [name for name, n in live.items() if n == 0]
+    rest = sorted((n, name) for name, n in live.items() if n > 0)
+    fold = len(rest) + 1 - MAX_SEGMENTS if adding else 0  # so that MAX_SEGMENTS remain with the new one
+    return empty + [name for _, name in rest[:max(0, fold)]]
 
 
 def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeReport:
@@ -245,8 +312,9 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
     segments linked, the new chunks in one new segment, the removed ones recorded as deleted."""
     start = time.perf_counter()
     root = Path(root)
-    current_version(root)  # not an index: say so before the writer lock creates anything there
-    with writer(root) as staging:
+    folder = current_version(root)  # not an index: say so before the writer lock creates anything there
+    store = dense_store(folder, read_manifest(folder))  # its tables' prefix never changes
+    with writer(root, _collect(root, store)) as staging:
         index = Index(root, placement, embedder, preload=False)  # a delete reads no vectors
         report = ChangeReport()
         removed, new_chunks, hashes = plan(index, report)
@@ -255,16 +323,24 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
             raise DataError(f"{root}: the change would leave the index empty; delete the folder instead")
         if not index.segmented:  # format 1: rewritten once as format 2
             gone = set(removed)
-            _rewrite(index, staging, [i for i in index.ids() if i not in gone], new_chunks, hashes)
+            _write_merged(index, staging / "s000001", [i for i in index.ids() if i not in gone], new_chunks)
+            _write_version(staging, index.manifest, ["s000001"], hashes, set())
         else:
+            deleted = {(seg.folder.name, i) for seg in index.segments for i in seg.deleted} | set(where)
+            merged = _to_merge(index, set(where), bool(new_chunks))
             names = [seg.folder.name for seg in index.segments]
             for name in names:
-                link_folder(index.folder / name, staging / name)
+                if name not in merged:
+                    link_folder(index.folder / name, staging / name)
             if new_chunks:
-                names.append(f"s{max(int(n[1:]) for n in names) + 1:06d}")
-                vectors, tokens = _encode_new(index, new_chunks)
-                _write_segment(staging / names[-1], new_chunks, vectors, index.config, tokens)
-            deleted = {(seg.folder.name, i) for seg in index.segments for i in seg.deleted} | set(where)
+                fold = [i for seg in index.segments if seg.folder.name in merged for i in seg.ids()
+                        if (seg.folder.name, i) not in deleted]
+                new_name = f"s{max(int(n[1:]) for n in names) + 1:06d}"
+                _write_merged(index, staging / new_name, fold, new_chunks)
+                names.append(new_name)
+            report.segments_merged = len(merged)
+            names = [n for n in names if n not in merged]
+            deleted = {(s, i) for s, i in deleted if s not in merged}
             _write_version(staging, index.manifest, names, hashes, deleted)
         report.chunks_added, report.chunks_removed = len(new_chunks), len(where)
         index.close()
@@ -277,11 +353,13 @@ def compact_index(root: str | Path, placement=None) -> ChangeReport:
     the deleted ones for good; BM25's term statistics are then the whole index's again."""
     start = time.perf_counter()
     root = Path(root)
-    current_version(root)
-    with writer(root) as staging:
+    folder = current_version(root)
+    store = dense_store(folder, read_manifest(folder))
+    with writer(root, _collect(root, store)) as staging:
         index = Index(root, placement, preload=False)
         report = ChangeReport(chunks_removed=index.deleted)
-        _rewrite(index, staging, index.ids(), [], index.sources())
+        _write_merged(index, staging / "s000001", index.ids(), [])
+        _write_version(staging, index.manifest, ["s000001"], index.sources(), set())
         index.close()
     report.seconds = time.perf_counter() - start
     return report

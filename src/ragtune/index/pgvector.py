@@ -1,0 +1,250 @@
+"""The index's dense side in PostgreSQL + pgvector (`ragtune index build --backend pgvector --uri ...`).
+
+Everything else stays in the index folder: chunks, BM25, token vectors, the versions and their deletions. Each
+segment's vectors go to a table of their own, `<prefix>_<key>` (row integer, embedding vector(d)), named in the
+segment's pgvector.json where a FAISS index would be. A segment is written once, so a table never changes after
+its segment is written; a version reads the tables its segments name, and its deletions and filters travel with
+the query as a bitmap of the rows it may return (`get_bit`), as FAISS's ID selector does. So BM25 and the dense
+side always agree on which chunks exist. After a change, under the writer lock, the tables that no version on disk
+names any more are dropped.
+
+The index settings map onto pgvector's: `flat` is an exact scan, `hnsw` an HNSW index (m, ef_search) and `ivf` an
+IVFFlat one (lists, probes), each with pgvector's iterative scans so that a filtered query still finds k rows; one
+that comes back short is redone as an exact scan.
+
+The manifest keeps the URI without its password: libpq reads that from PGPASSWORD or ~/.pgpass, and
+RAGTUNE_PGVECTOR_URI, where set, replaces the stored URI (the same tables, reached another way).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from ragtune.config.retrieval import DenseSection
+from ragtune.errors import ConfigError, DataError
+from ragtune.retrieval.base import Allowed, row_mask
+from ragtune.retrieval.dense import DenseRetriever
+
+PG_FILE = "pgvector.json"  # in a segment folder, in place of faiss.index
+URI_ENV = "RAGTUNE_PGVECTOR_URI"
+INSTALL = "install it with `pip install 'ragtune[pgvector]'`"
+
+
+def public_uri(uri: str) -> str:
+    """The URI without its password (what the manifest keeps and messages show)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _problem(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def connect(uri: str):
+    """A connection (autocommit, pgvector's types registered), or one line saying why there is none."""
+    if not uri.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"--uri: '{public_uri(uri)}' is not a PostgreSQL URI; give postgresql://USER@HOST:PORT/DB")
+    try:
+        import psycopg
+        from pgvector.psycopg import register_vector
+    except ImportError as exc:
+        raise ConfigError(f"the pgvector backend needs psycopg and pgvector ({exc.name} is missing); {INSTALL}") from None
+    try:
+        conn = psycopg.connect(uri, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise DataError(f"{public_uri(uri)}: cannot connect to PostgreSQL ({_problem(exc)}); check the URI, that "
+                        f"the server runs, and the password (PGPASSWORD or ~/.pgpass)") from None
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+    except psycopg.Error as exc:
+        conn.close()
+        raise DataError(f"{public_uri(uri)}: the pgvector extension is not available ({_problem(exc)}); install "
+                        "pgvector on the server (or `CREATE EXTENSION vector` as its owner)") from None
+    return conn
+
+
+class PgVectorStore:
+    """One index's tables on one server: written by segment, read by segment, dropped when no version names them."""
+
+    def __init__(self, uri: str, prefix: str):
+        self.uri, self.prefix = os.environ.get(URI_ENV) or uri, prefix
+        self._conn = None
+        self.lock = threading.Lock()  # one statement (or one short transaction) at a time on the connection
+
+    @classmethod
+    def for_manifest(cls, backend: dict) -> "PgVectorStore":
+        return cls(backend["uri"], backend["prefix"])
+
+    @staticmethod
+    def new_prefix() -> str:
+        return f"ragtune_{secrets.token_hex(5)}"
+
+    @property
+    def conn(self):
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.uri)
+        return self._conn
+
+    def manifest(self) -> dict:
+        return {"name": "pgvector", "uri": public_uri(self.uri), "prefix": self.prefix}
+
+    def table(self, key: str) -> str:
+        return f"{self.prefix}_{key}"
+
+    def execute(self, sql: str, params=None):
+        import psycopg
+
+        try:
+            with self.lock:
+                cursor = self.conn.execute(sql, params)
+                return cursor.fetchall() if cursor.description is not None else []
+        except psycopg.Error as exc:
+            raise DataError(f"{public_uri(self.uri)}: {_problem(exc)}") from None
+
+    # ------------------------------------------------------------------------------------------------ writing
+    def write(self, folder: Path, vectors: np.ndarray, settings: DenseSection) -> None:
+        """A new table of a segment's vectors (row i is the segment's row i) with the index settings' vector index,
+        named in folder/pgvector.json."""
+        import psycopg
+
+        n, dim = vectors.shape
+        key = secrets.token_hex(4)
+        table = self.table(key)
+        try:
+            with self.lock, self.conn.transaction():
+                self.conn.execute(f"CREATE TABLE {table} (row integer PRIMARY KEY, embedding vector({dim}) NOT NULL)")
+                with self.conn.cursor().copy(f"COPY {table} (row, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                    copy.set_types(["int4", "vector"])
+                    for row, vector in enumerate(np.asarray(vectors, dtype=np.float32)):
+                        copy.write_row((row, vector))
+                if settings.index == "hnsw":
+                    self.conn.execute(f"CREATE INDEX ON {table} USING hnsw (embedding vector_ip_ops) WITH "
+                                      f"(m = {settings.hnsw_m}, ef_construction = {max(64, 2 * settings.hnsw_m)})")
+                elif settings.index == "ivf":
+                    lists = max(1, min(settings.ivf_nlist or n, int(4 * math.sqrt(n)), n))  # as for FAISS
+                    self.conn.execute(f"CREATE INDEX ON {table} USING ivfflat (embedding vector_ip_ops) "
+                                      f"WITH (lists = {lists})")
+                self.conn.execute(f"ANALYZE {table}")
+        except psycopg.Error as exc:
+            raise DataError(f"{public_uri(self.uri)}: writing {table} failed ({_problem(exc)})") from None
+        (folder / PG_FILE).write_text(json.dumps({"table": table, "rows": n, "dimension": dim}), encoding="utf-8")
+
+    def keep_only(self, root: Path) -> list[str]:
+        """Drop this index's tables that no version under `root` names (left by older versions, or by a writer
+        that crashed); run under the writer lock. Returns the dropped tables."""
+        named = {json.loads(p.read_text(encoding="utf-8"))["table"] for p in root.glob(f"v[0-9]*/*/{PG_FILE}")}
+        pattern = self.prefix.replace("_", r"\_") + r"\_%"
+        tables = [t for (t,) in self.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (pattern,))]
+        dropped = sorted(set(tables) - named)
+        for table in dropped:
+            self.execute(f"DROP TABLE IF EXISTS {table}")
+        return dropped
+
+    # ------------------------------------------------------------------------------------------------ reading
+    def open(self, folder: Path, size: int, settings: DenseSection) -> "PgSegment":
+        """The table of one segment, checked against what its chunk database holds."""
+        from ragtune.index.store import damaged
+
+        path = folder / PG_FILE
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            table, rows = str(record["table"]), int(record["rows"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise damaged(path, f"unreadable ({_problem(exc)})") from None
+        if not table.startswith(self.prefix + "_") or not table.replace("_", "").isalnum():
+            raise damaged(path, f"names table '{table}', which is not one of this index's ({self.prefix}_*)")
+        if rows != size:
+            raise damaged(path, f"says {rows} vectors, but its chunks.sqlite has {size} chunks")
+        found = self.execute("SELECT a.atttypmod FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid "
+                             "WHERE c.relname = %s AND a.attname = 'embedding'", (table,))
+        if not found:
+            raise damaged(path, f"its table {table} is missing from {public_uri(self.uri)} (dropped by hand, or "
+                                "another server)")
+        return PgSegment(self, table, int(found[0][0]), rows, settings)
+
+    def bytes(self) -> int:
+        pattern = self.prefix.replace("_", r"\_") + r"\_%"
+        found = self.execute("SELECT COALESCE(SUM(pg_total_relation_size(quote_ident(tablename))), 0) FROM pg_tables "
+                             "WHERE tablename LIKE %s", (pattern,))
+        return int(found[0][0])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class PgSegment:
+    """One segment's table, with what the dense retriever asks of a FAISS index: d, ntotal, search and
+    reconstruct_batch."""
+
+    def __init__(self, store: PgVectorStore, table: str, d: int, ntotal: int, settings: DenseSection):
+        self.store, self.table, self.d, self.ntotal, self.settings = store, table, d, ntotal, settings
+
+    def _knobs(self) -> list[str]:
+        if self.settings.index == "hnsw":
+            return [f"SET LOCAL hnsw.ef_search = {min(self.settings.hnsw_ef_search, 1000)}",
+                    "SET LOCAL hnsw.iterative_scan = strict_order"]
+        if self.settings.index == "ivf":
+            return [f"SET LOCAL ivfflat.probes = {self.settings.ivf_nprobe}",
+                    "SET LOCAL ivfflat.iterative_scan = relaxed_order"]
+        return []
+
+    def search(self, embeddings: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), each (n_queries, k), best first by inner product; rows -1 where fewer came back. Only
+        the rows set in `mask` count, where it is given; a short answer is redone as an exact scan."""
+        import psycopg
+
+        where, bits = "", None
+        if mask is not None:
+            where, bits = "WHERE get_bit(%(bits)s, row) = 1", np.packbits(mask, bitorder="little").tobytes()
+            k = min(k, int(mask.sum()))
+        sql = (f"SELECT row, (embedding <#> %(q)s) FROM {self.table} {where} ORDER BY embedding <#> %(q)s "
+               "LIMIT %(k)s")
+        scores = np.full((len(embeddings), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(embeddings), k), -1, dtype=np.int64)
+        try:
+            with self.store.lock, self.store.conn.transaction():
+                conn = self.store.conn
+                for knob in self._knobs():
+                    conn.execute(knob)
+                for i, query in enumerate(np.asarray(embeddings, dtype=np.float32)):
+                    found = conn.execute(sql, {"q": query, "bits": bits, "k": k}).fetchall()
+                    if len(found) < k and self._knobs():  # the approximate index came back short: scan exactly
+                        conn.execute("SET LOCAL enable_indexscan = off")
+                        found = conn.execute(sql, {"q": query, "bits": bits, "k": k}).fetchall()
+                        conn.execute("SET LOCAL enable_indexscan = on")
+                    for j, (row, distance) in enumerate(found):
+                        rows[i, j], scores[i, j] = row, -distance  # <#> is the negative inner product
+        except psycopg.Error as exc:
+            raise DataError(f"{public_uri(self.store.uri)}: searching {self.table} failed ({_problem(exc)})") from None
+        return scores, rows
+
+    def reconstruct_batch(self, rows) -> np.ndarray:
+        rows = [int(r) for r in np.asarray(rows).ravel()]
+        out = np.zeros((len(rows), self.d), dtype=np.float32)
+        if not rows:
+            return out
+        found = dict(self.store.execute(f"SELECT row, embedding FROM {self.table} WHERE row = ANY(%s)", (rows,)))
+        for i, row in enumerate(rows):
+            out[i] = found[row].to_numpy()
+        return out
+
+
+class PgVectorDense(DenseRetriever):
+    """The dense retriever over one pgvector segment: filters and deletions go to PostgreSQL as a row bitmap."""
+
+    def _search_allowed(self, embeddings: np.ndarray, k: int, allowed: Allowed) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(embeddings, k, row_mask(self.doc_ids, allowed, self._rows))
