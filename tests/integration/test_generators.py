@@ -46,8 +46,8 @@ def test_alpaca_from_scratch_halves_held_out_perplexity(tmp_path):
     run_dir = tmp_path / "run"
     code = run(["-q", "train", "llm", f"data.train={data}", f"model.name={model}", f"output.dir={run_dir}",
                 "method=full", "template=alpaca", "max_length=256", "data.eval_fraction=0.04",
-                "data.max_eval_samples=100", "train.max_steps=150", "train.per_device_train_batch_size=8",
-                "train.learning_rate=2e-3", "train.warmup_ratio=0.05", "train.eval_steps=150", "train.save_steps=150",
+                "data.max_eval_samples=100", "train.max_steps=40", "train.per_device_train_batch_size=8",
+                "train.learning_rate=2e-3", "train.warmup_ratio=0.05", "train.eval_steps=40", "train.save_steps=40",
                 "eval.metrics=[perplexity,rouge_l]", "eval.generation_samples=8", "eval.max_new_tokens=24"])
     assert code == 0
     before = json.loads((run_dir / "eval_before.json").read_text())["metrics"]["perplexity"]
