@@ -1,0 +1,221 @@
+"""CLaRa's model (issue 20, after Apple's paper, arXiv 2511.18659; written from the paper, not from its code): one
+frozen causal LM with named LoRA adapters, memory tokens, and the losses of its three stages.
+
+- **Memory tokens.** A document of up to `doc_max_length` tokens gets `doc_max_length // compress_rate` memory
+  tokens appended (`<mem0>`, `<mem1>`, ...). With the `compressor` adapter on, the LM's last hidden states at those
+  positions are the compressed document.
+- **Placeholders.** The generator's prompt holds one `<memslot>` token per memory vector; its input embeddings at
+  those positions are replaced by the memory vectors, so the `generator` adapter answers from them alone.
+- **What trains**: the adapters, and of the embedding matrix only the rows of the new tokens (a gradient mask: the
+  base vocabulary's rows, and a tied LM head's, get no update).
+- **Adapters are switched without touching requires_grad**, so a step that compresses with one adapter and
+  generates with another trains both (PEFT's `set_adapter` would freeze the inactive one).
+- Stage 1 and 2 loss: next-token cross-entropy of the answer + `mse_weight` x MSE between the mean of the memory
+  states and the mean of the document's token states. Stage 3 (query adapter, differentiable top-k) builds on
+  `select_top_k` in topk.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ragtune.errors import ConfigError
+
+MEMORY_PREFIX, SLOT = "<mem{}>", "<memslot>"
+ADAPTERS = ("compressor", "generator", "query")
+
+
+@dataclass(frozen=True)
+class ClaraShape:
+    """How documents are compressed: `doc_max_length` tokens into `doc_max_length // compress_rate` vectors."""
+
+    compress_rate: int = 32
+    doc_max_length: int = 256
+
+    def __post_init__(self):
+        for name in ("compress_rate", "doc_max_length"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name}: should be a positive integer, not {getattr(self, name)!r}")
+        if self.doc_max_length % self.compress_rate:
+            raise ConfigError(f"compress_rate: {self.compress_rate} does not divide doc_max_length "
+                              f"({self.doc_max_length}); pick a divisor, e.g. {_divisor_near(self)}")
+
+    @property
+    def memory_tokens(self) -> int:
+        return self.doc_max_length // self.compress_rate
+
+
+def _divisor_near(shape: ClaraShape) -> int:
+    return min((d for d in range(1, shape.doc_max_length + 1) if shape.doc_max_length % d == 0),
+               key=lambda d: abs(d - shape.compress_rate))
+
+
+def add_memory_tokens(model, tokenizer, shape: ClaraShape) -> tuple[list[int], int]:
+    """Add the memory tokens and the placeholder to the tokenizer and the model's embeddings; returns their ids.
+    The new rows start at the mean of the old ones, so that they begin where the base model's inputs live."""
+    names = [MEMORY_PREFIX.format(i) for i in range(shape.memory_tokens)] + [SLOT]
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and limit < shape.doc_max_length + shape.memory_tokens:
+        raise ConfigError(f"doc_max_length: {shape.doc_max_length} tokens plus {shape.memory_tokens} memory tokens "
+                          f"do not fit the base model's {limit} positions; lower doc_max_length")
+    tokenizer.add_special_tokens({"additional_special_tokens": names}, replace_extra_special_tokens=False)
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if min(ids) < old:
+        raise ConfigError(f"the base model's tokenizer already has tokens named like {names[0]}; CLaRa needs room "
+                          "for new ones")
+    return ids[:-1], ids[-1]
+
+
+def train_only_new_rows(model, first_new: int) -> None:
+    """Only the rows from `first_new` on (the new tokens) of the input embeddings, and of an untied LM head, get a
+    gradient; the base vocabulary's rows stay as they are."""
+    tables = {id(model.get_input_embeddings().weight): model.get_input_embeddings().weight}
+    head = model.get_output_embeddings()
+    if head is not None:
+        tables.setdefault(id(head.weight), head.weight)
+    for weight in tables.values():
+        weight.requires_grad_(True)
+        mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        mask[first_new:] = 1
+        weight.register_hook(lambda grad, mask=mask: grad * mask)
+
+
+def use_adapter(model, name: str) -> None:
+    """Make `name` the active LoRA adapter of every PEFT layer, leaving every adapter's requires_grad as it is."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module._active_adapter = [name]
+
+
+class Clara(torch.nn.Module):
+    """A PEFT model (adapters named compressor and generator, and query for stage 3) over the base LM, with
+    the memory token ids; `compress` documents, then `answer_loss` from their memory vectors."""
+
+    def __init__(self, peft_model, tokenizer, shape: ClaraShape, memory_ids: list[int], slot_id: int,
+                 mse_weight: float = 0.1):
+        super().__init__()
+        self.model, self.tokenizer, self.shape = peft_model, tokenizer, shape
+        self.memory_ids, self.slot_id, self.mse_weight = list(memory_ids), slot_id, mse_weight
+
+    @classmethod
+    def from_base(cls, base, tokenizer, shape: ClaraShape, r: int = 16, alpha: int = 32, dropout: float = 0.0,
+                  mse_weight: float = 0.1, adapters: tuple[str, ...] = ("compressor", "generator")) -> "Clara":
+        from peft import LoraConfig, get_peft_model
+
+        memory_ids, slot_id = add_memory_tokens(base, tokenizer, shape)
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
+                            task_type="CAUSAL_LM")
+        model = get_peft_model(base, config, adapter_name=adapters[0])
+        for name in adapters[1:]:
+            model.add_adapter(name, config)
+        for name, param in model.named_parameters():
+            param.requires_grad_("lora_" in name)
+        train_only_new_rows(model.get_base_model(), min(memory_ids))
+        return cls(model, tokenizer, shape, memory_ids, slot_id, mse_weight)
+
+    @property
+    def embeddings(self):
+        return self.model.get_base_model().get_input_embeddings()
+
+    def document_inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Each document's tokens (at most doc_max_length), then its memory tokens, left-padded so that the memory
+        tokens sit at the same positions in every row."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=True,
+                                 max_length=self.shape.doc_max_length)["input_ids"]
+        width = max(len(ids) for ids in encoded) + len(self.memory_ids)
+        ids = torch.full((len(texts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(texts), width), dtype=torch.long)
+        for row, tokens in enumerate(encoded):
+            full = tokens + self.memory_ids
+            ids[row, width - len(full):] = torch.tensor(full)
+            mask[row, width - len(full):] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def compress(self, texts: list[str], adapter: str = "compressor") -> tuple[torch.Tensor, torch.Tensor]:
+        """(memory vectors (n, memory_tokens, hidden), the MSE between their mean and the mean of the documents'
+        token states) with `adapter` on."""
+        use_adapter(self.model, adapter)
+        inputs = {k: v.to(self.model.device) for k, v in self.document_inputs(texts).items()}
+        out = self.model(**inputs, output_hidden_states=True, use_cache=False)
+        states = out.hidden_states[-1]
+        n = len(self.memory_ids)
+        memory = states[:, -n:]
+        doc_mask = inputs["attention_mask"].clone()
+        doc_mask[:, -n:] = 0
+        weights = doc_mask.unsqueeze(-1).to(states.dtype)
+        doc_mean = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return memory, F.mse_loss(memory.mean(1), doc_mean)
+
+    def prompt_with_slots(self, question: str, documents: int) -> str:
+        """The generator's prompt: one placeholder per memory vector of each document, then the question."""
+        slots = SLOT * len(self.memory_ids)
+        context = "\n".join(f"[{i + 1}] {slots}" for i in range(documents))
+        return f"Context:\n{context}\nQuestion: {question}\nAnswer:"
+
+    def _embedded(self, ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of `ids` (b, t) with the placeholders, in order, replaced by `memory` (b, slots, h)."""
+        embedded = self.embeddings(ids)
+        slots = ids == self.slot_id
+        counts = slots.sum(1)
+        if bool((counts != memory.shape[1]).any()):
+            raise ValueError(f"{int(counts[0])} placeholders for {memory.shape[1]} memory vectors")
+        return embedded.masked_scatter(slots.unsqueeze(-1), memory.to(embedded.dtype))
+
+    def answer_loss(self, questions: list[str], answers: list[str], memory: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy of each answer, given its question and memory vectors (b, k * memory_tokens, h),
+        with the generator adapter on; only answer tokens count."""
+        use_adapter(self.model, "generator")
+        docs = memory.shape[1] // len(self.memory_ids)
+        eos = self.tokenizer.eos_token or ""
+        rows, labels = [], []
+        for question, answer in zip(questions, answers):
+            prompt = self.tokenizer(self.prompt_with_slots(question, docs), add_special_tokens=False)["input_ids"]
+            target = self.tokenizer(" " + answer + eos, add_special_tokens=False)["input_ids"]
+            rows.append(prompt + target)
+            labels.append([-100] * len(prompt) + target)
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        label_ids = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (row, label) in enumerate(zip(rows, labels)):  # right padding: the slots stay in prompt order
+            ids[i, :len(row)], label_ids[i, :len(label)], mask[i, :len(row)] = (torch.tensor(row),
+                                                                              torch.tensor(label), 1)
+        device = self.model.device
+        embedded = self._embedded(ids.to(device), memory)
+        out = self.model(inputs_embeds=embedded, attention_mask=mask.to(device), labels=label_ids.to(device),
+                         use_cache=False)
+        return out.loss
+
+    def stage_loss(self, documents: list[list[str]], questions: list[str], answers: list[str]) -> dict:
+        """Stages 1 and 2: compress each example's documents, answer from them; CE + mse_weight x MSE."""
+        flat = [doc for docs in documents for doc in docs]
+        memory, mse = self.compress(flat)
+        per = len(documents[0])
+        if any(len(docs) != per for docs in documents):
+            raise ValueError("every example needs the same number of documents")
+        memory = memory.reshape(len(documents), per * len(self.memory_ids), memory.shape[-1])
+        ce = self.answer_loss(questions, answers, memory)
+        return {"loss": ce + self.mse_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
+
+    @torch.no_grad()
+    def answer(self, question: str, documents: list[str], max_new_tokens: int = 32) -> str:
+        """Greedy answer to `question` from the compressed `documents`."""
+        memory, _ = self.compress(documents)
+        memory = memory.reshape(1, -1, memory.shape[-1])
+        use_adapter(self.model, "generator")
+        prompt = self.tokenizer(self.prompt_with_slots(question, len(documents)), add_special_tokens=False,
+                                return_tensors="pt")["input_ids"].to(self.model.device)
+        embedded = self._embedded(prompt, memory)
+        out = self.model.generate(inputs_embeds=embedded, attention_mask=torch.ones_like(prompt),
+                                  max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
