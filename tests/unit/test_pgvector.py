@@ -111,6 +111,26 @@ def test_add_delete_compact_keep_the_tables_in_step_with_the_versions(cli, docs,
     assert _prefix(index) == prefix and _tables(pg_uri, prefix) == _named(index)
 
 
+def test_a_build_that_crashed_after_writing_tables_leaves_nothing_behind_the_next(cli, docs, tiny_embedder, tmp_path,
+                                                                                pg_uri, monkeypatch):
+    from ragtune.index import update
+
+    index = tmp_path / "index"
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill between the vectors and the version
+
+    with monkeypatch.context() as patched:
+        patched.setattr(update, "_write_version", crash)
+        with pytest.raises(KeyboardInterrupt):
+            update.build_index(index, [str(docs)], tiny_embedder, chunk_size=24, overlap=4, backend="pgvector",
+                               uri=pg_uri)
+    prefix = (index / ".pgvector-prefix").read_text()
+    assert len(_tables(pg_uri, prefix)) == 1 and not (index / "CURRENT").exists()  # the orphan
+    build(cli, docs, index, tiny_embedder, "--backend", "pgvector", "--uri", pg_uri)
+    assert _prefix(index) == prefix and _tables(pg_uri, prefix) == _named(index)
+
+
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("filtered")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import threading
 from pathlib import Path
@@ -80,6 +81,9 @@ class PgVectorStore:
     """One index's tables on one server: written by segment, read by segment, dropped when no version names them."""
 
     def __init__(self, uri: str, prefix: str):
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", prefix):  # it becomes part of table names
+            raise DataError(f"pgvector table prefix '{prefix}' is not a plain lower-case name; rebuild the index "
+                            "with `ragtune index build --overwrite`")
         self.uri, self.prefix = os.environ.get(URI_ENV) or uri, prefix
         self._conn = None
         self.tuned_for: DenseSection | None = None  # the settings the connection's search knobs were set for

@@ -35,7 +35,8 @@ MANIFEST_FILE, CHUNKS_DB, FAISS_FILE, BM25_DIR = "manifest.json", "chunks.sqlite
 TOKENS_DIR = "multivector"  # the chunks' token vectors, where the index was built with a late-interaction model
 STATE_DB = "state.sqlite"  # a version's indexed files and deleted chunk ids (format 2)
 FORMAT_VERSION = 2
-LEFTOVER = re.compile(r"\.lock|\.CURRENT\.tmp|\.staging-\d+|v\d{6}")  # what a crashed first build leaves
+PG_PREFIX_FILE = ".pgvector-prefix"  # a pgvector index's table prefix, kept from before its first version
+LEFTOVER = re.compile(r"\.lock|\.CURRENT\.tmp|\.staging-\d+|v\d{6}|\.pgvector-prefix")  # a crashed first build's
 SCHEMA = """
 CREATE TABLE chunks (id TEXT PRIMARY KEY, row INTEGER UNIQUE, source TEXT, title TEXT, chunk INTEGER,
                      start INTEGER, "end" INTEGER, page INTEGER, text TEXT, metadata TEXT);

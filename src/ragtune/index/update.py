@@ -27,6 +27,7 @@ from ragtune.index.store import (
     FORMAT_VERSION,
     LEFTOVER,
     MANIFEST_FILE,
+    PG_PREFIX_FILE,
     SEGMENT_SCHEMA,
     STATE_DB,
     STATE_SCHEMA,
@@ -245,10 +246,13 @@ def _dense_store(out: Path, backend: str, uri: str | None):
         old = read_manifest(current_version(out)).get("dense_backend") if (out / CURRENT).is_file() else None
     except DataError:
         old = None
+    kept = out / PG_PREFIX_FILE  # written before any table, so a build that crashed leaves its prefix behind
     prefix = old["prefix"] if isinstance(old, dict) and isinstance(old.get("prefix"), str) else \
-        PgVectorStore.new_prefix()
+        kept.read_text(encoding="utf-8").strip() if kept.is_file() else PgVectorStore.new_prefix()
     store = PgVectorStore(uri or "", prefix)
     store.conn  # noqa: B018 - connect now
+    out.mkdir(parents=True, exist_ok=True)
+    kept.write_text(prefix, encoding="utf-8")  # and the build's own clean-up drops what a crashed one left
     return store
 
 
