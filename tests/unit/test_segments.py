@@ -112,6 +112,31 @@ def test_bm25_scores_across_segments_use_the_whole_index_statistics(cli, built, 
     rebuilt.close()
 
 
+@pytest.mark.parametrize("segments", [1, 2])
+def test_deleted_chunks_leave_bm25s_statistics_at_once(cli, built, docs, tmp_path, tiny_embedder, segments):
+    """After a delete (no compaction), every chunk scores as in a fresh build of the files that are left: the
+    deleted chunks no longer count in the document frequencies, the chunk count or the average length."""
+    from ragtune.index import Index
+
+    if segments == 2:
+        assert cli("index", "add", built, _write(docs / "joint.txt", "Joint pain and spine posture in smokers."))[0] == 0
+    assert cli("index", "delete", built, "--source", str(docs / "lung.md"))[0] == 0
+    (docs / "lung.md").unlink()
+    fresh = tmp_path / "fresh"
+    build(cli, docs, fresh, tiny_embedder)
+    left, rebuilt = Index(built), Index(fresh)
+    assert left.deleted > 0 and len(left.segments) == segments
+    for query in ("smoking damage", "heart rhythm age", "joint pain calcium", "bone density spine"):
+        a, b = dict(left.search(query, 30, "bm25")), dict(rebuilt.search(query, 30, "bm25"))
+        assert a.keys() == b.keys(), query
+        for chunk_id in a:
+            assert a[chunk_id] == pytest.approx(b[chunk_id], rel=1e-4), (query, chunk_id)
+        ids = sorted(a)
+        assert left.bm25().scores_for(query, ids) == pytest.approx(rebuilt.bm25().scores_for(query, ids), rel=1e-4)
+    left.close()
+    rebuilt.close()
+
+
 def test_compact_gives_one_segment_with_what_a_fresh_build_holds(cli, built, docs, tmp_path, tiny_embedder):
     from ragtune.index import Index
 

@@ -62,30 +62,42 @@ def merge(per_part: list[list[Hits]], k: int) -> list[Hits]:
 
 
 class SegmentedBM25:
-    """BM25 over every segment with the whole version's statistics. Each segment's stored scores carry its own
-    IDF and average length (Lucene's BM25, the bm25s default: idf * tf / (tf + k1 * (1 - b + b * len / avg))), so a
-    query term's term frequency is recovered from the stored score and rescored with the IDF and average length over
-    all segments (deleted chunks still count until a compaction); the best k are then merged. A segment written
-    before its lengths were stored keeps its own length normalisation."""
+    """BM25 over every segment with the live chunks' statistics, as a fresh build of them would score. Each
+    segment's stored scores carry the IDF and average length of its own build (Lucene's BM25, the bm25s default:
+    idf * tf / (tf + k1 * (1 - b + b * len / avg))), so a query term's term frequency is recovered from the stored
+    score and rescored with the IDF and average length over the live chunks of all segments (deleted ones left
+    out); the best k are then merged. A segment written before its lengths were stored keeps its own length
+    normalisation, and its deleted chunks in its statistics."""
 
     name = "bm25"
 
     def __init__(self, segments: list[Segment], parts: list):
+        from ragtune.retrieval.base import row_map
+
         self.segments, self.parts = segments, parts
         self.docs = [int(part._model.scores["num_docs"]) for part in parts]
-        self.df = [np.diff(part._model.scores["indptr"]) for part in parts]  # documents per term id
+        self.df = [np.diff(part._model.scores["indptr"]) for part in parts]  # documents per term id, as built
+        self.dead = []  # each segment's deleted rows (a boolean mask), or None where nothing is deleted
+        for seg, part in zip(segments, parts):
+            rows = row_map(part.doc_ids, part._rows)
+            dead = np.zeros(len(part.doc_ids), dtype=bool) if seg.deleted else None
+            if dead is not None:
+                dead[[rows[i] for i in seg.deleted if i in rows]] = True
+            self.dead.append(dead)
+        self.live_docs = [n - (int(d.sum()) if d is not None else 0) for n, d in zip(self.docs, self.dead)]
         lengths = [p.lengths for p in parts]
-        self.avg = [float(np.mean(n)) if n is not None and len(n) else None for n in lengths]
-        known = [n for n in lengths if n is not None]
-        self.avg_all = float(np.concatenate(known).mean()) if len(known) == len(parts) else None
-        self._df_all: dict[str, int] = {}  # a term's documents over all segments (a version never changes)
+        self.avg = [float(np.mean(n)) if n is not None and len(n) else None for n in lengths]  # as built
+        known = [n if d is None else n[~d] for n, d in zip(lengths, self.dead) if n is not None]
+        self.avg_all = float(np.concatenate(known).mean()) if len(known) == len(parts) and \
+            sum(map(len, known)) else None
+        self._df_all: dict[str, int] = {}  # a term's live documents over all segments (a version never changes)
 
     def _idf(self, df, n):
         return np.log1p((n - df + 0.5) / (df + 0.5))
 
     def search(self, queries: list[str], k: int, allowed: Allowed = None) -> list[Hits]:
         live = [seg.live(allowed) for seg in self.segments]
-        if len(self.parts) == 1:  # the stored scores are already the whole index's
+        if len(self.parts) == 1 and self.dead[0] is None:  # the stored scores are already the whole index's
             return self.parts[0].search(queries, k, live[0]) if live[0] != frozenset() else [[] for _ in queries]
         tokens = self.parts[0]._tokenize(queries)  # every segment tokenizes alike (one BM25 section)
         found = [self._search_part(i, tokens, k, live[i]) for i in range(len(self.parts)) if live[i] != frozenset()]
@@ -97,10 +109,9 @@ class SegmentedBM25:
         start, end = csc["indptr"][tid], csc["indptr"][tid + 1]
         rows, stored = csc["indices"][start:end], csc["data"][start:end].astype(np.float64)
         if token not in self._df_all:
-            self._df_all[token] = sum(int(d[p._model.vocab_dict[token]]) for p, d in zip(self.parts, self.df)
-                                      if token in p._model.vocab_dict)
+            self._df_all[token] = sum(self._live_df(j, token) for j in range(len(self.parts)))
         idf_here = self._idf(int(self.df[i][tid]), self.docs[i])
-        idf_all = self._idf(self._df_all[token], sum(self.docs))
+        idf_all = self._idf(self._df_all[token], sum(self.live_docs))
         if self.avg_all is None or part.lengths is None:
             return rows, (stored * idf_all / idf_here).astype(np.float32)
         k1, b = part._model.k1, part._model.b
@@ -110,21 +121,27 @@ class SegmentedBM25:
         tf = share * here / (1 - share)
         return rows, (idf_all * tf / (tf + k1 * (1 - b + b * length / self.avg_all))).astype(np.float32)
 
+    def _live_df(self, i: int, token: str) -> int:
+        """The live chunks of segment i that hold `token`."""
+        part = self.parts[i]
+        tid = part._model.vocab_dict.get(token)
+        if tid is None:
+            return 0
+        if self.dead[i] is None:
+            return int(self.df[i][tid])
+        csc = part._model.scores
+        rows = csc["indices"][csc["indptr"][tid]:csc["indptr"][tid + 1]]
+        return int(len(rows) - self.dead[i][rows].sum())
+
     def _search_part(self, i: int, queries: list[list[str]], k: int, live: Allowed) -> list[Hits]:
         """Segment i's best k for each tokenized query."""
         from ragtune.retrieval.base import row_mask
 
         part = self.parts[i]
-        vocab = part._model.vocab_dict
         keep = None if live is None else row_mask(part.doc_ids, live, part._rows)
         out = []
         for tokens in queries:
-            scores = np.zeros(self.docs[i], dtype=np.float32)
-            for token in tokens:
-                tid = vocab.get(token)
-                if tid is not None and token:
-                    rows, rescored = self._rescored(i, tid, token)
-                    scores[rows] += rescored
+            scores = self._scores(i, tokens)
             if keep is not None:
                 scores[~keep] = 0.0
             top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
@@ -132,14 +149,31 @@ class SegmentedBM25:
                               key=lambda hit: -hit[1]))
         return out
 
+    def _scores(self, i: int, tokens: list[str]) -> np.ndarray:
+        """Segment i's scores of every row for one tokenized query, with the live chunks' statistics."""
+        vocab = self.parts[i]._model.vocab_dict
+        scores = np.zeros(self.docs[i], dtype=np.float32)
+        for token in tokens:
+            tid = vocab.get(token)
+            if tid is not None and token:
+                rows, rescored = self._rescored(i, tid, token)
+                scores[rows] += rescored
+        return scores
+
     def scores_for(self, query: str, doc_ids: list[str]) -> np.ndarray:
-        """BM25 scores of given chunks for one query, each from its own segment."""
+        """BM25 scores of given chunks for one query, each from its own segment, as `search` scores them."""
+        from ragtune.retrieval.base import row_map
+
+        if len(self.parts) == 1 and self.dead[0] is None:
+            return self.parts[0].scores_for(query, doc_ids)
+        tokens = self.parts[0]._tokenize([query])[0]
         out = np.zeros(len(doc_ids), dtype=np.float32)
-        for seg, part in zip(self.segments, self.parts):
-            own = set(seg.ids())
-            mine = [i for i, d in enumerate(doc_ids) if d in own]
+        for i, part in enumerate(self.parts):
+            rows = row_map(part.doc_ids, part._rows)
+            mine = [(j, rows[d]) for j, d in enumerate(doc_ids) if d in rows]
             if mine:
-                out[mine] = part.scores_for(query, [doc_ids[i] for i in mine])
+                scores = self._scores(i, tokens)
+                out[[j for j, _ in mine]] = scores[[r for _, r in mine]]
         return out
 
 
