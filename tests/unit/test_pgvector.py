@@ -74,8 +74,11 @@ def test_pgvector_answers_as_faiss_does_and_keeps_no_vector_file(cli, docs, tiny
             assert np.allclose([s["score"] for s in ours], [s["score"] for s in theirs], atol=1e-4)
 
 
-def test_add_delete_compact_keep_the_tables_in_step_with_the_versions(cli, docs, tiny_embedder, tmp_path, pg_uri):
-    from ragtune.index import Index
+def test_add_delete_compact_keep_the_tables_in_step_with_the_versions(cli, docs, tiny_embedder, tmp_path, pg_uri,
+                                                                      monkeypatch):
+    from ragtune.index import Index, pgvector
+
+    monkeypatch.setattr(pgvector, "RETIRE_AFTER_S", 0.0)  # drop what no version names at once
 
     index = tmp_path / "index"
     build(cli, docs, index, tiny_embedder, "--backend", "pgvector", "--uri", pg_uri)
@@ -113,8 +116,9 @@ def test_add_delete_compact_keep_the_tables_in_step_with_the_versions(cli, docs,
 
 def test_a_build_that_crashed_after_writing_tables_leaves_nothing_behind_the_next(cli, docs, tiny_embedder, tmp_path,
                                                                                 pg_uri, monkeypatch):
-    from ragtune.index import update
+    from ragtune.index import pgvector, update
 
+    monkeypatch.setattr(pgvector, "RETIRE_AFTER_S", 0.0)
     index = tmp_path / "index"
 
     def crash(*args, **kwargs):
@@ -129,6 +133,26 @@ def test_a_build_that_crashed_after_writing_tables_leaves_nothing_behind_the_nex
     assert len(_tables(pg_uri, prefix)) == 1 and not (index / "CURRENT").exists()  # the orphan
     build(cli, docs, index, tiny_embedder, "--backend", "pgvector", "--uri", pg_uri)
     assert _prefix(index) == prefix and _tables(pg_uri, prefix) == _named(index)
+
+
+def test_a_reader_of_an_older_version_keeps_its_tables_for_a_while(cli, docs, tiny_embedder, tmp_path, pg_uri,
+                                                                   monkeypatch):
+    from ragtune.index import Index, pgvector
+
+    index = tmp_path / "index"
+    build(cli, docs, index, tiny_embedder, "--backend", "pgvector", "--uri", pg_uri)
+    reader = Index(index)  # as a server holds a version between two polls
+    for step in (["add", index, _write(docs.parent / "more" / "eye.txt", "Glaucoma raises eye pressure.")],
+                 ["compact", index], ["add", index, _write(docs.parent / "more" / "ear.txt", "Tinnitus rings.")]):
+        code, _, err = cli("index", *step)
+        assert code == 0, err
+    assert not (set(_named(index)) >= {t.table for t in reader.indexes()})  # no version on disk names them now
+    assert reader.search("heart rhythm", 3, "dense")  # but they are kept for RETIRE_AFTER_S
+    assert _tables(pg_uri, _prefix(index)) > _named(index)
+    monkeypatch.setattr(pgvector, "RETIRE_AFTER_S", 0.0)
+    code, _, err = cli("index", "delete", index, "--source", str(docs / "heart.txt"))
+    assert code == 0, err
+    assert _tables(pg_uri, _prefix(index)) == _named(index)
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +234,15 @@ def test_a_password_never_reaches_the_manifest():
     assert public_uri("postgresql://me:pw@db.example:5433/rag?sslmode=require") == \
         "postgresql://me@db.example:5433/rag?sslmode=require"
     assert public_uri("postgresql://postgres:@/postgres?host=/tmp/x") == "postgresql://postgres@/postgres?host=/tmp/x"
+    assert public_uri("postgresql://h/db?password=secret&sslmode=require") == "postgresql://h/db?sslmode=require"
+    assert public_uri("postgresql://u:pw@[::1]:5432,h2:5433/db") == "postgresql://u@[::1]:5432,h2:5433/db"
+
+
+def test_a_password_never_reaches_an_error_line(cli, tmp_path, docs, tiny_embedder, monkeypatch):
+    base = ["index", "build", docs, "--out", tmp_path / "index", "--embedder", tiny_embedder, "--backend", "pgvector"]
+    for uri in ("host=h password=hunter22", "postgresql://u:hunter22@127.0.0.1:1/db",
+                "postgresql://u@127.0.0.1:1/db?password=hunter22", "postgresql://u:ab%zzhunter22@127.0.0.1:1/db"):
+        line = error_line(cli(*base, "--uri", uri))
+        assert "hunter22" not in line, line
+    monkeypatch.setenv("RAGTUNE_PGVECTOR_URI", "postgresql://elsewhere@127.0.0.1:2/db")
+    error_line(cli(*base, "--uri", "postgresql://given@127.0.0.1:1/db"), "given@127.0.0.1:1")  # --uri wins

@@ -24,8 +24,9 @@ import os
 import re
 import secrets
 import threading
+import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -35,28 +36,46 @@ from ragtune.retrieval.base import Allowed, row_mask
 from ragtune.retrieval.dense import DenseRetriever
 
 PG_FILE = "pgvector.json"  # in a segment folder, in place of faiss.index
+RETIRED_FILE = ".pgvector-retired.json"  # in the index folder: tables no version names, and since when
+RETIRE_AFTER_S = 600.0  # how long a table no version names stays for readers of older versions
+PREFIX = re.compile(r"ragtune_[0-9a-f]{10}")
 URI_ENV = "RAGTUNE_PGVECTOR_URI"
 INSTALL = "install it with `pip install 'ragtune[pgvector]'`"
 
 
 def public_uri(uri: str) -> str:
-    """The URI without its password (what the manifest keeps and messages show)."""
+    """The URI without its password, in the user part or as a `password=` parameter (what the manifest keeps and
+    messages show). Hosts and ports stay as written: IPv6 brackets, several hosts."""
     parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':', 1)[0]}@{hosts}" if at else parts.netloc
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(k, v) for k, v in pairs if k != "password"]) if any(k == "password" for k, _ in pairs) \
+        else parts.query
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def _problem(exc: Exception) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _secrets(uri: str) -> list[str]:
+    """The password of a URI, however it is written, to keep out of any message."""
+    parts = urlsplit(uri)
+    userinfo = parts.netloc.rpartition("@")[0]
+    found = [userinfo.split(":", 1)[1]] if ":" in userinfo else []
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "password"]
+    return [f for f in found if f] + [unquote(f) for f in found if f and unquote(f) != f]
+
+
+def _problem(exc: Exception, uri: str = "") -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in _secrets(uri):
+        text = text.replace(secret, "***")
+    return text
 
 
 def connect(uri: str):
     """A connection (autocommit, pgvector's types registered), or one line saying why there is none."""
     if not uri.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"--uri: '{public_uri(uri)}' is not a PostgreSQL URI; give postgresql://USER@HOST:PORT/DB")
+        raise ConfigError("--uri: not a PostgreSQL URI (it should start with postgresql://); give "
+                          "postgresql://USER@HOST:PORT/DB")
     try:
         import psycopg
         from pgvector.psycopg import register_vector
@@ -65,26 +84,32 @@ def connect(uri: str):
     try:
         conn = psycopg.connect(uri, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        raise DataError(f"{public_uri(uri)}: cannot connect to PostgreSQL ({_problem(exc)}); check the URI, that "
+        raise DataError(f"{public_uri(uri)}: cannot connect to PostgreSQL ({_problem(exc, uri)}); check the URI, that "
                         f"the server runs, and the password (PGPASSWORD or ~/.pgpass)") from None
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        (version,) = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
         register_vector(conn)
     except psycopg.Error as exc:
         conn.close()
-        raise DataError(f"{public_uri(uri)}: the pgvector extension is not available ({_problem(exc)}); install "
-                        "pgvector on the server (or `CREATE EXTENSION vector` as its owner)") from None
+        raise DataError(f"{public_uri(uri)}: the pgvector extension is not available ({_problem(exc, uri)}); "
+                        "install pgvector on the server (or `CREATE EXTENSION vector` as its owner)") from None
+    if tuple(int(x) for x in re.findall(r"\d+", version)[:2]) < (0, 8):
+        conn.close()
+        raise DataError(f"{public_uri(uri)}: pgvector {version} is too old (its iterative scans, which keep "
+                        "filtered searches full, came in 0.8); `ALTER EXTENSION vector UPDATE` after upgrading it")
     return conn
 
 
 class PgVectorStore:
     """One index's tables on one server: written by segment, read by segment, dropped when no version names them."""
 
-    def __init__(self, uri: str, prefix: str):
-        if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", prefix):  # it becomes part of table names
-            raise DataError(f"pgvector table prefix '{prefix}' is not a plain lower-case name; rebuild the index "
-                            "with `ragtune index build --overwrite`")
-        self.uri, self.prefix = os.environ.get(URI_ENV) or uri, prefix
+    def __init__(self, uri: str, prefix: str, explicit: bool = False):
+        """`explicit`: `uri` was given on the command line (a build), so RAGTUNE_PGVECTOR_URI does not replace it."""
+        if not PREFIX.fullmatch(prefix):  # it becomes part of table names
+            raise DataError(f"pgvector table prefix '{prefix}' is not one ragtune writes (ragtune_ and 10 hex "
+                            "digits); rebuild the index with `ragtune index build --overwrite`")
+        self.uri, self.prefix = (uri if explicit else os.environ.get(URI_ENV) or uri), prefix
         self._conn = None
         self.tuned_for: DenseSection | None = None  # the settings the connection's search knobs were set for
         self.lock = threading.Lock()  # one statement (or one short transaction) at a time on the connection
@@ -96,6 +121,11 @@ class PgVectorStore:
     @staticmethod
     def new_prefix() -> str:
         return f"ragtune_{secrets.token_hex(5)}"
+
+    def _ours(self) -> list[str]:
+        """This index's tables in the connection's schema."""
+        return [t for (t,) in self.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                                           "AND tablename ~ %s", (f"^{self.prefix}_[0-9a-f]{{8}}$",))]
 
     @property
     def conn(self):
@@ -109,7 +139,7 @@ class PgVectorStore:
     def table(self, key: str) -> str:
         return f"{self.prefix}_{key}"
 
-    def execute(self, sql: str, params=None):
+    def execute(self, sql, params=None):
         import psycopg
 
         try:
@@ -117,7 +147,7 @@ class PgVectorStore:
                 cursor = self.conn.execute(sql, params)
                 return cursor.fetchall() if cursor.description is not None else []
         except psycopg.Error as exc:
-            raise DataError(f"{public_uri(self.uri)}: {_problem(exc)}") from None
+            raise DataError(f"{public_uri(self.uri)}: {_problem(exc, self.uri)}") from None
 
     # ------------------------------------------------------------------------------------------------ writing
     def write(self, folder: Path, vectors: np.ndarray, settings: DenseSection) -> None:
@@ -152,14 +182,29 @@ class PgVectorStore:
         (folder / PG_FILE).write_text(json.dumps({"table": table, "rows": n, "dimension": dim}), encoding="utf-8")
 
     def keep_only(self, root: Path) -> list[str]:
-        """Drop this index's tables that no version under `root` names (left by older versions, or by a writer
-        that crashed); run under the writer lock. Returns the dropped tables."""
-        named = {json.loads(p.read_text(encoding="utf-8"))["table"] for p in root.glob(f"v[0-9]*/*/{PG_FILE}")}
-        pattern = self.prefix.replace("_", r"\_") + r"\_%"
-        tables = [t for (t,) in self.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (pattern,))]
-        dropped = sorted(set(tables) - named)
+        """Drop this index's tables that no version under `root` has named for RETIRE_AFTER_S (left by older
+        versions, or by a writer that crashed); run under the writer lock. A reader that opened an older version
+        (a server between two polls, a long request) keeps its tables for that long. Nothing is dropped while a
+        version's pgvector.json cannot be read. Returns the dropped tables."""
+        from psycopg import sql
+
+        try:
+            named = {json.loads(p.read_text(encoding="utf-8"))["table"] for p in root.glob(f"v[0-9]*/*/{PG_FILE}")}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{root}: a version's {PG_FILE} is unreadable ({_problem(exc)}), so no table is "
+                            "dropped") from None
+        ledger = root / RETIRED_FILE
+        try:
+            retired = json.loads(ledger.read_text(encoding="utf-8")) if ledger.is_file() else {}
+        except (OSError, ValueError):
+            retired = {}
+        now = time.time()
+        retired = {t: float(retired.get(t, now)) for t in set(self._ours()) - named}
+        dropped = sorted(t for t, since in retired.items() if now - since >= RETIRE_AFTER_S)
         for table in dropped:
-            self.execute(f"DROP TABLE IF EXISTS {table}")
+            self.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+            del retired[table]
+        ledger.write_text(json.dumps(retired), encoding="utf-8")
         return dropped
 
     # ------------------------------------------------------------------------------------------------ reading
@@ -173,7 +218,7 @@ class PgVectorStore:
             table, rows = str(record["table"]), int(record["rows"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise damaged(path, f"unreadable ({_problem(exc)})") from None
-        if not table.startswith(self.prefix + "_") or not table.replace("_", "").isalnum():
+        if not re.fullmatch(f"{self.prefix}_[0-9a-f]{{8}}", table):
             raise damaged(path, f"names table '{table}', which is not one of this index's ({self.prefix}_*)")
         if rows != size:
             raise damaged(path, f"says {rows} vectors, but its chunks.sqlite has {size} chunks")
@@ -185,10 +230,8 @@ class PgVectorStore:
         return PgSegment(self, table, int(found[0][0]), rows, settings)
 
     def bytes(self) -> int:
-        pattern = self.prefix.replace("_", r"\_") + r"\_%"
-        found = self.execute("SELECT COALESCE(SUM(pg_total_relation_size(quote_ident(tablename))), 0) FROM pg_tables "
-                             "WHERE tablename LIKE %s", (pattern,))
-        return int(found[0][0])
+        """What this index's tables take on the server, their indexes included."""
+        return sum(int(self.execute("SELECT pg_total_relation_size(%s::regclass)", (t,))[0][0]) for t in self._ours())
 
     def close(self) -> None:
         if self._conn is not None:
@@ -250,6 +293,12 @@ class PgSegment:
         if not rows:
             return out
         found = dict(self.store.execute(f"SELECT row, embedding FROM {self.table} WHERE row = ANY(%s)", (rows,)))
+        missing = sorted(set(rows) - set(found))
+        if missing:
+            from ragtune.index.store import REBUILD
+
+            raise DataError(f"{public_uri(self.store.uri)}: table {self.table} lacks rows {missing[:3]} (changed by "
+                            f"hand?); {REBUILD}")
         for i, row in enumerate(rows):
             out[i] = found[row].to_numpy()
         return out

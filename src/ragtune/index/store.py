@@ -36,7 +36,7 @@ TOKENS_DIR = "multivector"  # the chunks' token vectors, where the index was bui
 STATE_DB = "state.sqlite"  # a version's indexed files and deleted chunk ids (format 2)
 FORMAT_VERSION = 2
 PG_PREFIX_FILE = ".pgvector-prefix"  # a pgvector index's table prefix, kept from before its first version
-LEFTOVER = re.compile(r"\.lock|\.CURRENT\.tmp|\.staging-\d+|v\d{6}|\.pgvector-prefix")  # a crashed first build's
+LEFTOVER = re.compile(r"\.lock|\.CURRENT\.tmp|\.staging-\d+|v\d{6}|\.pgvector-prefix|\.pgvector-retired\.json")  # a crashed first build's
 SCHEMA = """
 CREATE TABLE chunks (id TEXT PRIMARY KEY, row INTEGER UNIQUE, source TEXT, title TEXT, chunk INTEGER,
                      start INTEGER, "end" INTEGER, page INTEGER, text TEXT, metadata TEXT);

@@ -249,7 +249,7 @@ def _dense_store(out: Path, backend: str, uri: str | None):
     kept = out / PG_PREFIX_FILE  # written before any table, so a build that crashed leaves its prefix behind
     prefix = old["prefix"] if isinstance(old, dict) and isinstance(old.get("prefix"), str) else \
         kept.read_text(encoding="utf-8").strip() if kept.is_file() else PgVectorStore.new_prefix()
-    store = PgVectorStore(uri or "", prefix)
+    store = PgVectorStore(uri or os.environ[URI_ENV], prefix, explicit=True)
     store.conn  # noqa: B018 - connect now
     out.mkdir(parents=True, exist_ok=True)
     kept.write_text(prefix, encoding="utf-8")  # and the build's own clean-up drops what a crashed one left
@@ -266,7 +266,9 @@ def _collect(root: Path, store):
         try:
             store.keep_only(root)
         except DataError as exc:
-            log.warning("%s: old vector tables not dropped yet (%s); the next change drops them", root, exc)
+            log.warning("%s: old vector tables not dropped yet (%s); a later change drops them", root, exc)
+        finally:
+            store.close()
     return collect
 
 
