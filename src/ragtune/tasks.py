@@ -62,6 +62,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("seq2seq", "ragtune.config.generate:Seq2SeqConfig", "Fine-tune an encoder-decoder model (translation, "
          "rewriting) with transformers' Seq2SeqTrainer.", "ragtune.train.seq2seq:train_seq2seq", "runs/seq2seq",
          "ragtune.data.seq2seq:describe", generation=True),
+    Task("clara", "ragtune.config.clara:ClaraConfig", "CLaRa: train an LM to compress documents into memory "
+         "vectors and answer from them, in three stages (compress, instruct, e2e).", "ragtune.train.clara:train_clara",
+         "runs/clara", "ragtune.data.clara:describe"),
     Task("retrieval", "ragtune.config.retrieval:RetrievalConfig", "Retrieval settings: BM25, dense, fusion, rerank."),
     Task("mine", "ragtune.config.retrieval:HardNegativesSection", "Hard-negative mining settings."),
     Task("query", "ragtune.config.rag:RAGSection", "How `ragtune query` retrieves and answers."),

@@ -4,6 +4,8 @@ bad shape is one clear ConfigError."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -126,3 +128,105 @@ def test_a_bad_shape_or_a_base_without_room_is_one_clear_error(tiny_llm):
     base.config.max_position_embeddings = 16
     with pytest.raises(ConfigError, match="do not fit the base model's 16 positions"):
         Clara.from_base(base, AutoTokenizer.from_pretrained(tiny_llm), ClaraShape(compress_rate=4, doc_max_length=16))
+
+
+# ------------------------------------------------------------------------------------------ ragtune train clara
+FACTS = [("the heart pumps blood through the body", "what pumps blood?", "the heart"),
+         ("asthma attacks bring a chronic cough", "what brings a cough?", "asthma"),
+         ("calcium intake builds bone density", "what builds bone?", "calcium"),
+         ("migraine pain ruins sleep quality", "what ruins sleep?", "migraine"),
+         ("statins lower cholesterol in the blood", "what lowers cholesterol?", "statins"),
+         ("insulin controls blood sugar levels", "what controls blood sugar?", "insulin")]
+
+
+def _records(tmp_path, stage: str) -> Path:
+    import json
+
+    rows = []
+    for i, (doc, question, answer) in enumerate(FACTS * 3):
+        if stage == "e2e":
+            others = [FACTS[(i + j) % len(FACTS)][0] for j in range(1, 4)]
+            rows.append({"candidates": others[:1] + [doc] + others[1:], "question": question, "answer": answer,
+                         "positives": [1]})
+        else:
+            rows.append({"documents": [doc], "question": question, "answer": answer})
+    path = tmp_path / f"{stage}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _stage(cli, tiny_llm, tmp_path, stage: str, *extra) -> Path:
+    out = tmp_path / f"run-{stage}"
+    model = [f"model.name={tiny_llm}"] if stage == "compress" else [f"init_from={tmp_path / 'run-compress'}" if
+                                                                     stage == "instruct" else
+                                                                     f"init_from={tmp_path / 'run-instruct'}"]
+    code, _, err = cli("train", "clara", f"stage={stage}", *model, f"data.train={_records(tmp_path, stage)}",
+                       f"output.dir={out}", "compress_rate=4", "doc_max_length=16", "lora.r=4", "lora.alpha=8",
+                       "train.max_steps=6", "train.eval_steps=3", "train.save_steps=3", "train.learning_rate=5e-3",
+                       "train.per_device_train_batch_size=4", "eval.generation_samples=2", "eval.max_new_tokens=4",
+                       "top_k=2", "candidates=4", "--allow-regression", *extra)
+    assert code == 0, err
+    return out
+
+
+def test_three_stages_run_and_the_saved_run_reloads_and_answers(cli, tiny_llm, tmp_path):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    for stage in ("compress", "instruct", "e2e"):
+        out = _stage(cli, tiny_llm, tmp_path, stage)
+        before = json.loads((out / "eval_before.json").read_text())["metrics"]
+        after = json.loads((out / "eval_after.json").read_text())["metrics"]
+        assert before["perplexity"] > 0 and after["perplexity"] > 0 and "f1" in after, stage
+        info = json.loads((out / "final" / "clara.json").read_text())
+        assert info["base"] == tiny_llm and info["compress_rate"] == 4
+        assert set(info["adapters"]) == ({"compressor", "generator", "query"} if stage == "e2e" else
+                                         {"compressor", "generator"})
+        assert (out / "summary.md").is_file() and (out / "report.html").is_file()
+    assert "recall@2" in after
+    clara = Clara.load(out / "final", AutoModelForCausalLM.from_pretrained(tiny_llm))
+    assert isinstance(clara.answer("what pumps blood?", [FACTS[0][0]], max_new_tokens=3), str)
+    assert sorted(clara.rank("what pumps blood?", [f[0] for f in FACTS])) == list(range(len(FACTS)))
+
+
+def test_clara_bad_input_is_one_line(cli, tiny_llm, tmp_path):
+    from tests.unit.test_chunk import error_line
+
+    base = ["train", "clara", f"data.train={_records(tmp_path, 'compress')}", f"output.dir={tmp_path / 'x'}"]
+    error_line(cli(*base, "stage=instruct"), "init_from")
+    error_line(cli(*base, f"model.name={tiny_llm}", "compress_rate=5", "doc_max_length=16"), "compress_rate",
+               "does not divide")
+    error_line(cli(*base, "stage=instruct", f"init_from={tmp_path}"), "not a finished `ragtune train clara` run")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"documents": ["a"], "question": "q"}\n', encoding="utf-8")
+    error_line(cli("train", "clara", f"data.train={broken}", f"model.name={tiny_llm}",
+                   f"output.dir={tmp_path / 'y'}"), "broken.jsonl:1", "answer")
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text('{"documents": "not a list", "question": "q", "answer": "a"}\n', encoding="utf-8")
+    error_line(cli("train", "clara", f"data.train={wrong}", f"model.name={tiny_llm}",
+                   f"output.dir={tmp_path / 'z'}"), "wrong.jsonl:1", "documents")
+
+
+def test_a_stage_resumes_after_kill_9_and_ends_where_a_straight_run_does(cli, tiny_llm, tmp_path):
+    from safetensors.torch import load_file
+
+    from tests.conftest import run_killed_at_step_2
+
+    data = _records(tmp_path, "compress")
+    common = ["train", "clara", f"model.name={tiny_llm}", f"data.train={data}", "compress_rate=4",
+              "doc_max_length=16", "lora.r=4", "lora.alpha=8", "train.max_steps=4", "train.eval_steps=2",
+              "train.save_steps=2", "train.learning_rate=5e-3", "train.per_device_train_batch_size=4",
+              "eval.generation_samples=1", "eval.max_new_tokens=2", "--allow-regression"]
+    code, _, err = cli(*common, f"output.dir={tmp_path / 'straight'}")
+    assert code == 0, err
+    killed = tmp_path / "killed"
+    run_killed_at_step_2([*common, f"output.dir={killed}"], killed)
+    code, _, err = cli(*common, f"output.dir={killed}", "--resume")
+    assert code == 0, err
+    for name in ("memory_rows.safetensors", "adapters/compressor/adapter_model.safetensors",
+                 "adapters/generator/adapter_model.safetensors"):
+        straight, resumed = load_file(tmp_path / "straight" / "final" / name), load_file(killed / "final" / name)
+        assert straight.keys() == resumed.keys(), name
+        for key in straight:
+            torch.testing.assert_close(straight[key], resumed[key], atol=1e-4, rtol=1e-3)

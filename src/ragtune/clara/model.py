@@ -22,10 +22,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ragtune.clara.topk import select_top_k
 from ragtune.errors import ConfigError
 
 MEMORY_PREFIX, SLOT = "<mem{}>", "<memslot>"
 ADAPTERS = ("compressor", "generator", "query")
+CLARA_FILE, ROWS_FILE, ADAPTERS_DIR = "clara.json", "memory_rows.safetensors", "adapters"
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,99 @@ class Clara(torch.nn.Module):
         return cls(model, tokenizer, shape, memory_ids, slot_id, mse_weight)
 
     @property
+    def adapters(self) -> list[str]:
+        return [name for name in ADAPTERS if name in self.model.peft_config]
+
+    def add_query_adapter(self) -> None:
+        """Stage 3's query adapter, started from the compressor's weights (questions begin in the space where
+        documents are compressed)."""
+        self.model.add_adapter("query", self.model.peft_config["compressor"])
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, param in named.items():
+                if ".query." in name and "lora_" in name:
+                    param.copy_(named[name.replace(".query.", ".compressor.")])
+
+    def trainable(self, adapters: list[str]) -> None:
+        """Train these adapters (and the new token rows); freeze every other parameter."""
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(any(f".{a}." in name for a in adapters) and "lora_" in name)
+        train_only_new_rows(self.model.get_base_model(), min(self.memory_ids))
+
+    def save(self, folder) -> None:
+        """adapters/<name>/ (PEFT), the new token rows, the tokenizer and clara.json: what `load` reads."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder / ADAPTERS_DIR, selected_adapters=self.adapters,
+                                   save_embedding_layers=False)  # the new rows are saved on their own
+        base = self.model.get_base_model()
+        first = min(self.memory_ids)
+        rows = {"input": base.get_input_embeddings().weight[first:].detach().float().cpu().contiguous()}
+        head = base.get_output_embeddings()
+        if head is not None and head.weight is not base.get_input_embeddings().weight:
+            rows["output"] = head.weight[first:].detach().float().cpu().contiguous()
+        save_file(rows, str(folder / ROWS_FILE))
+        self.tokenizer.save_pretrained(folder)
+        info = {"base": getattr(self, "base_name", None), "compress_rate": self.shape.compress_rate,
+                "doc_max_length": self.shape.doc_max_length, "memory_ids": self.memory_ids, "slot_id": self.slot_id,
+                "mse_weight": self.mse_weight, "adapters": self.adapters}
+        (folder / CLARA_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    def restore(self, folder) -> None:
+        """The memory rows and adapter weights saved in `folder` (a checkpoint of this model), in place."""
+        from pathlib import Path
+
+        from peft import load_peft_weights, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        rows = load_file(str(folder / ROWS_FILE))
+        base, first = self.model.get_base_model(), min(self.memory_ids)
+        with torch.no_grad():
+            base.get_input_embeddings().weight[first:] = rows["input"]
+            if "output" in rows:
+                base.get_output_embeddings().weight[first:] = rows["output"]
+        for name in self.adapters:
+            set_peft_model_state_dict(self.model, load_peft_weights(str(folder / ADAPTERS_DIR / name)),
+                                      adapter_name=name)
+
+    @classmethod
+    def load(cls, folder, base, tokenizer=None) -> "Clara":
+        """A saved CLaRa model over `base` (the same base LM, loaded): its token rows and adapters restored."""
+        import json
+        from pathlib import Path
+
+        from peft import PeftModel
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        info = json.loads((folder / CLARA_FILE).read_text(encoding="utf-8"))
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
+        base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        first = min(info["memory_ids"])
+        rows = load_file(str(folder / ROWS_FILE))
+        with torch.no_grad():
+            embed = base.get_input_embeddings().weight
+            embed[first:] = rows["input"].to(embed.dtype)
+            if "output" in rows:
+                base.get_output_embeddings().weight[first:] = rows["output"].to(embed.dtype)
+        names = info["adapters"]
+        model = PeftModel.from_pretrained(base, folder / ADAPTERS_DIR / names[0], adapter_name=names[0],
+                                          is_trainable=True)
+        for name in names[1:]:
+            model.load_adapter(folder / ADAPTERS_DIR / name, adapter_name=name, is_trainable=True)
+        clara = cls(model, tokenizer, ClaraShape(info["compress_rate"], info["doc_max_length"]),
+                    info["memory_ids"], info["slot_id"], info["mse_weight"])
+        clara.base_name = info.get("base")
+        return clara
+
+    @property
     def embeddings(self):
         return self.model.get_base_model().get_input_embeddings()
 
@@ -160,23 +255,26 @@ class Clara(torch.nn.Module):
         context = "\n".join(f"[{i + 1}] {slots}" for i in range(documents))
         return f"Context:\n{context}\nQuestion: {question}\nAnswer:"
 
-    def _embedded(self, ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """Input embeddings of `ids` (b, t) with the placeholders, in order, replaced by `memory` (b, slots, h)."""
+    def _embedded(self, ids: torch.Tensor, memories: list[torch.Tensor]) -> torch.Tensor:
+        """Input embeddings of `ids` (b, t) with row i's placeholders, in order, replaced by memories[i]
+        (slots_i, h)."""
         embedded = self.embeddings(ids)
         slots = ids == self.slot_id
-        counts = slots.sum(1)
-        if bool((counts != memory.shape[1]).any()):
-            raise ValueError(f"{int(counts[0])} placeholders for {memory.shape[1]} memory vectors")
-        return embedded.masked_scatter(slots.unsqueeze(-1), memory.to(embedded.dtype))
+        counts = slots.sum(1).tolist()
+        if counts != [len(m) for m in memories]:
+            raise ValueError(f"placeholders {counts} for memory vectors {[len(m) for m in memories]}")
+        return embedded.masked_scatter(slots.unsqueeze(-1), torch.cat(memories).to(embedded.dtype))
 
-    def answer_loss(self, questions: list[str], answers: list[str], memory: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy of each answer, given its question and memory vectors (b, k * memory_tokens, h),
-        with the generator adapter on; only answer tokens count."""
+    def answer_nll(self, questions: list[str], answers: list[str],
+                   memories: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed negative log-likelihood, answer tokens) of each answer, given its question and its documents'
+        memory vectors (memories[i]: (documents_i * memory_tokens, h)), with the generator adapter on; only answer
+        tokens count."""
         use_adapter(self.model, "generator")
-        docs = memory.shape[1] // len(self.memory_ids)
         eos = self.tokenizer.eos_token or ""
         rows, labels = [], []
-        for question, answer in zip(questions, answers):
+        for question, answer, memory in zip(questions, answers, memories):
+            docs = len(memory) // len(self.memory_ids)
             prompt = self.tokenizer(self.prompt_with_slots(question, docs), add_special_tokens=False)["input_ids"]
             target = self.tokenizer(" " + answer + eos, add_special_tokens=False)["input_ids"]
             rows.append(prompt + target)
@@ -190,27 +288,62 @@ class Clara(torch.nn.Module):
             ids[i, :len(row)], label_ids[i, :len(label)], mask[i, :len(row)] = (torch.tensor(row),
                                                                               torch.tensor(label), 1)
         device = self.model.device
-        embedded = self._embedded(ids.to(device), memory)
-        out = self.model(inputs_embeds=embedded, attention_mask=mask.to(device), labels=label_ids.to(device),
-                         use_cache=False)
-        return out.loss
+        embedded = self._embedded(ids.to(device), memories)
+        logits = self.model(inputs_embeds=embedded, attention_mask=mask.to(device), use_cache=False).logits
+        targets = label_ids.to(device)[:, 1:]
+        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        return nll.sum(1), (targets != -100).sum(1)
+
+    def per_example(self, documents: list[list[str]], adapter: str = "compressor") -> tuple[list, torch.Tensor]:
+        """Every example's documents compressed (one call for all), as per-example memory vectors
+        (documents_i * memory_tokens, h), and the MSE term."""
+        flat = [doc for docs in documents for doc in docs]
+        memory, mse = self.compress(flat, adapter)
+        per, start = [], 0
+        for docs in documents:
+            per.append(memory[start:start + len(docs)].reshape(-1, memory.shape[-1]))
+            start += len(docs)
+        return per, mse
 
     def stage_loss(self, documents: list[list[str]], questions: list[str], answers: list[str]) -> dict:
-        """Stages 1 and 2: compress each example's documents, answer from them; CE + mse_weight x MSE."""
-        flat = [doc for docs in documents for doc in docs]
-        memory, mse = self.compress(flat)
-        per = len(documents[0])
-        if any(len(docs) != per for docs in documents):
-            raise ValueError("every example needs the same number of documents")
-        memory = memory.reshape(len(documents), per * len(self.memory_ids), memory.shape[-1])
-        ce = self.answer_loss(questions, answers, memory)
+        """Stages 1 and 2: compress each example's documents, answer from them; CE (per answer token) +
+        mse_weight x MSE."""
+        memories, mse = self.per_example(documents)
+        nll, tokens = self.answer_nll(questions, answers, memories)
+        ce = nll.sum() / tokens.sum().clamp(min=1)
         return {"loss": ce + self.mse_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
+
+    def e2e_loss(self, candidates: list[list[str]], questions: list[str], answers: list[str], top_k: int,
+                 temperature: float = 0.02) -> dict:
+        """Stage 3: the query adapter compresses each question as it compresses a document; candidates are scored
+        by the cosine of their mean memory vectors, a differentiable top-k picks `top_k` of them, and the
+        generator answers from those. CE alone trains the query adapter (the reranker) and the generator; the
+        candidates' compression is fixed (no gradient)."""
+        with torch.no_grad():
+            stored, _ = self.per_example(candidates)
+        stacked = torch.stack([m.reshape(len(c), len(self.memory_ids), -1) for m, c in zip(stored, candidates)])
+        queries, _ = self.compress(questions, "query")
+        scores = torch.einsum("bh,bnh->bn", F.normalize(queries.mean(1), dim=-1),
+                              F.normalize(stacked.mean(2), dim=-1))
+        selection = select_top_k(scores, top_k, temperature)
+        chosen = torch.einsum("bkn,bnmh->bkmh", selection, stacked)
+        nll, tokens = self.answer_nll(questions, answers, list(chosen.reshape(len(questions), -1, chosen.shape[-1])))
+        ce = nll.sum() / tokens.sum().clamp(min=1)
+        return {"loss": ce, "ce": ce.detach(), "scores": scores.detach()}
+
+    @torch.no_grad()
+    def rank(self, question: str, candidates: list[str]) -> list[int]:
+        """Candidates best first, as stage 3's query adapter scores them."""
+        stored, _ = self.compress(candidates)
+        query, _ = self.compress([question], "query")
+        scores = F.normalize(stored.mean(1), dim=-1) @ F.normalize(query.mean(1), dim=-1)[0]
+        return torch.argsort(scores, descending=True).tolist()
 
     @torch.no_grad()
     def answer(self, question: str, documents: list[str], max_new_tokens: int = 32) -> str:
         """Greedy answer to `question` from the compressed `documents`."""
         memory, _ = self.compress(documents)
-        memory = memory.reshape(1, -1, memory.shape[-1])
+        memory = [memory.reshape(-1, memory.shape[-1])]
         use_adapter(self.model, "generator")
         prompt = self.tokenizer(self.prompt_with_slots(question, len(documents)), add_special_tokens=False,
                                 return_tensors="pt")["input_ids"].to(self.model.device)

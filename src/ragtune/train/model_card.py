@@ -30,6 +30,7 @@ KINDS = {
                     'token_vectors = model.encode(["What lowers blood pressure?"])'),
     "llm": ("transformers", "text-generation", "AutoModelForCausalLM", None),
     "seq2seq": ("transformers", "text2text-generation", "AutoModelForSeq2SeqLM", None),
+    "clara": ("peft", "text-generation", "AutoModelForCausalLM", None),
 }
 
 ST_LOAD = '''```python
@@ -44,6 +45,14 @@ from transformers import {cls}, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained({final})
 model = {cls}.from_pretrained({final})
+```'''
+
+CLARA_LOAD = '''```python
+from transformers import AutoModelForCausalLM
+from ragtune.clara.model import Clara
+
+clara = Clara.load({final}, AutoModelForCausalLM.from_pretrained({base}))
+print(clara.answer("What lowers blood pressure?", ["Beta blockers lower blood pressure."]))
 ```'''
 
 PEFT_LOAD = '''```python
@@ -167,7 +176,10 @@ def write_model_card(final: Path, task: str, run_dir: Path, base: str, base_path
     if provenance:
         lines += ["", f"**Base weights:** {provenance}."]
     lines += ["", "## Load", ""]
-    if adapter:
+    if task == "clara":  # named adapters under adapters/, the memory tokens' rows, clara.json
+        lines += ["CLaRa's adapters (compressor, generator, and query after stage e2e) and memory tokens, over their "
+                  "base LM:", "", CLARA_LOAD.format(final=literal(final.resolve()), base=literal(base))]
+    elif adapter:
         resize = ("base.resize_token_embeddings(len(tokenizer))  # the run added " + ", ".join(added_tokens) + "\n"
                   if added_tokens else "")
         lines += ["One step, a plain model folder: `ragtune export merge RUN_DIR`. Or load the adapter on its base "
