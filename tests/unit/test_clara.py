@@ -230,3 +230,40 @@ def test_a_stage_resumes_after_kill_9_and_ends_where_a_straight_run_does(cli, ti
         assert straight.keys() == resumed.keys(), name
         for key in straight:
             torch.testing.assert_close(straight[key], resumed[key], atol=1e-4, rtol=1e-3)
+
+
+def test_data_clara_writes_each_stages_records_from_a_labelled_qa_set(cli, tiny_embedder, tmp_path):
+    import json
+
+    from tests.unit.test_chunk import error_line
+    from tests.unit.test_rag import beir_dir
+
+    data = beir_dir(tmp_path / "beir")
+    rows = [json.loads(line) for line in (data / "queries.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["metadata"]["long_answer"] = "It does. Second sentence here. A third one."
+    (data / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "qrels" / "train.tsv").write_text((data / "qrels" / "test.tsv").read_text())
+    written = {}
+    for stage in ("compress", "instruct", "e2e"):
+        out = tmp_path / f"{stage}.jsonl"
+        pipeline = f"dense:{tiny_embedder}" if stage == "e2e" else "bm25"  # dense ranks every passage
+        code, _, err = cli("data", "clara", str(data), "-o", str(out), "--stage", stage, "-k", "2", "--candidates",
+                           "4", "-p", pipeline)
+        assert code == 0, err
+        written[stage] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["documents"] for r in written["compress"]][0] == [json.loads(
+        (data / "corpus.jsonl").read_text().splitlines()[0])["text"]]  # q1's gold passage
+    assert all(1 <= len(r["documents"]) <= 2 for r in written["instruct"]) and len(written["instruct"]) == 4
+    e2e = written["e2e"]
+    corpus = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    assert len(e2e) == 4 and all(len(r["candidates"]) == 4 for r in e2e)
+    for i, r in enumerate(e2e):  # q(i+1)'s gold passage is d(i+1): a positive when it is among the candidates
+        assert [r["candidates"][p] for p in r["positives"]] == ([corpus[i]] if corpus[i] in r["candidates"] else [])
+    assert e2e[0]["answer"] == "Yes. It does. Second sentence here." and e2e[1]["answer"].startswith("No.")
+    from ragtune.data.clara import record
+    from ragtune.ingest.readers import read_rows
+
+    assert [record(r, "e2e", 4).positives for r in read_rows(tmp_path / "e2e.jsonl")] == [r["positives"] for r in e2e]
+    error_line(cli("data", "clara", str(data), "-o", str(tmp_path / "x.jsonl"), "--stage", "stage4"), "stage4")
+    error_line(cli("data", "clara", str(data), "-o", str(tmp_path / "x.jsonl"), "-p", "sparse"), "sparse")

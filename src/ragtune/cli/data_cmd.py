@@ -145,6 +145,54 @@ def synth(
     return 0
 
 
+@app.command("clara")
+def clara(
+    data: Path = typer.Argument(..., help="BEIR directory whose queries carry answers (e.g. PubMedQA)"),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL records to write, for `ragtune train clara`"),
+    stage: str = typer.Option("instruct", "--stage", help="compress (gold passages), instruct (top k) or e2e (top "
+                              "candidates, gold ones as positives)"),
+    pipeline: str = typer.Option("bm25", "--pipeline", "-p", help="retrieval spec for instruct and e2e"),
+    split: str = typer.Option("train", "--split", help="qrels split (keep the test questions out)"),
+    k: int = typer.Option(3, "-k", min=1, help="documents per record (instruct)"),
+    candidates: int = typer.Option(10, "--candidates", min=1, help="candidates per record (e2e)"),
+    answer_field: str = typer.Option("final_decision", "--answer-field", help="query field with the label or "
+                                     "short answer"),
+    long_answer_field: Optional[str] = typer.Option("long_answer", "--long-answer-field", help="query field with "
+                                                    "the free-text answer (empty: none)"),
+    labels: Optional[str] = typer.Option("yes,no,maybe", "--labels", help="label set the answer starts with; "
+                                         "empty for free answers"),
+    sentences: Optional[int] = typer.Option(2, "--sentences", min=1, help="sentences of the long answer kept"),
+    unknown_ids: str = UNKNOWN_IDS,
+) -> int:
+    """Write CLaRa stage records: documents (or candidates with positives), question and answer."""
+    from ragtune.choices import unknown
+    from ragtune.config.clara import STAGES
+    from ragtune.data.beir import load_beir
+    from ragtune.rag.sft_data import clara_rows, write_rag_sft
+    from ragtune.retrieval.spec import parse_spec
+    from ragtune.utils import output_file
+
+    output_file(out)
+    if stage not in STAGES:
+        from ragtune.errors import ConfigError
+
+        raise ConfigError(unknown("--stage", stage, STAGES))
+    if stage != "compress":
+        parse_spec(pipeline)
+    ir = load_beir(data, split, unknown_ids)
+    label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
+    rows = clara_rows(ir, data, pipeline, stage, k, candidates, answer_field, long_answer_field or None, label_set,
+                      sentences)
+    write_rag_sft(out, rows)
+    if FLAGS.json:
+        emit_json({"out": str(out), "records": len(rows), "stage": stage, "left_out": len(ir.queries) - len(rows)})
+        return 0
+    left_out = len(ir.queries) - len(rows)
+    say(f"wrote {len(rows)} CLaRa {stage} records to {escape(str(out))}" +
+        (f"; {left_out} questions left out (no document, or fewer than {candidates} candidates)" if left_out else ""))
+    return 0
+
+
 @app.command("rag-sft")
 def rag_sft(
     data: Path = typer.Argument(..., help="BEIR directory whose queries carry answers (e.g. PubMedQA)"),

@@ -57,6 +57,37 @@ def rag_sft_rows(ir: IRData, data_dir: str | Path, spec: str, k: int = 3, labels
     return rows
 
 
+def clara_rows(ir: IRData, data_dir: str | Path, spec: str, stage: str, k: int = 3, candidates: int = 10,
+               answer_field: str = "final_decision", long_answer_field: str | None = "long_answer",
+               labels: list[str] | None = None, sentences: int | None = 2) -> list[dict]:
+    """`ragtune train clara` records from a labelled QA set: stage compress reads each question's gold passages,
+    instruct its top k from the `spec` pipeline (gold and distractors mixed, as at query time), and e2e its top
+    `candidates` with the gold ones' positions as positives (a question with fewer candidates is left out). The
+    answer is the label and the first `sentences` of the long answer, as `data rag-sft` writes it, without a
+    citation."""
+    from ragtune.retrieval.pipeline import PipelineBuilder
+
+    labels = [label.lower() for label in labels or []]
+    answers = reference_answers(data_dir, ir, answer_field)
+    long_answers = query_field(data_dir, ir, long_answer_field, inside=True) if long_answer_field else {}
+    depth = {"compress": k, "instruct": k, "e2e": candidates}[stage]
+    sources = context_sources("gold" if stage == "compress" else spec, PipelineBuilder(ir.corpus), ir, depth)
+    rows = []
+    for qid, question in ir.queries.items():
+        gold = {d for d, s in ir.qrels[qid].items() if s > 0}
+        label = answers[qid].strip().lower() if labels else None
+        answer = target_answer(label, long_answers.get(qid) or (None if labels else answers[qid]), [], sentences)
+        texts = [s.text for s in sources[qid]]
+        if not texts or stage == "e2e" and len(texts) < candidates:  # e2e scores the same number for every question
+            continue
+        if stage == "e2e":
+            rows.append({"candidates": texts, "question": question, "answer": answer,
+                         "positives": [i for i, s in enumerate(sources[qid]) if s.id in gold]})
+        else:
+            rows.append({"documents": texts, "question": question, "answer": answer})
+    return rows
+
+
 def write_rag_sft(path: str | Path, rows: list[dict]) -> Path:
     path = Path(path)
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
