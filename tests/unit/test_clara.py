@@ -267,3 +267,25 @@ def test_data_clara_writes_each_stages_records_from_a_labelled_qa_set(cli, tiny_
     assert [record(r, "e2e", 4).positives for r in read_rows(tmp_path / "e2e.jsonl")] == [r["positives"] for r in e2e]
     error_line(cli("data", "clara", str(data), "-o", str(tmp_path / "x.jsonl"), "--stage", "stage4"), "stage4")
     error_line(cli("data", "clara", str(data), "-o", str(tmp_path / "x.jsonl"), "-p", "sparse"), "sparse")
+
+
+def test_a_clara_run_answers_in_query_and_eval_rag_from_compressed_passages(cli, tiny_llm, tiny_embedder, tmp_path):
+    import json
+
+    from tests.unit.test_index import build, make_docs
+    from tests.unit.test_rag import beir_dir
+
+    run = _stage(cli, tiny_llm, tmp_path, "compress")
+    data = beir_dir(tmp_path / "beir")
+    code, out, err = cli("--json", "eval", "rag", "--data", str(data), "-p", "bm25", "--generator", str(run), "-k", "2",
+                         "--max-new-tokens", "3")
+    assert code == 0, err
+    systems = {s["name"]: s for s in json.loads(out)["systems"]}
+    clara = next(s for name, s in systems.items() if str(run) in name)
+    assert {"accuracy", "macro_f1", "recall@2"} <= set(clara["metrics"])
+    index = tmp_path / "index"
+    build(cli, make_docs(tmp_path / "docs"), index, tiny_embedder)
+    code, out, err = cli("--json", "query", str(index), "what pumps blood?", "--generator", str(run), "-k", "2")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert isinstance(answer["answer"], str) and len(answer["sources"]) == 2

@@ -340,6 +340,17 @@ class Clara(torch.nn.Module):
         return torch.argsort(scores, descending=True).tolist()
 
     @torch.no_grad()
+    def first_token_logprobs(self, question: str, documents: list[str]) -> torch.Tensor:
+        """Log-probabilities of the answer's first token, given the question and the compressed documents."""
+        memory, _ = self.compress(documents)
+        use_adapter(self.model, "generator")
+        prompt = self.tokenizer(self.prompt_with_slots(question, len(documents)), add_special_tokens=False,
+                                return_tensors="pt")["input_ids"].to(self.model.device)
+        embedded = self._embedded(prompt, [memory.reshape(-1, memory.shape[-1])])
+        logits = self.model(inputs_embeds=embedded, use_cache=False).logits[0, -1].float()
+        return torch.log_softmax(logits, dim=-1)
+
+    @torch.no_grad()
     def answer(self, question: str, documents: list[str], max_new_tokens: int = 32) -> str:
         """Greedy answer to `question` from the compressed `documents`."""
         memory, _ = self.compress(documents)

@@ -147,10 +147,15 @@ def evaluate_system(name: str, sources: dict[str, list[Source]], generator, ir: 
 def _answer_all(generator, ir: IRData, qids: list[str], sources, settings: RAGSection, labels: list[str]):
     """Answer text, predicted label and the sources each prompt kept, for every question, in batches."""
     chats, kept = {}, {}
-    for q in qids:
-        chats[q], kept[q] = messages_for(ir.queries[q], sources[q], generator, settings)
-    replies = generate_counted(generator, [chats[q] for q in qids], settings.max_new_tokens, labels or None,
-                               "Answering")
+    if getattr(generator, "reads_sources", False):  # CLaRa: the passages themselves, compressed, not their text
+        kept = {q: sources[q][:settings.k] for q in qids}
+        replies = generator.answer_sources([ir.queries[q] for q in qids], [[s.text for s in kept[q]] for q in qids],
+                                           settings.max_new_tokens, labels or None)
+    else:
+        for q in qids:
+            chats[q], kept[q] = messages_for(ir.queries[q], sources[q], generator, settings)
+        replies = generate_counted(generator, [chats[q] for q in qids], settings.max_new_tokens, labels or None,
+                                   "Answering")
     texts = {q: r.text for q, r in zip(qids, replies)}
     predictions, scores = {}, {}
     for q, reply in zip(qids, replies):

@@ -293,4 +293,8 @@ def make_generator(spec: str, model_name: str | None = None, api_key: str | None
         return OpenAIGenerator(spec, model_name, api_key or os.environ.get("OPENAI_API_KEY") or None,
                                timeout or _env_number("RAGTUNE_GENERATOR_TIMEOUT", 60.0, float),
                                retries or _env_number("RAGTUNE_GENERATOR_RETRIES", 3, int))
+    from ragtune.clara.generator import ClaraGenerator, clara_folder
+
+    if clara_folder(spec) is not None:  # a `ragtune train clara` run reads passages as memory vectors
+        return ClaraGenerator(spec, placement)
     return LocalGenerator(spec, placement)

@@ -159,6 +159,12 @@ def compose(question: str, sources: list[Source], generator, settings: RAGSectio
             timings: dict[str, float] | None = None) -> Answer:
     """Prompt the generator with the question and the budgeted context; the answer cites [n] of `sources`."""
     timings = timings if timings is not None else {}
+    start = time.perf_counter()
+    if getattr(generator, "reads_sources", False):  # CLaRa: the passages as memory vectors
+        sources = sources[:settings.k]
+        text = generator.answer_sources([question], [[s.text for s in sources]], settings.max_new_tokens)[0].text
+        timings["generate_ms"] = 1000 * (time.perf_counter() - start)
+        return Answer(question, text, sources, timings)
     messages, sources = messages_for(question, sources, generator, settings)
     start = time.perf_counter()
     text = generator.generate(messages, settings.max_new_tokens, settings.temperature)
