@@ -31,7 +31,7 @@ def ragtune(*args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "ragtune", "-q", "--json", *map(str, args)], capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"ragtune {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"ragtune {' '.join(map(str, args))} failed:\n{(proc.stderr + proc.stdout)[-3000:]}")
     return proc.stdout
 
 
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="optimizer steps per stage")
     parser.add_argument("--questions", type=int, default=200, help="seeded test questions answered")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--reuse", action="store_true", help="the runs under --out are trained: evaluate them")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="clara-"))
     common = ["train.per_device_train_batch_size=4", f"train.max_steps={args.steps}",
@@ -69,6 +70,10 @@ def main() -> None:
               "eval.max_new_tokens=8", "data.max_eval_samples=32", "--allow-regression", "--overwrite"]
     seconds, runs, previous = {}, {}, None
     for stage, lr in (("compress", 1e-4), ("instruct", 1e-4), ("e2e", 5e-6)):
+        if args.reuse:
+            runs[stage] = json.loads((root / stage / "eval_after.json").read_text())["metrics"]
+            seconds[stage] = None
+            continue
         records = root / f"{stage}.jsonl"
         ragtune("data", "clara", PUBMEDQA, "--stage", stage, "-o", records, "-p", "bm25", "-k", "3",
                 "--candidates", "10", "--sentences", "1")
@@ -81,9 +86,9 @@ def main() -> None:
         previous = root / stage
         print(f"{stage}: {seconds[stage]:.0f} s; held-out {runs[stage]}", flush=True)
     generators = [DEFAULT_GENERATOR, *(root / s for s in ("compress", "instruct", "e2e"))]
-    found = json.loads(ragtune("eval", "rag", "--data", PUBMEDQA, "--split", "test", "-p", "bm25", "-k", "3",
+    found = json.loads(ragtune("eval", "rag", "--data", PUBMEDQA, "--split", "test", "-k", "3",
                                "--max-queries", args.questions, "--max-new-tokens", "1",
-                               *[a for g in generators for a in ("--generator", g)]))
+                               *[a for g in generators for a in ("-p", "bm25", "--generator", g)]))
     systems = {s["name"]: s["metrics"] for s in found["systems"]}
     text_tokens = round(text_context_tokens(args.questions), 1)
     memory = json.loads((root / "compress" / "final" / "clara.json").read_text())

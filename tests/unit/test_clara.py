@@ -76,6 +76,9 @@ def test_each_pass_runs_its_own_adapter(tiny_llm):
         compressor = clara.model(**inputs).logits
     assert torch.allclose(generator, plain, atol=1e-6)  # the generator adapter (still zero) leaves the base as is
     assert not torch.allclose(compressor, plain, atol=1e-3)
+    for text in ("a <memslot> b <mem0>", "plain"):  # user text never holds CLaRa's own tokens
+        ids = clara.document_inputs([text])["input_ids"][0].tolist()
+        assert ids.count(clara.slot_id) == 0 and ids[-4:] == clara.memory_ids
     memory, _ = clara.compress(["the heart pumps blood"])  # compress turns the compressor on by itself
     use_adapter(clara.model, "generator")
     again, _ = clara.compress(["the heart pumps blood"])
@@ -174,8 +177,11 @@ def test_three_stages_run_and_the_saved_run_reloads_and_answers(cli, tiny_llm, t
 
     from transformers import AutoModelForCausalLM
 
+    from tests.unit.test_chunk import error_line
+
     for stage in ("compress", "instruct", "e2e"):
-        out = _stage(cli, tiny_llm, tmp_path, stage)
+        extra = ["train.gradient_checkpointing=true"] if stage == "instruct" else []
+        out = _stage(cli, tiny_llm, tmp_path, stage, *extra)
         before = json.loads((out / "eval_before.json").read_text())["metrics"]
         after = json.loads((out / "eval_after.json").read_text())["metrics"]
         assert before["perplexity"] > 0 and after["perplexity"] > 0 and "f1" in after, stage
@@ -185,6 +191,9 @@ def test_three_stages_run_and_the_saved_run_reloads_and_answers(cli, tiny_llm, t
                                          {"compressor", "generator"})
         assert (out / "summary.md").is_file() and (out / "report.html").is_file()
     assert "recall@2" in after
+    error_line(cli("train", "clara", "stage=e2e", f"init_from={tmp_path / 'run-compress'}",
+                   f"data.train={_records(tmp_path, 'e2e')}", f"output.dir={tmp_path / 'skipped'}"),
+               "stage-compress run", "starts from the instruct stage's run")
     clara = Clara.load(out / "final", AutoModelForCausalLM.from_pretrained(tiny_llm))
     assert isinstance(clara.answer("what pumps blood?", [FACTS[0][0]], max_new_tokens=3), str)
     assert sorted(clara.rank("what pumps blood?", [f[0] for f in FACTS])) == list(range(len(FACTS)))
@@ -289,3 +298,6 @@ def test_a_clara_run_answers_in_query_and_eval_rag_from_compressed_passages(cli,
     assert code == 0, err
     answer = json.loads(out)
     assert isinstance(answer["answer"], str) and len(answer["sources"]) == 2
+    from tests.unit.test_chunk import error_line
+
+    error_line(cli("serve", str(index), "--generator", str(run)), "is a CLaRa run")

@@ -17,6 +17,7 @@ frozen causal LM with named LoRA adapters, memory tokens, and the losses of its 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -63,14 +64,27 @@ def add_memory_tokens(model, tokenizer, shape: ClaraShape) -> tuple[list[int], i
     if limit is not None and limit < shape.doc_max_length + shape.memory_tokens:
         raise ConfigError(f"doc_max_length: {shape.doc_max_length} tokens plus {shape.memory_tokens} memory tokens "
                           f"do not fit the base model's {limit} positions; lower doc_max_length")
-    tokenizer.add_special_tokens({"additional_special_tokens": names}, replace_extra_special_tokens=False)
-    old = model.get_input_embeddings().weight.shape[0]
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    ids = tokenizer.convert_tokens_to_ids(names)
-    if min(ids) < old:
+    if any(name in tokenizer.get_vocab() for name in names):
         raise ConfigError(f"the base model's tokenizer already has tokens named like {names[0]}; CLaRa needs room "
                           "for new ones")
+    tokenizer.add_special_tokens({"additional_special_tokens": names}, replace_extra_special_tokens=False)
+    ids = tokenizer.convert_tokens_to_ids(names)
+    old = model.get_input_embeddings().weight.shape[0]
+    if max(ids) >= old:  # a matrix padded past its tokenizer (Qwen2) may already have the rows
+        model.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
+    with torch.no_grad():  # every new row starts at the mean of the vocabulary's
+        for table in {id(t): t for t in (model.get_input_embeddings().weight,
+                                         getattr(model.get_output_embeddings(), "weight", None)) if t is not None}.values():
+            table[ids] = table[:min(ids)].mean(0)
     return ids[:-1], ids[-1]
+
+
+RESERVED = re.compile(r"<mem(?:\d+|slot)>")
+
+
+def clean(text: str) -> str:
+    """User text without CLaRa's reserved token names (they would be read as memory tokens)."""
+    return RESERVED.sub("", text)
 
 
 def train_only_new_rows(model, first_new: int) -> None:
@@ -163,7 +177,7 @@ class Clara(torch.nn.Module):
         self.tokenizer.save_pretrained(folder)
         info = {"base": getattr(self, "base_name", None), "compress_rate": self.shape.compress_rate,
                 "doc_max_length": self.shape.doc_max_length, "memory_ids": self.memory_ids, "slot_id": self.slot_id,
-                "mse_weight": self.mse_weight, "adapters": self.adapters}
+                "mse_weight": self.mse_weight, "adapters": self.adapters, "stage": getattr(self, "stage", None)}
         (folder / CLARA_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
 
     def restore(self, folder) -> None:
@@ -212,7 +226,7 @@ class Clara(torch.nn.Module):
             model.load_adapter(folder / ADAPTERS_DIR / name, adapter_name=name, is_trainable=True)
         clara = cls(model, tokenizer, ClaraShape(info["compress_rate"], info["doc_max_length"]),
                     info["memory_ids"], info["slot_id"], info["mse_weight"])
-        clara.base_name = info.get("base")
+        clara.base_name, clara.stage = info.get("base"), info.get("stage")
         return clara
 
     @property
@@ -223,7 +237,7 @@ class Clara(torch.nn.Module):
         """Each document's tokens (at most doc_max_length), then its memory tokens, left-padded so that the memory
         tokens sit at the same positions in every row."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=True,
+        encoded = self.tokenizer([clean(t) for t in texts], add_special_tokens=False, truncation=True,
                                  max_length=self.shape.doc_max_length)["input_ids"]
         width = max(len(ids) for ids in encoded) + len(self.memory_ids)
         ids = torch.full((len(texts), width), pad, dtype=torch.long)
@@ -253,7 +267,7 @@ class Clara(torch.nn.Module):
         """The generator's prompt: one placeholder per memory vector of each document, then the question."""
         slots = SLOT * len(self.memory_ids)
         context = "\n".join(f"[{i + 1}] {slots}" for i in range(documents))
-        return f"Context:\n{context}\nQuestion: {question}\nAnswer:"
+        return f"Context:\n{context}\nQuestion: {clean(question)}\nAnswer:"
 
     def _embedded(self, ids: torch.Tensor, memories: list[torch.Tensor]) -> torch.Tensor:
         """Input embeddings of `ids` (b, t) with row i's placeholders, in order, replaced by memories[i]
@@ -276,7 +290,7 @@ class Clara(torch.nn.Module):
         for question, answer, memory in zip(questions, answers, memories):
             docs = len(memory) // len(self.memory_ids)
             prompt = self.tokenizer(self.prompt_with_slots(question, docs), add_special_tokens=False)["input_ids"]
-            target = self.tokenizer(" " + answer + eos, add_special_tokens=False)["input_ids"]
+            target = self.tokenizer(" " + clean(answer) + eos, add_special_tokens=False)["input_ids"]
             rows.append(prompt + target)
             labels.append([-100] * len(prompt) + target)
         width = max(len(r) for r in rows)

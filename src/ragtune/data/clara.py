@@ -78,8 +78,10 @@ def load_clara_data(data, stage: str, candidates: int, seed: int = 42) -> tuple[
     if stage == "e2e":
         sizes = {len(r.documents) for r in train + held_out}
         if len(sizes) > 1:
-            raise DataError(f"{data.train}: stage e2e needs the same number of candidates in every record (found "
-                            f"{sorted(sizes)}); give each at least `candidates` of them")
+            odd = next(r for r in train + held_out if len(r.documents) != len(train[0].documents))
+            raise DataError(f"{odd.origin}: stage e2e needs the same number of candidates in every record (this one "
+                            f"has {len(odd.documents)}, the first {len(train[0].documents)}); give each at least "
+                            "`candidates` of them")
     if data.max_train_samples:
         train = train[: data.max_train_samples]
     if data.max_eval_samples:

@@ -106,8 +106,14 @@ class ServeState:
         self.cache = EmbeddingCache(settings.cache_size)
         self.generator = None
         if generator:
+            from ragtune.clara.generator import clara_folder
             from ragtune.rag.generators import make_generator
 
+            if clara_folder(generator) is not None:
+                from ragtune.errors import ConfigError
+
+                raise ConfigError(f"--generator {generator} is a CLaRa run; ragtune serve answers chats with a text "
+                                  "generator (use the CLaRa run with ragtune query or eval rag)")
             self.generator = make_generator(generator, generator_model, placement=self.placement)
         self.embedder_name = self.live.current().manifest["embedder"]["name"]
         self.started = time.time()

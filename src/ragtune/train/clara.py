@@ -49,6 +49,16 @@ class ClaraModule(torch.nn.Module):
         super().__init__()
         self.clara, self.stage, self.top_k, self.temperature = clara, cfg.stage, cfg.top_k, cfg.temperature
 
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **options):
+        """What the Trainer calls for `train.gradient_checkpointing`: the base LM's own checkpointing (the
+        embedding rows train, so the inputs already carry a gradient)."""
+        base = self.clara.model.get_base_model()
+        kwargs = activation_checkpointing_kwargs or {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **options)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
     def forward(self, documents, question, answer):
         if self.stage == "e2e":
             return self.clara.e2e_loss(documents, question, answer, self.top_k, self.temperature)
@@ -65,10 +75,14 @@ class ClaraTrainer(EvaluatorMixin, Trainer):
     no weight decay (the frozen vocabulary must not shrink)."""
 
     def get_decay_parameter_names(self, model) -> list[str]:
-        return [n for n in super().get_decay_parameter_names(model) if "embed" not in n and "lm_head" not in n]
+        base = self.model.clara.model.get_base_model()
+        tables = {id(base.get_input_embeddings().weight), id(getattr(base.get_output_embeddings(), "weight", None))}
+        embedding = {n for n, p in model.named_parameters() if id(p) in tables}
+        return [n for n in super().get_decay_parameter_names(model) if n not in embedding]
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        self.model.clara.save(output_dir or self.args.output_dir)
+        if self.args.should_save:
+            self.model.clara.save(output_dir or self.args.output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         self.model.clara.restore(resume_from_checkpoint)
@@ -127,10 +141,18 @@ class ClaraEvaluator:
 
 
 def _previous_stage(cfg: ClaraConfig) -> Path:
-    final = RunDir(Path(cfg.init_from)).final
-    if not (final / CLARA_FILE).is_file():
+    from ragtune.clara.generator import clara_folder
+    from ragtune.config.clara import STAGES
+
+    final = clara_folder(cfg.init_from)
+    if final is None:
         raise ConfigError(f"init_from: {cfg.init_from} is not a finished `ragtune train clara` run (no "
                           f"final/{CLARA_FILE}); give the previous stage's run directory")
+    was = json.loads((final / CLARA_FILE).read_text(encoding="utf-8")).get("stage")
+    wanted = STAGES[STAGES.index(cfg.stage) - 1]
+    if was is not None and was not in (wanted, cfg.stage):
+        raise ConfigError(f"init_from: {cfg.init_from} is a stage-{was} run; stage {cfg.stage} starts from the "
+                          f"{wanted} stage's run (or another {cfg.stage} run)")
     return final
 
 
@@ -151,6 +173,7 @@ def build_clara(cfg: ClaraConfig, placement) -> Clara:
         if cfg.stage == "e2e" and "query" not in clara.adapters:
             clara.add_query_adapter()
     clara.trainable(TRAINS[cfg.stage])
+    clara.stage = cfg.stage
     return clara
 
 
@@ -197,7 +220,7 @@ def train_clara(cfg: ClaraConfig, resume: bool = False, overwrite: bool = False,
         details = {"base model": str(clara.base_name), "stage": cfg.stage, "data": str(cfg.data.train),
                    "train records": str(len(rows)), "compression": f"{clara.shape.compress_rate}x "
                    f"({clara.shape.memory_tokens} vectors per document)",
-                   "device": f"{placement.device} / fp32", "train time": f"{train_seconds:.1f} s"}
+                   "device": f"{placement.device} / weights {cfg.model.dtype}", "train time": f"{train_seconds:.1f} s"}
         comparison = recipe.finish(run_dir, cfg, before, after, final, "held-out", details,
                                    f"ragtune train clara ({cfg.stage}): {run_dir.name}", best, book=book)
         return TrainResult(run_dir, comparison, train_seconds, len(rows))
