@@ -111,9 +111,12 @@ def test_rerank_and_search(full, index, tiny_cross_encoder):
     reply = post(full, "/v1/rerank", {"query": "calcium", "documents": documents, "top_n": 1,
                                       "return_documents": True}).json()
     scores = load_cross_encoder(tiny_cross_encoder, Placement("cpu", "fp32", "tests")).predict([("calcium", d) for d in documents])
-    best = int(np.argmax(scores))
-    assert [r["index"] for r in reply["results"]] == [best] and reply["results"][0]["document"]["text"] == documents[best]
-    assert abs(reply["results"][0]["relevance_score"] - float(scores[best])) < 1e-4
+    # the server runs the precision it measured fastest here (bf16 on some CPUs, chosen by timing): its scores match
+    # fp32's to bf16's precision, and the random tiny model's two scores can be that close
+    top = reply["results"][0]["index"]
+    assert len(reply["results"]) == 1 and reply["results"][0]["document"]["text"] == documents[top]
+    assert float(scores[top]) >= float(np.max(scores)) - 2e-2
+    assert abs(reply["results"][0]["relevance_score"] - float(scores[top])) < 2e-2
     found = post(full, "/v1/search", {"query": "calcium intake bone", "k": 2, "first_stage": "bm25",
                                       "rerank": False}).json()
     assert found["index_version"] == "v000001" and 1 <= len(found["results"]) <= 2  # BM25: matching chunks only
