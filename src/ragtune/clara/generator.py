@@ -46,16 +46,20 @@ class ClaraGenerator:
                        labels: list[str] | None = None):
         """One Reply per question, from its passages' memory vectors; with `labels`, each label's likelihood as
         the answer's first token too."""
+        import torch
+
         from ragtune.models.language_model import label_first_tokens
         from ragtune.rag.generators import Reply
 
         starts = label_first_tokens(self.clara.tokenizer, labels) if labels else None
         replies = []
         for question, docs in zip(questions, passages):
-            text = self.clara.answer(question, docs, max_new_tokens) if docs else ""
+            with torch.no_grad():  # compressed once, for the answer and the label scores
+                memory = self.clara.compress(docs)[0] if docs else None
+            text = self.clara.answer(question, docs, max_new_tokens, memory) if docs else ""
             scores = None
             if starts and docs:
-                first = self.clara.first_token_logprobs(question, docs)
+                first = self.clara.first_token_logprobs(question, docs, memory)
                 scores = {label: float(first[ids].logsumexp(0)) for label, ids in starts.items()}
             replies.append(Reply(text, scores))
         return replies

@@ -354,9 +354,10 @@ class Clara(torch.nn.Module):
         return torch.argsort(scores, descending=True).tolist()
 
     @torch.no_grad()
-    def first_token_logprobs(self, question: str, documents: list[str]) -> torch.Tensor:
-        """Log-probabilities of the answer's first token, given the question and the compressed documents."""
-        memory, _ = self.compress(documents)
+    def first_token_logprobs(self, question: str, documents: list[str], memory=None) -> torch.Tensor:
+        """Log-probabilities of the answer's first token, given the question and the compressed documents
+        (`memory`: those documents already compressed)."""
+        memory = self.compress(documents)[0] if memory is None else memory
         use_adapter(self.model, "generator")
         prompt = self.tokenizer(self.prompt_with_slots(question, len(documents)), add_special_tokens=False,
                                 return_tensors="pt")["input_ids"].to(self.model.device)
@@ -365,9 +366,9 @@ class Clara(torch.nn.Module):
         return torch.log_softmax(logits, dim=-1)
 
     @torch.no_grad()
-    def answer(self, question: str, documents: list[str], max_new_tokens: int = 32) -> str:
-        """Greedy answer to `question` from the compressed `documents`."""
-        memory, _ = self.compress(documents)
+    def answer(self, question: str, documents: list[str], max_new_tokens: int = 32, memory=None) -> str:
+        """Greedy answer to `question` from the compressed `documents` (`memory`: already compressed)."""
+        memory = self.compress(documents)[0] if memory is None else memory
         memory = [memory.reshape(-1, memory.shape[-1])]
         use_adapter(self.model, "generator")
         prompt = self.tokenizer(self.prompt_with_slots(question, len(documents)), add_special_tokens=False,
