@@ -190,7 +190,7 @@ def test_three_stages_run_and_the_saved_run_reloads_and_answers(cli, tiny_llm, t
         assert set(info["adapters"]) == ({"compressor", "generator", "query"} if stage == "e2e" else
                                          {"compressor", "generator"})
         assert (out / "summary.md").is_file() and (out / "report.html").is_file()
-    assert "recall@2" in after
+    assert "recall@2" in after and after["first_stage_recall@2"] == 1.0  # the gold one is 2nd of every list
     error_line(cli("train", "clara", "stage=e2e", f"init_from={tmp_path / 'run-compress'}",
                    f"data.train={_records(tmp_path, 'e2e')}", f"output.dir={tmp_path / 'skipped'}"),
                "stage-compress run", "starts from the instruct stage's run")

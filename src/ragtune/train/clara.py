@@ -93,7 +93,8 @@ class ClaraTrainer(EvaluatorMixin, Trainer):
 
 class ClaraEvaluator:
     """Perplexity of the held-out answers from their compressed documents, text metrics of greedy answers, and
-    for e2e the recall of the picked top k against the records' positives."""
+    for e2e the recall of the picked top k against the records' positives, beside the first stage's own top k
+    (the candidates' order)."""
 
     def __init__(self, records: list[ClaraRecord], cfg: ClaraConfig, samples: Path | None, book: ScoreBook):
         self.records, self.cfg, self.samples, self.book = records, cfg, samples, book
@@ -103,7 +104,7 @@ class ClaraEvaluator:
         clara = module.clara if isinstance(module, ClaraModule) else module
         clara.model.eval()
         start, total_nll, total_tokens = time.perf_counter(), 0.0, 0
-        picked, recalls = [], []
+        picked, recalls, first_stage = [], [], []
         for i in range(0, len(self.records), self.cfg.eval.batch_size):
             batch = self.records[i:i + self.cfg.eval.batch_size]
             docs = [r.documents for r in batch]
@@ -112,6 +113,9 @@ class ClaraEvaluator:
                 picked += order
                 recalls += [len(set(o) & set(r.positives)) / len(r.positives) for o, r in zip(order, batch)
                             if r.positives]
+                # the candidates come in the first stage's order: its own top k, for comparison
+                first_stage += [len(set(range(self.cfg.top_k)) & set(r.positives)) / len(r.positives) for r in batch
+                                if r.positives]
                 docs = [[r.documents[j] for j in o] for o, r in zip(order, batch)]
             memories, _ = clara.per_example(docs)
             nll, tokens = clara.answer_nll([r.question for r in batch], [r.answer for r in batch], memories)
@@ -119,6 +123,7 @@ class ClaraEvaluator:
         metrics = {"perplexity": round(math.exp(min(total_nll / max(total_tokens, 1), 50.0)), 6)}
         if recalls:
             metrics[f"recall@{self.cfg.top_k}"] = round(sum(recalls) / len(recalls), 6)
+            metrics[f"first_stage_recall@{self.cfg.top_k}"] = round(sum(first_stage) / len(first_stage), 6)
         shown = self.records[: max(self.cfg.eval.generation_samples, self.cfg.eval.samples_per_eval)]
         answers = []
         for n, r in enumerate(shown):
