@@ -247,12 +247,7 @@ def test_data_clara_writes_each_stages_records_from_a_labelled_qa_set(cli, tiny_
     from tests.unit.test_chunk import error_line
     from tests.unit.test_rag import beir_dir
 
-    data = beir_dir(tmp_path / "beir")
-    rows = [json.loads(line) for line in (data / "queries.jsonl").read_text().splitlines()]
-    for row in rows:
-        row["metadata"]["long_answer"] = "It does. Second sentence here. A third one."
-    (data / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (data / "qrels" / "train.tsv").write_text((data / "qrels" / "test.tsv").read_text())
+    data = beir_dir(tmp_path / "beir", long_answer="It does. Second sentence here. A third one.", train_split=True)
     written = {}
     for stage in ("compress", "instruct", "e2e"):
         out = tmp_path / f"{stage}.jsonl"

@@ -845,9 +845,10 @@ def test_rerank_jsonl_labels_survive_loading(synth_out):
 
 
 # ------------------------------------------------------------------------------------------------- eval rag
-def beir_dir(folder: Path, answer_field: str = "final_decision", top_level: bool = False) -> Path:
+def beir_dir(folder: Path, answer_field: str = "final_decision", top_level: bool = False,
+             long_answer: str | None = None, train_split: bool = False) -> Path:
     """Six passages; q1-q3 are answered by their gold passage's rare words; q4's words are only in d5, not in
-    its gold d4."""
+    its gold d4. `long_answer` goes into every query's metadata; `train_split` writes the same qrels as train too."""
     corpus = [{"_id": f"d{i + 1}", "title": "", "text": text} for i, text in enumerate(PASSAGES)]
     questions = [("q1", "arrhythmia and potassium", "d1", "yes"), ("q2", "asthma exacerbation bronchioles", "d2", "no"),
                  ("q3", "stroke rehabilitation vocabulary", "d3", "maybe"),
@@ -857,11 +858,14 @@ def beir_dir(folder: Path, answer_field: str = "final_decision", top_level: bool
     for (qid, text, _, _), answer in zip(questions, answers[answer_field]):
         record = {"_id": qid, "text": text}
         record.update({answer_field: answer} if top_level else {"metadata": {answer_field: answer}})
+        if long_answer is not None:
+            record.setdefault("metadata", {})["long_answer"] = long_answer
         queries.append(record)
     _write(folder / "corpus.jsonl", "".join(json.dumps(r) + "\n" for r in corpus))
     _write(folder / "queries.jsonl", "".join(json.dumps(r) + "\n" for r in queries))
-    _write(folder / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\n" +
-           "".join(f"{q}\t{d}\t1\n" for q, _, d, _ in questions))
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, _, d, _ in questions)
+    for split in ("test", "train") if train_split else ("test",):
+        _write(folder / "qrels" / f"{split}.tsv", qrels)
     return folder
 
 
@@ -977,11 +981,7 @@ def test_none_gold_and_majority_systems_and_unlabelled_answers(cli, chat_server,
 
 
 def test_rouge_l_against_a_long_answer_field(cli, chat_server, tmp_path):
-    data = beir_dir(tmp_path / "beir")
-    rows = [json.loads(line) for line in (data / "queries.jsonl").read_text().splitlines()]
-    for row in rows:
-        row["metadata"]["long_answer"] = "potassium imbalance causes arrhythmia"
-    (data / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = beir_dir(tmp_path / "beir", long_answer="potassium imbalance causes arrhythmia")
     chat_server.reply = lambda body: "Yes. potassium imbalance causes arrhythmia [1]"
     code, out, err = cli("--json", "eval", "rag", "--data", data, "-p", "bm25", "--generator", chat_server.url,
                          "--generator-model", "m", "--long-answer-field", "long_answer")

@@ -138,12 +138,7 @@ def test_the_context_budget_shrinks_to_the_generators_window(tiny_llm, caplog):
 
 # ------------------------------------------------------------------------------------ RAG SFT data
 def test_rag_sft_records_hold_context_question_label_answer_and_citation(cli, tmp_path):
-    data = beir_dir(tmp_path / "beir")
-    rows = [json.loads(line) for line in (data / "queries.jsonl").read_text().splitlines()]
-    for row in rows:
-        row["metadata"]["long_answer"] = "It does. Second sentence here."
-    (data / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (data / "qrels" / "train.tsv").write_text((data / "qrels" / "test.tsv").read_text())
+    data = beir_dir(tmp_path / "beir", long_answer="It does. Second sentence here.", train_split=True)
     out = tmp_path / "sft.jsonl"
     code, _, err = cli("data", "rag-sft", str(data), "-o", str(out), "-p", "bm25", "-k", "2", "--sentences", "1")
     assert code == 0, err

@@ -73,10 +73,29 @@ def add_memory_tokens(model, tokenizer, shape: ClaraShape) -> tuple[list[int], i
     if max(ids) >= old:  # a matrix padded past its tokenizer (Qwen2) may already have the rows
         model.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
     with torch.no_grad():  # every new row starts at the mean of the vocabulary's
-        for table in {id(t): t for t in (model.get_input_embeddings().weight,
-                                         getattr(model.get_output_embeddings(), "weight", None)) if t is not None}.values():
+        for table in embedding_tables(model):
             table[ids] = table[:min(ids)].mean(0)
     return ids[:-1], ids[-1]
+
+
+def embedding_tables(model) -> list[torch.Tensor]:
+    """The input embedding matrix and, where it is not tied to it, the LM head's: what the new rows live in."""
+    tables = [model.get_input_embeddings().weight]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not tables[0]:
+        tables.append(head.weight)
+    return tables
+
+
+ROW_KEYS = ("input", "output")  # the tables' names in memory_rows.safetensors
+
+
+def put_rows(model, first: int, rows: dict) -> None:
+    """Saved new-token rows (`rows`, from row `first` on) back into the model's tables."""
+    with torch.no_grad():
+        for table, key in zip(embedding_tables(model), ROW_KEYS):
+            if key in rows:
+                table[first:] = rows[key].to(table.dtype)
 
 
 RESERVED = re.compile(r"<mem(?:\d+|slot)>")
@@ -90,11 +109,7 @@ def clean(text: str) -> str:
 def train_only_new_rows(model, first_new: int) -> None:
     """Only the rows from `first_new` on (the new tokens) of the input embeddings, and of an untied LM head, get a
     gradient; the base vocabulary's rows stay as they are."""
-    tables = {id(model.get_input_embeddings().weight): model.get_input_embeddings().weight}
-    head = model.get_output_embeddings()
-    if head is not None:
-        tables.setdefault(id(head.weight), head.weight)
-    for weight in tables.values():
+    for weight in embedding_tables(model):
         weight.requires_grad_(True)
         mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
         mask[first_new:] = 1
@@ -167,13 +182,10 @@ class Clara(torch.nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(folder / ADAPTERS_DIR, selected_adapters=self.adapters,
                                    save_embedding_layers=False)  # the new rows are saved on their own
-        base = self.model.get_base_model()
         first = min(self.memory_ids)
-        rows = {"input": base.get_input_embeddings().weight[first:].detach().float().cpu().contiguous()}
-        head = base.get_output_embeddings()
-        if head is not None and head.weight is not base.get_input_embeddings().weight:
-            rows["output"] = head.weight[first:].detach().float().cpu().contiguous()
-        save_file(rows, str(folder / ROWS_FILE))
+        save_file({key: table[first:].detach().float().cpu().contiguous()
+                   for key, table in zip(ROW_KEYS, embedding_tables(self.model.get_base_model()))},
+                  str(folder / ROWS_FILE))
         self.tokenizer.save_pretrained(folder)
         info = {"base": getattr(self, "base_name", None), "compress_rate": self.shape.compress_rate,
                 "doc_max_length": self.shape.doc_max_length, "memory_ids": self.memory_ids, "slot_id": self.slot_id,
@@ -188,12 +200,7 @@ class Clara(torch.nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        rows = load_file(str(folder / ROWS_FILE))
-        base, first = self.model.get_base_model(), min(self.memory_ids)
-        with torch.no_grad():
-            base.get_input_embeddings().weight[first:] = rows["input"]
-            if "output" in rows:
-                base.get_output_embeddings().weight[first:] = rows["output"]
+        put_rows(self.model.get_base_model(), min(self.memory_ids), load_file(str(folder / ROWS_FILE)))
         for name in self.adapters:
             set_peft_model_state_dict(self.model, load_peft_weights(str(folder / ADAPTERS_DIR / name)),
                                       adapter_name=name)
@@ -211,14 +218,12 @@ class Clara(torch.nn.Module):
         folder = Path(folder)
         info = json.loads((folder / CLARA_FILE).read_text(encoding="utf-8"))
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
-        base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         first = min(info["memory_ids"])
         rows = load_file(str(folder / ROWS_FILE))
-        with torch.no_grad():
-            embed = base.get_input_embeddings().weight
-            embed[first:] = rows["input"].to(embed.dtype)
-            if "output" in rows:
-                base.get_output_embeddings().weight[first:] = rows["output"].to(embed.dtype)
+        size = first + len(rows["input"])  # the table as saved (a padded vocabulary keeps its padding)
+        if base.get_input_embeddings().weight.shape[0] != size:
+            base.resize_token_embeddings(size, mean_resizing=False)
+        put_rows(base, first, rows)
         names = info["adapters"]
         model = PeftModel.from_pretrained(base, folder / ADAPTERS_DIR / names[0], adapter_name=names[0],
                                           is_trainable=True)
@@ -357,23 +362,23 @@ class Clara(torch.nn.Module):
     def first_token_logprobs(self, question: str, documents: list[str], memory=None) -> torch.Tensor:
         """Log-probabilities of the answer's first token, given the question and the compressed documents
         (`memory`: those documents already compressed)."""
+        prompt, embedded = self._prompt_embeds(question, documents, memory)
+        logits = self.model(inputs_embeds=embedded, use_cache=False).logits[0, -1].float()
+        return torch.log_softmax(logits, dim=-1)
+
+    def _prompt_embeds(self, question: str, documents: list[str], memory=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generator's prompt ids for one question and its input embeddings with the documents' memory
+        vectors in the slots (compressed here unless `memory` is given), with the generator adapter on."""
         memory = self.compress(documents)[0] if memory is None else memory
         use_adapter(self.model, "generator")
         prompt = self.tokenizer(self.prompt_with_slots(question, len(documents)), add_special_tokens=False,
                                 return_tensors="pt")["input_ids"].to(self.model.device)
-        embedded = self._embedded(prompt, [memory.reshape(-1, memory.shape[-1])])
-        logits = self.model(inputs_embeds=embedded, use_cache=False).logits[0, -1].float()
-        return torch.log_softmax(logits, dim=-1)
+        return prompt, self._embedded(prompt, [memory.reshape(-1, memory.shape[-1])])
 
     @torch.no_grad()
     def answer(self, question: str, documents: list[str], max_new_tokens: int = 32, memory=None) -> str:
         """Greedy answer to `question` from the compressed `documents` (`memory`: already compressed)."""
-        memory = self.compress(documents)[0] if memory is None else memory
-        memory = [memory.reshape(-1, memory.shape[-1])]
-        use_adapter(self.model, "generator")
-        prompt = self.tokenizer(self.prompt_with_slots(question, len(documents)), add_special_tokens=False,
-                                return_tensors="pt")["input_ids"].to(self.model.device)
-        embedded = self._embedded(prompt, memory)
+        prompt, embedded = self._prompt_embeds(question, documents, memory)
         out = self.model.generate(inputs_embeds=embedded, attention_mask=torch.ones_like(prompt),
                                   max_new_tokens=max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)

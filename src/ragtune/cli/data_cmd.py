@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from ragtune.cli.eval_cmd import UNKNOWN_IDS
+from ragtune.cli.eval_cmd import UNKNOWN_IDS, label_list
 from ragtune.cli.index_cmd import CHUNK_SIZE, DOCS_HELP, EMBEDDER, META, OVERLAP, PDF_LAYOUT, TEXT_FIELD, metadata
 from ragtune.cli.output import FLAGS, emit_json, say, show, table
 from ragtune.models.packaged_llm import DEFAULT_GENERATOR
@@ -145,6 +145,14 @@ def synth(
     return 0
 
 
+# what `data clara` and `data rag-sft` read each answer from
+ANSWER_FIELD = typer.Option("final_decision", "--answer-field", help="query field (or metadata field) holding the "
+                            "label or short answer")
+LONG_ANSWER_FIELD = typer.Option("long_answer", "--long-answer-field", help="query field with the free-text answer "
+                                 "(empty: none)")
+LABELS = typer.Option("yes,no,maybe", "--labels", help="label set the answer starts with; empty for free answers")
+
+
 @app.command("clara")
 def clara(
     data: Path = typer.Argument(..., help="BEIR directory whose queries carry answers (e.g. PubMedQA)"),
@@ -155,12 +163,8 @@ def clara(
     split: str = typer.Option("train", "--split", help="qrels split (keep the test questions out)"),
     k: int = typer.Option(3, "-k", min=1, help="documents per record (instruct)"),
     candidates: int = typer.Option(10, "--candidates", min=1, help="candidates per record (e2e)"),
-    answer_field: str = typer.Option("final_decision", "--answer-field", help="query field with the label or "
-                                     "short answer"),
-    long_answer_field: Optional[str] = typer.Option("long_answer", "--long-answer-field", help="query field with "
-                                                    "the free-text answer (empty: none)"),
-    labels: Optional[str] = typer.Option("yes,no,maybe", "--labels", help="label set the answer starts with; "
-                                         "empty for free answers"),
+    answer_field: str = ANSWER_FIELD, long_answer_field: Optional[str] = LONG_ANSWER_FIELD,
+    labels: Optional[str] = LABELS,
     sentences: Optional[int] = typer.Option(2, "--sentences", min=1, help="sentences of the long answer kept"),
     unknown_ids: str = UNKNOWN_IDS,
 ) -> int:
@@ -180,14 +184,14 @@ def clara(
     if stage != "compress":
         parse_spec(pipeline)
     ir = load_beir(data, split, unknown_ids)
-    label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
+    label_set = label_list(labels)
     rows = clara_rows(ir, data, pipeline, stage, k, candidates, answer_field, long_answer_field or None, label_set,
                       sentences)
     write_rag_sft(out, rows)
-    if FLAGS.json:
-        emit_json({"out": str(out), "records": len(rows), "stage": stage, "left_out": len(ir.queries) - len(rows)})
-        return 0
     left_out = len(ir.queries) - len(rows)
+    if FLAGS.json:
+        emit_json({"out": str(out), "records": len(rows), "stage": stage, "left_out": left_out})
+        return 0
     say(f"wrote {len(rows)} CLaRa {stage} records to {escape(str(out))}" +
         (f"; {left_out} questions left out (no document, or fewer than {candidates} candidates)" if left_out else ""))
     return 0
@@ -201,12 +205,8 @@ def rag_sft(
                                  "(e.g. dense:runs/embed/final), or gold"),
     split: str = typer.Option("train", "--split", help="qrels split (keep the test questions out)"),
     k: int = typer.Option(3, "-k", min=1, help="passages per context"),
-    answer_field: str = typer.Option("final_decision", "--answer-field", help="query field (or metadata field) "
-                                     "holding the label or short answer"),
-    long_answer_field: Optional[str] = typer.Option("long_answer", "--long-answer-field", help="query field with "
-                                                    "the free-text answer (empty: none)"),
-    labels: Optional[str] = typer.Option("yes,no,maybe", "--labels", help="label set the answer starts with; "
-                                         "empty for free answers"),
+    answer_field: str = ANSWER_FIELD, long_answer_field: Optional[str] = LONG_ANSWER_FIELD,
+    labels: Optional[str] = LABELS,
     sentences: Optional[int] = typer.Option(None, "--sentences", min=1, help="keep the first N sentences of each "
                                             "long answer (shorter targets train faster)"),
     unknown_ids: str = UNKNOWN_IDS,
@@ -223,7 +223,7 @@ def rag_sft(
     if pipeline not in CONTEXTS:
         parse_spec(pipeline)
     ir = load_beir(data, split, unknown_ids)
-    label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
+    label_set = label_list(labels)
     rows = rag_sft_rows(ir, data, pipeline, k, label_set, answer_field, long_answer_field or None, sentences)
     write_rag_sft(out, rows)
     if FLAGS.json:

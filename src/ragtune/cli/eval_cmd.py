@@ -16,6 +16,11 @@ UNKNOWN_IDS = typer.Option("error", "--unknown-ids", help="qrels naming unknown 
                            "them with a count")
 
 
+def label_list(labels: Optional[str]) -> list[str]:
+    """`--labels yes,no,maybe` as a list (empty: free answers)."""
+    return [x.strip() for x in (labels or "").split(",") if x.strip()]
+
+
 def load_ir(data: Optional[Path], split: str, corpus: Optional[Path], queries: Optional[Path],
             qrels: Optional[Path], unknown_ids: str):
     """A judged collection from a BEIR directory, or from corpus + queries + qrels files."""
@@ -197,7 +202,7 @@ def rag(
                           "questions, e.g. --calibrate-on train")
     calibration = load_beir(data, calibrate_on, unknown_ids) if calibrate_on else None
     generators = [] if no_generate else [make_generator(g, generator_model) for g in generator or [DEFAULT_GENERATOR]]
-    label_set = [x.strip() for x in (labels or "").split(",") if x.strip()]
+    label_set = label_list(labels)
     with RichReporter().phase("Retrieving" if no_generate else "Answering"):
         results = evaluate_rag(ir, str(data), pipeline, generators, RAGSection(k=k, max_new_tokens=max_new_tokens),
                                answer_field, label_set, long_answer_field, with_majority=bool(generators),

@@ -266,6 +266,7 @@ class PgSegment:
             k = min(k, int(mask.sum()))
         sql = (f"SELECT row, (embedding <#> %(q)s) FROM {self.table} {where} ORDER BY embedding <#> %(q)s "
                "LIMIT %(k)s")
+        approximate = self.settings.index != "flat"
         scores = np.full((len(embeddings), k), -np.inf, dtype=np.float32)
         rows = np.full((len(embeddings), k), -1, dtype=np.int64)
         try:
@@ -277,7 +278,7 @@ class PgSegment:
                     self.store.tuned_for = self.settings
                 for i, query in enumerate(np.asarray(embeddings, dtype=np.float32)):
                     found = conn.execute(sql, {"q": query, "bits": bits, "k": k}).fetchall()
-                    if len(found) < k and self._knobs():  # the approximate index came back short: scan exactly
+                    if len(found) < k and approximate:  # the approximate index came back short: scan exactly
                         with conn.transaction():
                             conn.execute("SET LOCAL enable_indexscan = off")
                             found = conn.execute(sql, {"q": query, "bits": bits, "k": k}).fetchall()

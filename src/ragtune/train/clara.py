@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ragtune.clara.model import CLARA_FILE, Clara, ClaraShape
+from ragtune.clara.model import CLARA_FILE, Clara, ClaraShape, embedding_tables
 from ragtune.config.clara import ClaraConfig
 from ragtune.data.clara import ClaraRecord, load_clara_data
 from ragtune.errors import ConfigError
@@ -75,8 +75,7 @@ class ClaraTrainer(EvaluatorMixin, Trainer):
     no weight decay (the frozen vocabulary must not shrink)."""
 
     def get_decay_parameter_names(self, model) -> list[str]:
-        base = self.model.clara.model.get_base_model()
-        tables = {id(base.get_input_embeddings().weight), id(getattr(base.get_output_embeddings(), "weight", None))}
+        tables = {id(t) for t in embedding_tables(self.model.clara.model.get_base_model())}
         embedding = {n for n, p in model.named_parameters() if id(p) in tables}
         return [n for n in super().get_decay_parameter_names(model) if n not in embedding]
 
@@ -145,7 +144,8 @@ class ClaraEvaluator:
         return metrics
 
 
-def _previous_stage(cfg: ClaraConfig) -> Path:
+def _previous_stage(cfg: ClaraConfig) -> tuple[Path, dict]:
+    """The previous stage's model folder and its clara.json, checked to be that stage's."""
     from ragtune.clara.generator import clara_folder
     from ragtune.config.clara import STAGES
 
@@ -153,27 +153,27 @@ def _previous_stage(cfg: ClaraConfig) -> Path:
     if final is None:
         raise ConfigError(f"init_from: {cfg.init_from} is not a finished `ragtune train clara` run (no "
                           f"final/{CLARA_FILE}); give the previous stage's run directory")
-    was = json.loads((final / CLARA_FILE).read_text(encoding="utf-8")).get("stage")
+    info = json.loads((final / CLARA_FILE).read_text(encoding="utf-8"))
+    was = info.get("stage")
     wanted = STAGES[STAGES.index(cfg.stage) - 1]
     if was is not None and was not in (wanted, cfg.stage):
         raise ConfigError(f"init_from: {cfg.init_from} is a stage-{was} run; stage {cfg.stage} starts from the "
                           f"{wanted} stage's run (or another {cfg.stage} run)")
-    return final
+    return final, info
 
 
-def build_clara(cfg: ClaraConfig, placement) -> Clara:
+def build_clara(cfg: ClaraConfig, placement, previous: Path | None = None) -> Clara:
     """Stage compress: fresh memory tokens and adapters over the base LM. Later stages: the previous stage's
-    model, over the same base, with the query adapter added for e2e."""
-    if cfg.stage == "compress":
+    model (`previous`, its folder), over the same base, with the query adapter added for e2e."""
+    if previous is None:
         base = load_generator(cfg.model.name, placement, "lora", cfg.model.dtype)
         clara = Clara.from_base(base, load_tokenizer(cfg.model.name), ClaraShape(cfg.compress_rate, cfg.doc_max_length),
                                 cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.mse_weight)
         clara.base_name = cfg.model.name
     else:
-        final = _previous_stage(cfg)
-        clara = Clara.load(final, load_generator(cfg.model.name, placement, "lora", cfg.model.dtype))
+        clara = Clara.load(previous, load_generator(cfg.model.name, placement, "lora", cfg.model.dtype))
         if (clara.shape.compress_rate, clara.shape.doc_max_length) != (cfg.compress_rate, cfg.doc_max_length):
-            log.info("compress_rate and doc_max_length come from %s: %d and %d", final, clara.shape.compress_rate,
+            log.info("compress_rate and doc_max_length come from %s: %d and %d", previous, clara.shape.compress_rate,
                      clara.shape.doc_max_length)
         if cfg.stage == "e2e" and "query" not in clara.adapters:
             clara.add_query_adapter()
@@ -192,12 +192,13 @@ def train_clara(cfg: ClaraConfig, resume: bool = False, overwrite: bool = False,
     if cfg.stage == "e2e" and len(train_records[0].documents) < cfg.top_k:
         raise ConfigError(f"top_k: {cfg.top_k} is more than the {len(train_records[0].documents)} candidates per "
                           "record")
+    previous = None
     if cfg.stage != "compress":  # the base LM is the previous stage's; config.yaml and the card say which
-        info = json.loads((_previous_stage(cfg) / CLARA_FILE).read_text(encoding="utf-8"))
+        previous, info = _previous_stage(cfg)
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": info["base"]})})
     placement = choose_placement(cfg.model.device, cfg.model.precision)
     recipe.seed_everything(cfg.train.seed)
-    clara = build_clara(cfg, placement)
+    clara = build_clara(cfg, placement, previous)
     module = ClaraModule(clara, cfg)
     run_dir = recipe.open_run(cfg, resume, overwrite)
     with run_logging(RunDir(run_dir).log):
