@@ -134,6 +134,9 @@ def build_faiss_index(embeddings: np.ndarray, settings: DenseSection):
     return index
 
 
+EXACT_FILTERED_ROWS = 4096  # a filter that keeps at most this many rows is searched exactly, even on HNSW or IVF
+
+
 def search(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product with FAISS; returns (scores, indices), each (n_queries, k)."""
     import faiss
@@ -222,17 +225,25 @@ class DenseRetriever:
 
     def _search_allowed(self, embeddings: np.ndarray, k: int, allowed: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
         """The top k of the allowed rows: FAISS's ID selector inside the index's own search, exact for a flat index.
-        An HNSW or IVF search can come back short when few rows pass (the graph or the probed lists hold too few of
-        them); then the allowed vectors are searched exhaustively, so k come back whenever k rows pass."""
+        On HNSW or IVF, up to EXACT_FILTERED_ROWS passing rows are scanned exactly instead (an approximate graph
+        search over a small passing set was exact only by luck). A larger one that comes back short (the graph or
+        the probed lists hold too few passing rows) is redone exhaustively, so k come back whenever k rows pass."""
         import faiss
 
         rows = positions(self.doc_ids, allowed, self._rows)
         k = min(k, len(rows))
         if k == 0:
             return np.zeros((len(embeddings), 0), np.float32), np.zeros((len(embeddings), 0), np.int64)
+        def exhaustive() -> tuple[np.ndarray, np.ndarray]:
+            scores, found = search(embeddings, self.index.reconstruct_batch(rows), k)
+            return scores, np.where(found >= 0, rows[np.maximum(found, 0)], -1)
+
+        index = faiss.downcast_index(self.index)
+        approximate = isinstance(index, (faiss.IndexIVF, faiss.IndexHNSW))
+        if approximate and len(rows) <= EXACT_FILTERED_ROWS:  # few pass: scanning them is exact, and cheap
+            return exhaustive()
         bitmap = np.packbits(row_mask(self.doc_ids, allowed, self._rows), bitorder="little")  # kept alive here
         selector = faiss.IDSelectorBitmap(len(self.doc_ids), faiss.swig_ptr(bitmap))  # no hash set per query
-        index = faiss.downcast_index(self.index)
         if isinstance(index, faiss.IndexIVF):
             params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
         elif isinstance(index, faiss.IndexHNSW):
@@ -240,10 +251,7 @@ class DenseRetriever:
         else:
             params = faiss.SearchParameters(sel=selector)
         scores, indices = self.index.search(embeddings, k, params=params)
-        if (indices < 0).any():
-            scores, found = search(embeddings, self.index.reconstruct_batch(rows), k)
-            indices = np.where(found >= 0, rows[np.maximum(found, 0)], -1)
-        return scores, indices
+        return exhaustive() if (indices < 0).any() else (scores, indices)
 
     def save(self, folder: str | Path) -> None:
         import faiss
