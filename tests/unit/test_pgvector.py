@@ -114,6 +114,19 @@ def test_add_delete_compact_keep_the_tables_in_step_with_the_versions(cli, docs,
     assert _prefix(index) == prefix and _tables(pg_uri, prefix) == _named(index)
 
 
+def test_an_overwrite_that_moves_the_vectors_to_faiss_drops_the_old_tables(cli, docs, tiny_embedder, tmp_path,
+                                                                           pg_uri):
+    index = tmp_path / "index"
+    build(cli, docs, index, tiny_embedder, "--backend", "pgvector", "--uri", pg_uri)
+    prefix = _prefix(index)
+    assert _tables(pg_uri, prefix)
+    code, _, err = cli("index", "build", docs, "--out", index, "--embedder", tiny_embedder, "--overwrite")
+    assert code == 0, err
+    assert not _tables(pg_uri, prefix)  # no version names them, and no later change would reach that server
+    assert info(cli, index)["dense_backend"] == "faiss" and not (index / ".pgvector-prefix").exists()
+    assert ask(cli, index, "stomach ulcer", "first_stage=dense", "-k", "2")["sources"]
+
+
 def test_a_build_that_crashed_after_writing_tables_leaves_nothing_behind_the_next(cli, docs, tiny_embedder, tmp_path,
                                                                                 pg_uri, monkeypatch):
     from ragtune.index import pgvector, update

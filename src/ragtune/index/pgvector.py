@@ -207,6 +207,15 @@ class PgVectorStore:
         ledger.write_text(json.dumps(retired), encoding="utf-8")
         return dropped
 
+    def drop_all(self) -> list[str]:
+        """Drop every table of this index on this server (its vectors moved elsewhere); returns them."""
+        from psycopg import sql
+
+        tables = sorted(self._ours())
+        for table in tables:
+            self.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        return tables
+
     # ------------------------------------------------------------------------------------------------ reading
     def open(self, folder: Path, size: int, settings: DenseSection) -> "PgSegment":
         """The table of one segment, checked against what its chunk database holds."""

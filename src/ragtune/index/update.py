@@ -218,10 +218,12 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     counts = _counts(chunks)
     hashes = {str(f): IndexedFile.of(f, file_hash(f), counts[str(f)]) for f in files if str(f) in counts}  # none skipped
     report.added_sources = list(hashes)
+    old_backend = _current_backend(out)
     # with --overwrite, the old version stays live until the new one is complete
     with writer(out, _collect(out, store)) as staging:
         _write_segment(staging / "s000001", chunks, vectors, config, tokens, store)
         _write_version(staging, manifest, ["s000001"], hashes, set())
+    _drop_moved_tables(out, old_backend, store)
     report.chunks_added = len(chunks)
     report.seconds = time.perf_counter() - start
     return report
@@ -242,18 +244,51 @@ def _dense_store(out: Path, backend: str, uri: str | None):
     if not (uri or os.environ.get(URI_ENV)):
         raise ConfigError("--backend pgvector needs --uri postgresql://USER@HOST:PORT/DATABASE (or "
                           f"{URI_ENV} set)")
-    try:
-        old = read_manifest(current_version(out)).get("dense_backend") if (out / CURRENT).is_file() else None
-    except DataError:
-        old = None
+    old = _current_backend(out)
     kept = out / PG_PREFIX_FILE  # written before any table, so a build that crashed leaves its prefix behind
-    prefix = old["prefix"] if isinstance(old, dict) and isinstance(old.get("prefix"), str) else \
+    prefix = old["prefix"] if old else \
         kept.read_text(encoding="utf-8").strip() if kept.is_file() else PgVectorStore.new_prefix()
     store = PgVectorStore(uri or os.environ[URI_ENV], prefix, explicit=True)
     store.conn  # noqa: B018 - connect now
     out.mkdir(parents=True, exist_ok=True)
     kept.write_text(prefix, encoding="utf-8")  # and the build's own clean-up drops what a crashed one left
     return store
+
+
+def _current_backend(out: Path) -> dict | None:
+    """The pgvector backend that the index at `out` names now (None for FAISS, no index, or a damaged manifest)."""
+    try:
+        old = read_manifest(current_version(out)).get("dense_backend") if (out / CURRENT).is_file() else None
+    except DataError:
+        return None
+    return old if isinstance(old, dict) and isinstance(old.get("prefix"), str) else None
+
+
+def _drop_moved_tables(out: Path, old: dict | None, store) -> None:
+    """After an --overwrite that moved the vectors off a PostgreSQL server (to FAISS, or to another server), drop
+    the old tables there at once: no version names them any more, and no later change would reach that server. A
+    server that fails to drop them costs a warning that names what is left."""
+    if old is None:
+        return
+    from ragtune.index.pgvector import RETIRED_FILE, PgVectorStore, public_uri
+
+    moved = None
+    try:
+        moved = PgVectorStore.for_manifest(old)
+        if store is not None and public_uri(moved.uri) == public_uri(store.uri):
+            return  # the same server: the writer's own clean-up (_collect) retires them
+        dropped = moved.drop_all()
+        log.info("%s: dropped %d vector tables of the previous build from %s", out, len(dropped),
+                 public_uri(moved.uri))
+    except (ConfigError, DataError) as exc:
+        log.warning("%s: the previous build's vector tables (%s_*) on %s were not dropped (%s); drop them there by "
+                    "hand", out, old["prefix"], old.get("uri"), exc)
+    finally:
+        if moved is not None:
+            moved.close()
+    if store is None:  # a FAISS index now: nothing of the pgvector build is left in the folder
+        for leftover in (PG_PREFIX_FILE, RETIRED_FILE):
+            (out / leftover).unlink(missing_ok=True)
 
 
 def _collect(root: Path, store):
