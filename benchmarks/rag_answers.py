@@ -11,6 +11,7 @@ The tuned retriever is the quickstart embedder run; the tuned generator is `trai
 (src/ragtune/resources/rag_llm.yaml) on RAG SFT chats of the 500 training questions, contexts from that retriever.
 
 Run:  python -m benchmarks.rag_answers [--embedder RUN/final] [--generator RUN/final] [--free-text 100]
+                                       [--llm answer_start_weight=10]
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ def main() -> None:
     parser.add_argument("--test-questions", type=int, default=None, help="label-scored test questions (all: 500)")
     parser.add_argument("--calibrate", action="store_true", help="only the base and tuned generator with the tuned "
                         "retriever, label offsets fitted on the 500 training questions (needs --embedder, --generator)")
+    parser.add_argument("--llm", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of the packaged RAG LoRA recipe, e.g. answer_start_weight=10 (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/rag_answers"))
     args = parser.parse_args()
     if args.calibrate:
         return calibrated(args.embedder, args.generator, args.test_questions)
     reporter, started, timings = Reporter(), time.perf_counter(), {}
-    settings = StackSettings(free_text_questions=args.free_text, test_questions=args.test_questions)
+    settings = StackSettings(free_text_questions=args.free_text, test_questions=args.test_questions,
+                             llm_overrides=args.llm)
     tuned_embedder = args.embedder
     if not tuned_embedder:
         start = time.perf_counter()
@@ -77,6 +81,7 @@ def main() -> None:
           f"{test['p_bootstrap']:.4g}, McNemar p {test['p_mcnemar']:.4g} (target +0.10 at p < 0.05)")
     timings["total_s"] = time.perf_counter() - started
     write_result("rag_answers", {"dataset": "PubMedQA PQA-L test", "questions": len(labelled[0].predictions),
+                                 "llm_overrides": args.llm,
                                  "free_text_questions": args.free_text, "tuned_embedder": tuned_embedder,
                                  "tuned_generator": tuned_generator, "k": settings.k, "systems": rows,
                                  "free_text_examples": {r.name: r.examples[:3] for r in free},

@@ -237,3 +237,43 @@ def test_eval_generation_on_a_run_dir(cli, tiny_llm, tmp_path):
     assert code == 0, err
     metrics = json.loads(out)["metrics"]
     assert metrics["perplexity"] > 0 and 0 <= metrics["f1"] <= 1
+
+
+def test_answer_start_weight_weighs_each_answers_first_token(tiny_llm):
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from ragtune.train.llm import RagtuneSFTTrainer, answer_starts
+
+    assert answer_starts(torch.tensor([[-100, -100, 5, 6, -100, -100, 7, 8]])).tolist() == \
+        [[False, True, False, False, False, True, False]]  # two packed answers, each start marked once
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm)
+    add_fused_lm_head(model)
+    model.train()
+    input_ids = torch.randint(5, 50, (1, 10), generator=torch.Generator().manual_seed(0))
+    labels = input_ids.clone()
+    labels[0, [0, 1, 2, 6, 7]] = -100  # prompt, answer, prompt, answer
+    trainer = SimpleNamespace(answer_start_weight=3.0, args=SimpleNamespace(average_tokens_across_devices=False))
+    loss = RagtuneSFTTrainer.compute_loss(trainer, model, {"input_ids": input_ids, "labels": labels})
+    with torch.no_grad():
+        logits = model(input_ids=input_ids).logits[0, :-1]
+    per_token = torch.nn.functional.cross_entropy(logits, labels[0, 1:], ignore_index=-100, reduction="none")
+    weights = 1 + 2 * answer_starts(labels)[0].float()
+    expected = (per_token * weights).sum() / (labels[0, 1:] != -100).sum()
+    assert torch.allclose(loss, expected, atol=1e-4), (loss, expected)
+
+
+def test_a_run_with_answer_start_weight_trains_and_records_it(cli, tiny_llm, tmp_path):
+    data = write_jsonl(tmp_path / "chat.jsonl", FORMATS["chat"])
+    run_dir = tmp_path / "run"
+    code, _, err = cli("train", "llm", f"data.train={data}", "answer_start_weight=10",
+                       *llm_overrides(tiny_llm, run_dir, steps=2))
+    assert code == 0, err
+    losses = [m["loss"] for m in metrics_of(run_dir) if "loss" in m]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    assert "answer_start_weight: 10.0" in (run_dir / "config.yaml").read_text()
+    code, _, err = cli("train", "llm", f"data.train={data}", "answer_start_weight=0.5",
+                       *llm_overrides(tiny_llm, tmp_path / "bad"))
+    assert code == 2 and "answer_start_weight" in err

@@ -126,6 +126,9 @@ class LLMConfig(GeneratorConfig):
                           "padding-free); the mask keeps examples from attending to each other")
     padding_free: bool = Field(True, description="without packing: flatten each batch without padding")
     train_on_prompt: bool = Field(False, description="also train on prompts/user turns (default: answers only)")
+    answer_start_weight: float = Field(
+        1.0, ge=1.0, le=100.0, description="loss weight of each answer's first token, where a decision leads the "
+        "answer (`Yes. <why> [1]` from `data rag-sft`): one token among ~40 otherwise; 1 = plain SFT")
     special_tokens: list[str] = Field(default_factory=list, description="tokens to add (embeddings are resized "
                                       "and trained)")
 

@@ -37,8 +37,33 @@ from ragtune.utils import is_main_process
 log = logging.getLogger(__name__)
 
 
+def answer_starts(labels):
+    """(batch, seq - 1) booleans: the shifted-label positions that hold the first trained token after untrained ones
+    (each answer's first token; a packed block's examples each start with their prompt, so none is missed)."""
+    trained = labels != -100
+    return trained[:, 1:] & ~trained[:, :-1]
+
+
 class RagtuneSFTTrainer(EvaluatorMixin, SFTTrainer):
-    """TRL's SFTTrainer, evaluated by ragtune's generation evaluator."""
+    """TRL's SFTTrainer, evaluated by ragtune's generation evaluator; with `answer_start_weight` > 1 each answer's
+    first token weighs that much more in the training loss (TRL's own loss otherwise)."""
+
+    def __init__(self, *args, answer_start_weight: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.answer_start_weight = answer_start_weight
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.answer_start_weight == 1.0 or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch
+
+        outputs = model(**{**inputs, "use_cache": False}, fused_lm_head=True)  # TRL's fused head: (batch, seq - 1)
+        weights = 1.0 + (self.answer_start_weight - 1.0) * answer_starts(inputs["labels"]).to(outputs.log_probs.dtype)
+        tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = -(outputs.log_probs * weights).sum() / torch.as_tensor(tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as TRL: DDP averages, the token count spans the ranks
+        return (loss, outputs) if return_outputs else loss
 
 
 def sft_kwargs(cfg: LLMConfig) -> dict:
@@ -102,7 +127,8 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
         eval_rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in eval_encoded[:8]]
         trainer = RagtuneSFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                                     eval_dataset=datasets.Dataset.from_list(eval_rows), processing_class=tokenizer,
-                                    callbacks=recipe.callbacks(run_dir, cfg, reporter), evaluator=evaluator)
+                                    callbacks=recipe.callbacks(run_dir, cfg, reporter), evaluator=evaluator,
+                                    answer_start_weight=cfg.answer_start_weight)
         train_seconds = recipe.train(trainer, run_dir, resume, reporter)
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))
