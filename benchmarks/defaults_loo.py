@@ -47,11 +47,13 @@ def domain_dir(name: str) -> Path:
     return DOMAINS[name]
 
 
-def write_pairs(beir: Path, out: Path) -> int:
+def write_pairs(beir: Path, out: Path, queries: int | None = None, seed: int = 0) -> int:
+    """The training split's (query, document) pairs as a plain pairs file; with `queries`, a seeded sample of that
+    many training queries and all their pairs."""
     from ragtune.data.beir import load_beir
-    from ragtune.data.embed import examples_from_ir
+    from ragtune.data.embed import examples_from_ir, sample_queries
 
-    rows = examples_from_ir(load_beir(beir, "train")).rows
+    rows = examples_from_ir(sample_queries(load_beir(beir, "train"), queries, seed)).rows
     out.write_text("".join(json.dumps({"query": r["anchor"], "document": r["positive"]}) + "\n" for r in rows))
     return len(rows)
 

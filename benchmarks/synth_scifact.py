@@ -32,7 +32,7 @@ def write_chunks(out: Path, docs: int, seed: int = 0) -> Path:
     sample = random.Random(seed).sample(records, min(docs, len(records)))
     lines = []
     for r in sample:
-        text = f"{r.get('title', '')}. {r['text']}".strip(". ")
+        text = f"{r['title']} {r['text']}".strip() if r.get("title") else r["text"]  # as load_beir's corpus has it
         lines.append(Chunk(str(r["_id"]), text, "scifact", r.get("title", ""), 0, 0, len(text)).to_json())
     out.mkdir(parents=True, exist_ok=True)
     (out / "chunks.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
