@@ -144,3 +144,26 @@ def test_none_all_and_the_trainers_other_integrations():
     assert check_report_to(["none"]) == []
     assert check_report_to(["all"]) == ["all"] and set(installed(["all"])) == set(TRACKERS)  # dev installs all four
     assert installed(check_report_to(["comet_ml", "mlflow"])) == ["mlflow"]  # comet_ml gets the step logs only
+
+
+def test_the_auto_recipes_comparison_gets_a_tracker_run_of_its_own(cli, tiny_embedder, pairs_file, tracker_env):
+    run_dir = tracker_env / "run"
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", *tiny_train_overrides(tiny_embedder, run_dir),
+                       "train.report_to=[tensorboard, mlflow]", "--recipe", "auto", "--budget", "1s",
+                       "--allow-regression")
+    assert code == 0, err
+    import mlflow
+
+    from ragtune.train.trackers import run_name
+
+    runs = {r.info.run_name: r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")}
+    assert len(runs) == 2 and run_name(run_dir) in runs  # the one trial's run, and the auto run's own
+    auto, after = runs[run_name(run_dir)], json.loads((run_dir / "eval_after.json").read_text())
+    assert auto.data.metrics["ragtune/after/ndcg_10"] == pytest.approx(after["metrics"]["ndcg@10"], abs=1e-6)
+    assert auto.data.tags["ragtune.recipe"] == "auto"
+    assert auto.data.tags["ragtune.winner"] == (after["trial"] or "base")
+    assert "loss" not in auto.data.metrics  # the trial's step logs stay in the trial's run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    assert events.Scalars("ragtune/after/ndcg@10")[-1].value == pytest.approx(after["metrics"]["ndcg@10"], abs=1e-6)

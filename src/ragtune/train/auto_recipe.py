@@ -137,5 +137,10 @@ def train_embed_auto(cfg: EmbedConfig, budget: float | None = None, resume: bool
                                               else r["error"]) for n, r in done.items()}}
     write_atomic(RunDir(run_dir).summary, summary_markdown(comparison, f"ragtune train embed --recipe auto: "
                                                                       f"{run_dir.name}", details))
+    if cfg.train.report_to:  # each trial logged its own run; this one holds the comparison the user acts on
+        from ragtune.train.trackers import log_summary
+
+        log_summary(cfg.train, run_dir, comparison, None, dump_config(cfg), own_run=True,
+                    notes={"ragtune/recipe": "auto", "ragtune/winner": winner or "base", "ragtune/why": why})
     seconds = sum(r.get("seconds", 0.0) for r in done.values())
     return TrainResult(run_dir, comparison, seconds, 0)

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragtune.run_dir import RunDir
@@ -75,6 +75,8 @@ class Summary:
     step: int  # the best checkpoint's step (the after metrics')
     config: dict
     name: str  # the run's name in the trackers (run_name)
+    notes: dict[str, str] = field(default_factory=dict)  # more texts, e.g. the auto recipe's winner
+    own_run: bool = False  # no Trainer opened a tracker run for it (the auto recipe): start a new one
 
     @classmethod
     def of(cls, run_dir: Path, comparison, step: int | None, config_yaml: str, name: str) -> Summary:
@@ -92,7 +94,7 @@ class Summary:
 
     @property
     def texts(self) -> dict[str, str]:
-        return {"ragtune/verdict": self.verdict, "ragtune/improved": str(self.improved).lower()}
+        return {"ragtune/verdict": self.verdict, "ragtune/improved": str(self.improved).lower(), **self.notes}
 
 
 def _tensorboard(summary: Summary) -> None:
@@ -121,7 +123,7 @@ def _mlflow(summary: Summary) -> None:
 
     active = mlflow.active_run()  # a run the caller opened around ragtune's, kept open
     if active is None:
-        last = mlflow.last_active_run()
+        last = None if summary.own_run else mlflow.last_active_run()
         if last is not None:
             mlflow.start_run(run_id=last.info.run_id)
         else:
@@ -193,10 +195,13 @@ def _trackio(summary: Summary, project: str) -> None:
             trackio.finish()
 
 
-def log_summary(train, run_dir: Path, comparison, step: int | None, config_yaml: str) -> list[str]:
+def log_summary(train, run_dir: Path, comparison, step: int | None, config_yaml: str,
+                notes: dict[str, str] | None = None, own_run: bool = False) -> list[str]:
     """Send the run's summary to each of ragtune's trackers in `train.report_to`; return those that took it. A
-    tracker that fails costs a warning, never the run (its proof is already on disk)."""
+    tracker that fails costs a warning, never the run (its proof is already on disk). `own_run`: no Trainer logged
+    this run (the auto recipe's comparison), so each tracker gets a run of its own, not the last one's."""
     summary = Summary.of(run_dir, comparison, step, config_yaml, train.extra.get("run_name") or run_name(run_dir))
+    summary.notes, summary.own_run = notes or {}, own_run
     project = train.extra.get("project", PROJECT)
     senders = {"tensorboard": _tensorboard, "mlflow": _mlflow, "wandb": _wandb,
                "trackio": lambda s: _trackio(s, project)}
