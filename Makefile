@@ -36,7 +36,7 @@ demo: install
 	$(BIN)/ragtune quickstart
 
 test: install-dev
-	$(BIN)/python -m pytest -m "slow or not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -m "slow or not slow" -p no:cacheprovider --durations=25
 
 clean:
 	rm -rf $(VENV) runs

@@ -539,6 +539,17 @@ def test_split_by_query_is_seeded_and_disjoint():
     assert any({r["anchor"] for r in split_by_query(ex, 0.25, seed=s)[1].rows} != held_q for s in range(1, 6))
 
 
+def test_a_held_out_split_too_small_to_judge_a_run_is_said_first(tmp_path):
+    from ragtune.data.embed import FEW_HELD_OUT, load_embed_data
+
+    few = load_embed_data(DataSection(train=str(write_jsonl(tmp_path / "few.jsonl", toy_pairs()))))
+    assert len(few.eval.queries) < FEW_HELD_OUT
+    assert few.train.warnings[0].startswith(f"the held-out split has only {len(few.eval.queries)} queries")
+    rows = [{"query": f"question {i} about topic {i}", "document": f"passage {i} on topic {i}"} for i in range(600)]
+    enough = load_embed_data(DataSection(train=str(write_jsonl(tmp_path / "enough.jsonl", rows))))
+    assert len(enough.eval.queries) == 60 and not enough.train.warnings
+
+
 def test_split_by_query_holds_out_at_least_one_and_uses_sentence1():
     train, held = split_by_query(_examples(3, fmt="scored_pairs"), 0.01, seed=0)
     assert len({r["sentence1"] for r in held.rows}) == 1 and held.format == "scored_pairs"

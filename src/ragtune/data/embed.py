@@ -87,6 +87,9 @@ def split_by_query(examples: Examples, fraction: float, seed: int) -> tuple[Exam
     return build(parts[0]), build(parts[1])
 
 
+FEW_HELD_OUT = 50  # the smallest dev split whose verdict agreed with the test split's (benchmarks/epochs_rule.py)
+
+
 def sample_queries(ir: IRData, n: int | None, seed: int) -> IRData:
     if n is None or n >= len(ir.qrels):
         return ir
@@ -121,7 +124,13 @@ def load_embed_data(data: DataSection, seed: int = 42) -> EmbedData:
             held_out = ir_from_examples(evaluation, [train, evaluation])
     if data.max_train_samples:
         train.rows, train.origins = train.rows[: data.max_train_samples], train.origins[: data.max_train_samples]
-    return EmbedData(train, sample_queries(held_out, data.max_eval_queries, seed))
+    held_out = sample_queries(held_out, data.max_eval_queries, seed)
+    if len(held_out.queries) < FEW_HELD_OUT:
+        train.warnings.insert(0, f"the held-out split has only {len(held_out.queries)} queries, too few to judge "
+                                 "this run: on PubMedQA, dev splits of 6 and 15 queries rated runs better that were "
+                                 "worse on the 500 test queries (benchmarks/RESULTS.md); give data.eval with "
+                                 f"{FEW_HELD_OUT} or more labelled queries")
+    return EmbedData(train, held_out)
 
 
 def describe(cfg) -> str:
