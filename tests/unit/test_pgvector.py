@@ -127,6 +127,20 @@ def test_an_overwrite_that_moves_the_vectors_to_faiss_drops_the_old_tables(cli, 
     assert ask(cli, index, "stomach ulcer", "first_stage=dense", "-k", "2")["sources"]
 
 
+def test_an_overwrite_onto_another_uri_gets_new_tables_and_drops_the_old(cli, docs, tiny_embedder, tmp_path, pg_uri):
+    index = tmp_path / "index"
+    build(cli, docs, index, tiny_embedder, "--backend", "pgvector", "--uri", pg_uri)
+    old = _prefix(index)
+    other = pg_uri + ("&" if "?" in pg_uri else "?") + "application_name=moved"  # the same server, spelled anew
+    code, _, err = cli("index", "build", docs, "--out", index, "--embedder", tiny_embedder, "--overwrite",
+                       "--backend", "pgvector", "--uri", other)
+    assert code == 0, err
+    new = _prefix(index)
+    assert new != old and not _tables(pg_uri, old)
+    assert _tables(pg_uri, new) == {t for t in _named(index) if t.startswith(new)}  # v000001 names the old ones
+    assert ask(cli, index, "stomach ulcer", "first_stage=dense", "-k", "2")["sources"]
+
+
 def test_a_build_that_crashed_after_writing_tables_leaves_nothing_behind_the_next(cli, docs, tiny_embedder, tmp_path,
                                                                                 pg_uri, monkeypatch):
     from ragtune.index import pgvector, update

@@ -165,5 +165,6 @@ def test_the_auto_recipes_comparison_gets_a_tracker_run_of_its_own(cli, tiny_emb
     assert "loss" not in auto.data.metrics  # the trial's step logs stay in the trial's run
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0}).Reload()
     assert events.Scalars("ragtune/after/ndcg@10")[-1].value == pytest.approx(after["metrics"]["ndcg@10"], abs=1e-6)
+    assert {"ragtune/winner/text_summary", "ragtune/why/text_summary"} <= set(events.Tags()["tensors"])

@@ -255,7 +255,9 @@ def test_answer_start_weight_weighs_each_answers_first_token(tiny_llm):
     input_ids = torch.randint(5, 50, (1, 10), generator=torch.Generator().manual_seed(0))
     labels = input_ids.clone()
     labels[0, [0, 1, 2, 6, 7]] = -100  # prompt, answer, prompt, answer
-    trainer = SimpleNamespace(answer_start_weight=3.0, args=SimpleNamespace(average_tokens_across_devices=False))
+    trainer = SimpleNamespace(answer_start_weight=3.0, label_smoother=None, compute_loss_func=None,
+                              aux_loss_enabled=False,
+                              args=SimpleNamespace(average_tokens_across_devices=False, loss_type="nll"))
     loss = RagtuneSFTTrainer.compute_loss(trainer, model, {"input_ids": input_ids, "labels": labels})
     with torch.no_grad():
         logits = model(input_ids=input_ids).logits[0, :-1]
@@ -274,6 +276,7 @@ def test_a_run_with_answer_start_weight_trains_and_records_it(cli, tiny_llm, tmp
     losses = [m["loss"] for m in metrics_of(run_dir) if "loss" in m]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     assert "answer_start_weight: 10.0" in (run_dir / "config.yaml").read_text()
-    code, _, err = cli("train", "llm", f"data.train={data}", "answer_start_weight=0.5",
-                       *llm_overrides(tiny_llm, tmp_path / "bad"))
-    assert code == 2 and "answer_start_weight" in err
+    for bad in (["answer_start_weight=0.5"], ["answer_start_weight=5", "train_on_prompt=true"],
+                ["answer_start_weight=5", "train.extra={loss_type: dft}"]):
+        code, _, err = cli("train", "llm", f"data.train={data}", *bad, *llm_overrides(tiny_llm, tmp_path / "bad"))
+        assert code == 2 and "answer_start_weight" in err and len(err.strip().splitlines()) == 1, (bad, err)

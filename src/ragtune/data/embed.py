@@ -129,7 +129,8 @@ def load_embed_data(data: DataSection, seed: int = 42) -> EmbedData:
         train.warnings.insert(0, f"the held-out split has only {len(held_out.queries)} queries, too few to judge "
                                  "this run: on PubMedQA, dev splits of 6 and 15 queries rated runs better that were "
                                  "worse on the 500 test queries (benchmarks/RESULTS.md); give data.eval with "
-                                 f"{FEW_HELD_OUT} or more labelled queries")
+                                 f"{FEW_HELD_OUT} or more labelled queries"
+                                 + (", or raise data.max_eval_queries" if data.max_eval_queries else ""))
     return EmbedData(train, held_out)
 
 

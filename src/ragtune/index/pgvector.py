@@ -209,9 +209,9 @@ class PgVectorStore:
 
     def drop_all(self) -> list[str]:
         """Drop every table of this index on this server (its vectors moved elsewhere); returns them."""
+        tables = sorted(self._ours())  # connects first: a missing psycopg is one ConfigError line
         from psycopg import sql
 
-        tables = sorted(self._ours())
         for table in tables:
             self.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
         return tables

@@ -230,8 +230,9 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
 
 
 def _dense_store(out: Path, backend: str, uri: str | None):
-    """The PgVectorStore of a new pgvector index (its tables keep the old index's prefix on --overwrite), or None."""
-    from ragtune.index.pgvector import URI_ENV, PgVectorStore
+    """The PgVectorStore of a new pgvector index (an --overwrite onto the same server keeps the old prefix), or
+    None."""
+    from ragtune.index.pgvector import URI_ENV, PgVectorStore, public_uri
 
     if backend == "faiss":
         if uri:
@@ -244,11 +245,13 @@ def _dense_store(out: Path, backend: str, uri: str | None):
     if not (uri or os.environ.get(URI_ENV)):
         raise ConfigError("--backend pgvector needs --uri postgresql://USER@HOST:PORT/DATABASE (or "
                           f"{URI_ENV} set)")
-    old = _current_backend(out)
+    old, uri = _current_backend(out), uri or os.environ[URI_ENV]
     kept = out / PG_PREFIX_FILE  # written before any table, so a build that crashed leaves its prefix behind
-    prefix = old["prefix"] if old else \
-        kept.read_text(encoding="utf-8").strip() if kept.is_file() else PgVectorStore.new_prefix()
-    store = PgVectorStore(uri or os.environ[URI_ENV], prefix, explicit=True)
+    if old:  # the same server keeps its prefix; any other URI (or spelling of it) gets tables of a new one
+        prefix = old["prefix"] if public_uri(uri) == old.get("uri") else PgVectorStore.new_prefix()
+    else:
+        prefix = kept.read_text(encoding="utf-8").strip() if kept.is_file() else PgVectorStore.new_prefix()
+    store = PgVectorStore(uri, prefix, explicit=True)
     store.conn  # noqa: B018 - connect now
     out.mkdir(parents=True, exist_ok=True)
     kept.write_text(prefix, encoding="utf-8")  # and the build's own clean-up drops what a crashed one left
@@ -272,17 +275,21 @@ def _drop_moved_tables(out: Path, old: dict | None, store) -> None:
         return
     from ragtune.index.pgvector import RETIRED_FILE, PgVectorStore, public_uri
 
+    if store is not None and store.prefix == old["prefix"]:
+        return  # the same server: the writer's own clean-up (_collect) retires them
     moved = None
     try:
-        moved = PgVectorStore.for_manifest(old)
-        if store is not None and public_uri(moved.uri) == public_uri(store.uri):
-            return  # the same server: the writer's own clean-up (_collect) retires them
+        # Off to FAISS, RAGTUNE_PGVECTOR_URI may still reach the old server (with its password); onto another
+        # server it names the new one, so the old server is the one the manifest names. The prefixes differ, so
+        # the new build's tables are never among these, however the two URIs were spelled.
+        moved = PgVectorStore.for_manifest(old) if store is None else PgVectorStore(old["uri"], old["prefix"],
+                                                                                   explicit=True)
         dropped = moved.drop_all()
         log.info("%s: dropped %d vector tables of the previous build from %s", out, len(dropped),
                  public_uri(moved.uri))
     except (ConfigError, DataError) as exc:
         log.warning("%s: the previous build's vector tables (%s_*) on %s were not dropped (%s); drop them there by "
-                    "hand", out, old["prefix"], old.get("uri"), exc)
+                    "hand", out, old["prefix"], public_uri(moved.uri) if moved else old.get("uri"), exc)
     finally:
         if moved is not None:
             moved.close()

@@ -44,6 +44,22 @@ def answer_starts(labels):
     return trained[:, 1:] & ~trained[:, :-1]
 
 
+def check_answer_start_weight(cfg: LLMConfig, fmt: str) -> None:
+    """answer_start_weight needs answers that start after untrained prompt tokens, and TRL's plain token loss."""
+    if cfg.answer_start_weight == 1.0:
+        return
+    from ragtune.errors import ConfigError
+
+    if cfg.train_on_prompt or fmt == "text":
+        raise ConfigError(f"answer_start_weight={cfg.answer_start_weight:g} weighs each answer's first token, but "
+                          f"{'train_on_prompt trains every token' if cfg.train_on_prompt else 'raw text has no answers'}"
+                          "; drop answer_start_weight or train on answers only")
+    extra = cfg.train.extra
+    if extra.get("loss_type", "nll") != "nll" or extra.get("label_smoothing_factor") or extra.get("use_liger_kernel"):
+        raise ConfigError("answer_start_weight works with TRL's plain token loss only; drop train.extra's "
+                          "loss_type, label_smoothing_factor or use_liger_kernel, or drop answer_start_weight")
+
+
 class RagtuneSFTTrainer(EvaluatorMixin, SFTTrainer):
     """TRL's SFTTrainer, evaluated by ragtune's generation evaluator; with `answer_start_weight` > 1 each answer's
     first token weighs that much more in the training loss (TRL's own loss otherwise)."""
@@ -53,7 +69,9 @@ class RagtuneSFTTrainer(EvaluatorMixin, SFTTrainer):
         self.answer_start_weight = answer_start_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.answer_start_weight == 1.0 or not model.training:
+        plain = (self.args.loss_type != "nll" or self.label_smoother is not None or self.compute_loss_func is not None
+                 or self.aux_loss_enabled)  # TRL's other losses: refused by check_answer_start_weight
+        if self.answer_start_weight == 1.0 or not model.training or plain:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
 
@@ -90,6 +108,7 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
             raise ConfigError(f"raw text data has no reference answers; use eval.primary_metric=perplexity "
                               f"(not {cfg.eval.primary_metric})")
         cfg.eval.metrics = ["perplexity"]
+    check_answer_start_weight(cfg, fmt)
     tokenizer = load_tokenizer(cfg.model.name)
     template, added = setup_template(tokenizer, cfg.template, cfg.special_tokens)
     train_encoded = encode_all(train_examples, tokenizer, cfg.max_length, cfg.train_on_prompt)

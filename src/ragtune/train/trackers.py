@@ -106,7 +106,9 @@ def _tensorboard(summary: Summary) -> None:
     with SummaryWriter(log_dir=str(RunDir(summary.run_dir).tensorboard)) as writer:
         for name, value in summary.metrics.items():
             writer.add_scalar(name, value, 0 if "/before/" in name else summary.step)
-        writer.add_text("ragtune/verdict", summary.verdict, summary.step)
+        for name, text in summary.texts.items():
+            if name != "ragtune/improved":
+                writer.add_text(name, text, summary.step)
         config = yaml.safe_dump(summary.config, sort_keys=False)
         writer.add_text("ragtune/config", "".join(f"    {line}\n" for line in config.splitlines()), summary.step)
 
