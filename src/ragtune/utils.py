@@ -63,6 +63,11 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def world_size() -> int:
+    """Processes training together under torchrun/accelerate (1 when not distributed)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def packaged_resource(name: str) -> str:
     """The path of a file or folder shipped in ragtune/resources (the embedded PubMedQA, the quickstart recipes)."""
     from importlib import resources

@@ -19,12 +19,13 @@ from ragtune.progress import Reporter
 from ragtune.run_dir import RunDir
 from ragtune.train import recipe
 from ragtune.train.bucketing import length_bucketing
+from ragtune.train.epochs import epochs_for
 from ragtune.train.freezing import FrozenPrefixCache, freeze_bottom
 from ragtune.train.losses import build_loss, check_loss_fits
 from ragtune.train.recipe import TrainResult
 from ragtune.train.run_log import run_logging
 from ragtune.train.trainer_args import build_training_args, training_kwargs
-from ragtune.utils import is_main_process
+from ragtune.utils import is_main_process, world_size
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         with reporter.phase("Mining hard negatives"):
             tools = mining_tools(cfg.data.hard_negatives, data.eval.corpus, cfg.model.name, placement)
             data.train, mining = mine_for_training(data.train, data.eval.corpus, cfg.data.hard_negatives, *tools)
+    epochs, epochs_why = epochs_for(cfg.train, len(data.train.rows), world_size())
+    cfg.train.num_train_epochs = epochs  # config.yaml records the number the run trains
     # Only now, with every input checked, is the run directory touched.
     run_dir = recipe.open_run(cfg, resume, overwrite)
 
@@ -76,7 +79,8 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         reporter.note(f"device {placement.device}; training {training.precision} ({training.reason}); encoding "
                       f"{encoding.precision} ({encoding.reason})")
         reporter.note(f"data: {len(data.train.rows)} {data.train.format} training examples; eval {data.eval.name}: "
-                      f"{len(data.eval.queries)} queries over {len(data.eval.corpus)} documents")
+                      f"{len(data.eval.queries)} queries over {len(data.eval.corpus)} documents; {epochs:g} epochs "
+                      f"({epochs_why})")
         for warning in data.train.warnings[:20]:
             log.warning(warning)
         for line in mining.lines() if mining else []:
