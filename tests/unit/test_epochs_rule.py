@@ -48,3 +48,9 @@ def test_the_rule_lands_in_the_runs_config_and_its_start_line(cli, tiny_embedder
     assert code == 0, err
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["num_train_epochs"] == 3
     assert "3 epochs (" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("bad", ["train.min_steps=0", "train.max_auto_epochs=0", "train.min_steps=many"])
+def test_a_bad_rule_setting_is_one_line(cli, pairs_file, tmp_path, bad):
+    code, _, err = cli("train", "embed", f"data.train={pairs_file}", f"output.dir={tmp_path / 'run'}", bad)
+    assert code == 2 and bad.split("=")[0] in err and len(err.strip().splitlines()) == 1, err

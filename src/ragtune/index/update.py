@@ -199,7 +199,8 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
                                                                for p in out.iterdir()):
         raise OutputError(f"{out}: exists and is not a ragtune index; choose an empty or new folder")
     files = source_files(inputs)
-    store = _dense_store(out, backend, uri)  # a server that cannot be reached fails before any model loads
+    old_backend = _current_backend(out)  # the pgvector tables an --overwrite replaces
+    store = _dense_store(out, backend, uri, old_backend)  # a server that cannot be reached fails before any model loads
     placement = placement or choose_placement(config.device, config.precision)
     Chunker(chunk_size or Chunker.chunk_size, overlap)  # a bad size fails before the embedder loads
     retriever, info = _embedder_info(embedder, placement, config, None)
@@ -218,7 +219,6 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     counts = _counts(chunks)
     hashes = {str(f): IndexedFile.of(f, file_hash(f), counts[str(f)]) for f in files if str(f) in counts}  # none skipped
     report.added_sources = list(hashes)
-    old_backend = _current_backend(out)
     # with --overwrite, the old version stays live until the new one is complete
     with writer(out, _collect(out, store)) as staging:
         _write_segment(staging / "s000001", chunks, vectors, config, tokens, store)
@@ -229,7 +229,7 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     return report
 
 
-def _dense_store(out: Path, backend: str, uri: str | None):
+def _dense_store(out: Path, backend: str, uri: str | None, old: dict | None):
     """The PgVectorStore of a new pgvector index (an --overwrite onto the same server keeps the old prefix), or
     None."""
     from ragtune.index.pgvector import URI_ENV, PgVectorStore, public_uri
@@ -245,7 +245,7 @@ def _dense_store(out: Path, backend: str, uri: str | None):
     if not (uri or os.environ.get(URI_ENV)):
         raise ConfigError("--backend pgvector needs --uri postgresql://USER@HOST:PORT/DATABASE (or "
                           f"{URI_ENV} set)")
-    old, uri = _current_backend(out), uri or os.environ[URI_ENV]
+    uri = uri or os.environ[URI_ENV]
     kept = out / PG_PREFIX_FILE  # written before any table, so a build that crashed leaves its prefix behind
     if old:  # the same server keeps its prefix; any other URI (or spelling of it) gets tables of a new one
         prefix = old["prefix"] if public_uri(uri) == old.get("uri") else PgVectorStore.new_prefix()
