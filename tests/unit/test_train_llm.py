@@ -255,16 +255,31 @@ def test_answer_start_weight_weighs_each_answers_first_token(tiny_llm):
     input_ids = torch.randint(5, 50, (1, 10), generator=torch.Generator().manual_seed(0))
     labels = input_ids.clone()
     labels[0, [0, 1, 2, 6, 7]] = -100  # prompt, answer, prompt, answer
-    trainer = SimpleNamespace(answer_start_weight=3.0, label_smoother=None, compute_loss_func=None,
-                              aux_loss_enabled=False,
-                              args=SimpleNamespace(average_tokens_across_devices=False, loss_type="nll"))
-    loss = RagtuneSFTTrainer.compute_loss(trainer, model, {"input_ids": input_ids, "labels": labels})
     with torch.no_grad():
         logits = model(input_ids=input_ids).logits[0, :-1]
     per_token = torch.nn.functional.cross_entropy(logits, labels[0, 1:], ignore_index=-100, reduction="none")
-    weights = 1 + 2 * answer_starts(labels)[0].float()
-    expected = (per_token * weights).sum() / (labels[0, 1:] != -100).sum()
-    assert torch.allclose(loss, expected, atol=1e-4), (loss, expected)
+    first, second = int(labels[0, 3]), int(labels[0, 8])  # the two answers' first tokens
+    for factors, start_weights in (({}, (3.0, 3.0)), ({first: 0.5, second: 4.0}, (1.5, 12.0))):
+        trainer = SimpleNamespace(answer_start_weight=3.0, start_factors=factors, label_smoother=None,
+                                  compute_loss_func=None, aux_loss_enabled=False,
+                                  args=SimpleNamespace(average_tokens_across_devices=False, loss_type="nll"))
+        loss = RagtuneSFTTrainer.compute_loss(trainer, model, {"input_ids": input_ids, "labels": labels})
+        weights = torch.ones(9)
+        weights[[2, 7]] = torch.tensor(start_weights)  # shifted positions of labels 3 and 8
+        expected = (per_token * weights).sum() / (labels[0, 1:] != -100).sum()
+        assert torch.allclose(loss, expected, atol=1e-4), (factors, loss, expected)
+
+
+def test_balance_factors_weigh_rare_answer_starts_up_and_common_ones_down():
+    from ragtune.train.llm import balance_factors, first_token_counts
+
+    yes, no, maybe = 11, 22, 33
+    examples = [[-100, -100, yes, 5, -100, no, 6]] * 3 + [[-100, maybe, 7]] + [[yes, 8]] * 2
+    counts = first_token_counts(examples)
+    assert counts == {yes: 5, no: 3, maybe: 1}
+    factors = balance_factors(counts)
+    assert factors[maybe] == 3.0 and factors[yes] == 9 / 15 and factors[no] == 1.0  # N / (kinds x count)
+    assert balance_factors({1: 1000, 2: 1})[2] == 10.0  # clipped
 
 
 def test_a_run_with_answer_start_weight_trains_and_records_it(cli, tiny_llm, tmp_path):
@@ -276,7 +291,12 @@ def test_a_run_with_answer_start_weight_trains_and_records_it(cli, tiny_llm, tmp
     losses = [m["loss"] for m in metrics_of(run_dir) if "loss" in m]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     assert "answer_start_weight: 10.0" in (run_dir / "config.yaml").read_text()
+    code, out, err = cli("train", "llm", f"data.train={data}", "balance_answer_starts=true",
+                         *llm_overrides(tiny_llm, tmp_path / "balanced", steps=2))
+    assert code == 0, err
+    assert "answer starts, class-balanced" in out + err
     for bad in (["answer_start_weight=0.5"], ["answer_start_weight=5", "train_on_prompt=true"],
-                ["answer_start_weight=5", "train.extra={loss_type: dft}"]):
+                ["answer_start_weight=5", "train.extra={loss_type: dft}"],
+                ["balance_answer_starts=true", "train_on_prompt=true"]):
         code, _, err = cli("train", "llm", f"data.train={data}", *bad, *llm_overrides(tiny_llm, tmp_path / "bad"))
         assert code == 2 and "answer_start_weight" in err and len(err.strip().splitlines()) == 1, (bad, err)

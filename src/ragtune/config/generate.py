@@ -129,6 +129,10 @@ class LLMConfig(GeneratorConfig):
     answer_start_weight: float = Field(
         1.0, ge=1.0, le=100.0, description="loss weight of each answer's first token, where a decision leads the "
         "answer (`Yes. <why> [1]` from `data rag-sft`): one token among ~40 otherwise; 1 = plain SFT")
+    balance_answer_starts: bool = Field(
+        False, description="also scale each answer's first-token weight by how rare that token is among the "
+        "training answers' first tokens (N / (kinds x count), clipped to 0.1-10): a class-balanced loss on the "
+        "decision, so a rare 'maybe' counts as much as a common 'yes'")
     special_tokens: list[str] = Field(default_factory=list, description="tokens to add (embeddings are resized "
                                       "and trained)")
 

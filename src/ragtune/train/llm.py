@@ -8,6 +8,7 @@ and refuse examples that train on nothing), then hands TRL pre-tokenized input_i
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from trl import SFTTrainer
 
@@ -44,44 +45,77 @@ def answer_starts(labels):
     return trained[:, 1:] & ~trained[:, :-1]
 
 
+def first_token_counts(labels_lists) -> Counter:
+    """How often each token id opens an answer (a trained token after untrained ones) in the encoded examples."""
+    counts = Counter()
+    for labels in labels_lists:
+        counts.update(t for i, t in enumerate(labels) if t != -100 and (i == 0 or labels[i - 1] == -100))
+    return counts
+
+
+def balance_factors(counts: Counter) -> dict[int, float]:
+    """Class-balanced factors for answers' first tokens: N / (kinds x count), clipped to [0.1, 10]."""
+    total, kinds = sum(counts.values()), len(counts)
+    return {t: min(10.0, max(0.1, total / (kinds * n))) for t, n in counts.items()}
+
+
 def check_answer_start_weight(cfg: LLMConfig, fmt: str) -> None:
     """answer_start_weight needs answers that start after untrained prompt tokens, and TRL's plain token loss."""
-    if cfg.answer_start_weight == 1.0:
+    if cfg.answer_start_weight == 1.0 and not cfg.balance_answer_starts:
         return
     from ragtune.errors import ConfigError
 
     if cfg.train_on_prompt or fmt == "text":
-        raise ConfigError(f"answer_start_weight={cfg.answer_start_weight:g} weighs each answer's first token, but "
+        raise ConfigError(f"answer_start_weight={cfg.answer_start_weight:g} / balance_answer_starts weigh each "
+                          "answer's first token, but "
                           f"{'train_on_prompt trains every token' if cfg.train_on_prompt else 'raw text has no answers'}"
-                          "; drop answer_start_weight or train on answers only")
+                          "; drop them or train on answers only")
     extra = cfg.train.extra
     if extra.get("loss_type", "nll") != "nll" or extra.get("label_smoothing_factor") or extra.get("use_liger_kernel"):
-        raise ConfigError("answer_start_weight works with TRL's plain token loss only; drop train.extra's "
-                          "loss_type, label_smoothing_factor or use_liger_kernel, or drop answer_start_weight")
+        raise ConfigError("answer_start_weight and balance_answer_starts work with TRL's plain token loss only; "
+                          "drop train.extra's loss_type, label_smoothing_factor or use_liger_kernel, or drop them")
 
 
 class RagtuneSFTTrainer(EvaluatorMixin, SFTTrainer):
     """TRL's SFTTrainer, evaluated by ragtune's generation evaluator; with `answer_start_weight` > 1 each answer's
-    first token weighs that much more in the training loss (TRL's own loss otherwise)."""
+    first token weighs that much more in the training loss, times its factor in `start_factors` (token id ->
+    factor, from balance_factors) where given (TRL's own loss otherwise)."""
 
-    def __init__(self, *args, answer_start_weight: float = 1.0, **kwargs):
+    def __init__(self, *args, answer_start_weight: float = 1.0, start_factors: dict[int, float] | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
-        self.answer_start_weight = answer_start_weight
+        self.answer_start_weight, self.start_factors = answer_start_weight, start_factors or {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         plain = (self.args.loss_type != "nll" or self.label_smoother is not None or self.compute_loss_func is not None
                  or self.aux_loss_enabled)  # TRL's other losses: refused by check_answer_start_weight
-        if self.answer_start_weight == 1.0 or not model.training or plain:
+        if (self.answer_start_weight == 1.0 and not self.start_factors) or not model.training or plain:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
 
         outputs = model(**{**inputs, "use_cache": False}, fused_lm_head=True)  # TRL's fused head: (batch, seq - 1)
-        weights = 1.0 + (self.answer_start_weight - 1.0) * answer_starts(inputs["labels"]).to(outputs.log_probs.dtype)
+        labels = inputs["labels"]
+        start_weight = torch.full(labels[:, 1:].shape, self.answer_start_weight, device=labels.device)
+        for token, factor in self.start_factors.items():
+            start_weight[labels[:, 1:] == token] *= factor
+        weights = torch.where(answer_starts(labels), start_weight, 1.0).to(outputs.log_probs.dtype)
         tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
         loss = -(outputs.log_probs * weights).sum() / torch.as_tensor(tokens).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as TRL: DDP averages, the token count spans the ranks
         return (loss, outputs) if return_outputs else loss
+
+
+def start_factors(cfg: LLMConfig, encoded, tokenizer, reporter: Reporter) -> dict[int, float]:
+    """balance_answer_starts: each first token's factor, said on the start-up line (the 5 commonest)."""
+    if not cfg.balance_answer_starts:
+        return {}
+    counts = first_token_counts([e.labels for e in encoded])
+    factors = balance_factors(counts)
+    shown = ", ".join(f"{tokenizer.decode([t])!r} x{n} -> {cfg.answer_start_weight * factors[t]:.3g}"
+                      for t, n in counts.most_common(5))
+    reporter.note(f"answer starts, class-balanced ({len(counts)} kinds): {shown}")
+    return factors
 
 
 def sft_kwargs(cfg: LLMConfig) -> dict:
@@ -136,6 +170,7 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
         reporter.note(f"data: {len(train_encoded)} {fmt} examples, {sum(e.trained for e in train_encoded):,} trained "
                       f"tokens; eval: {len(eval_encoded)} examples")
         reporter.note(f"example (trained tokens in ⟦ ⟧): {marked(train_encoded[0], tokenizer)}")
+        factors = start_factors(cfg, train_encoded, tokenizer, reporter)
         book = ScoreBook()
         evaluator = chat_evaluator(cfg, tokenizer, eval_examples, eval_encoded, stops, RunDir(run_dir).samples, book)
         before = recipe.evaluate_before(run_dir, resume, reporter, cfg.model.name, "held-out",
@@ -147,7 +182,7 @@ def train_llm(cfg: LLMConfig, resume: bool = False, overwrite: bool = False,
         trainer = RagtuneSFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                                     eval_dataset=datasets.Dataset.from_list(eval_rows), processing_class=tokenizer,
                                     callbacks=recipe.callbacks(run_dir, cfg, reporter), evaluator=evaluator,
-                                    answer_start_weight=cfg.answer_start_weight)
+                                    answer_start_weight=cfg.answer_start_weight, start_factors=factors)
         train_seconds = recipe.train(trainer, run_dir, resume, reporter)
         if not is_main_process():
             return TrainResult(run_dir, None, train_seconds, len(rows))
