@@ -12,6 +12,7 @@ dtype and at bfloat16, the precision ragtune's encoder chose on a CPU where bf16
 Targets: zero errors; embeddings throughput >= 2x the naive server's at 8 clients; search p95 < 100 ms.
 
 Run alone:  python -m benchmarks.serve_load [--seconds 60] [--clients 8] [--infinity /venv/bin/infinity_emb]
+            python -m benchmarks.serve_load --search-only   (the search load alone, cache off)
 """
 
 from __future__ import annotations
@@ -174,6 +175,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--infinity", default=shutil.which("infinity_emb"), help="infinity-emb's command")
+    parser.add_argument("--search-only", action="store_true",
+                        help="only /v1/search without the embedding cache (every query encoded), for profiling")
     args = parser.parse_args()
     index = OUT / "index"
     OUT.mkdir(parents=True, exist_ok=True)
@@ -189,6 +192,8 @@ def main() -> None:
 
     results: dict = {"clients": args.clients, "seconds": args.seconds}
     port = free_port()
+    if args.search_only:
+        return search_only(index, port, queries, args)
     server = start_ragtune(index, port)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -271,6 +276,18 @@ def main() -> None:
           f"{results['ragtune_search_no_cache']['p95_ms']} ms without the cache (target < 100); vs infinity-emb's best: "
           f"{results.get('embeddings_ratio_vs_infinity', 'not measured')} (target >= 1)")
     write_result("serve_load", results)
+
+
+def search_only(index: Path, port: int, queries: list[str], args) -> None:
+    server = start_ragtune(index, port, "cache_size=0")
+    try:
+        result = load(f"http://127.0.0.1:{port}", "/v1/search", lambda rng: {"query": rng.choice(queries), "k": 10},
+                      args.clients, args.seconds)
+    finally:
+        server.terminate()
+        server.wait()
+    print("ragtune /v1/search, no cache", result, f"(server pid was {server.pid})", flush=True)
+    write_result("serve_search", {"clients": args.clients, "seconds": args.seconds, "ragtune_search_no_cache": result})
 
 
 if __name__ == "__main__":
