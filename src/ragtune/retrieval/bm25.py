@@ -76,8 +76,10 @@ class BM25Retriever:
         known = [i for i, t in enumerate(tokens) if any(w in vocab for w in t)]
         if not known:
             return out
+        # n_threads=0: bm25s maps in this thread; with 1 it starts a thread pool per call (serve's search p95: 114 ms
+        # -> 100 ms at 8 clients, benchmarks/RESULTS.md)
         docs, scores = self._model.retrieve([[w for w in tokens[i] if w in vocab] for i in known], k=k,
-                                            show_progress=False, n_threads=1, weight_mask=mask)
+                                            show_progress=False, n_threads=0, weight_mask=mask)
         for row, i in enumerate(known):
             out[i] = [(self.doc_ids[d], float(s)) for d, s in zip(docs[row], scores[row]) if s > 0]
         return out
