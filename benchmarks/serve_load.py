@@ -199,8 +199,7 @@ def main() -> None:
     try:
         results["ragtune_embeddings"] = load(url, "/v1/embeddings", embed_body, args.clients, args.seconds)
         print("ragtune /v1/embeddings", results["ragtune_embeddings"], flush=True)
-        results["ragtune_search"] = load(url, "/v1/search", lambda rng: {"query": rng.choice(queries), "k": 10},
-                                         args.clients, args.seconds)
+        results["ragtune_search"] = search_load(url, queries, args)
         print("ragtune /v1/search", results["ragtune_search"], flush=True)
         results["bad_requests"] = bad_requests(url, 1000)
         print("bad requests", results["bad_requests"], flush=True)
@@ -242,8 +241,7 @@ def main() -> None:
     try:
         results["ragtune_embeddings_no_cache"] = load(url, "/v1/embeddings", embed_body, args.clients, args.seconds)
         print("ragtune /v1/embeddings, no cache", results["ragtune_embeddings_no_cache"], flush=True)
-        results["ragtune_search_no_cache"] = load(url, "/v1/search", lambda rng: {"query": rng.choice(queries),
-                                                                                  "k": 10}, args.clients, args.seconds)
+        results["ragtune_search_no_cache"] = search_load(url, queries, args)
         print("ragtune /v1/search, no cache", results["ragtune_search_no_cache"], flush=True)
     finally:
         server.terminate()
@@ -278,11 +276,15 @@ def main() -> None:
     write_result("serve_load", results)
 
 
+def search_load(url: str, queries: list[str], args) -> dict:
+    """The search load: SciFact queries, hybrid, k=10, `args.clients` clients for `args.seconds`."""
+    return load(url, "/v1/search", lambda rng: {"query": rng.choice(queries), "k": 10}, args.clients, args.seconds)
+
+
 def search_only(index: Path, port: int, queries: list[str], args) -> None:
     server = start_ragtune(index, port, "cache_size=0")
     try:
-        result = load(f"http://127.0.0.1:{port}", "/v1/search", lambda rng: {"query": rng.choice(queries), "k": 10},
-                      args.clients, args.seconds)
+        result = search_load(f"http://127.0.0.1:{port}", queries, args)
     finally:
         server.terminate()
         server.wait()

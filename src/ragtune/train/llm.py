@@ -46,10 +46,13 @@ def answer_starts(labels):
 
 
 def first_token_counts(labels_lists) -> Counter:
-    """How often each token id opens an answer (a trained token after untrained ones) in the encoded examples."""
+    """How often each token id opens an answer (answer_starts' positions) in the encoded examples."""
+    import torch
+
     counts = Counter()
     for labels in labels_lists:
-        counts.update(t for i, t in enumerate(labels) if t != -100 and (i == 0 or labels[i - 1] == -100))
+        row = torch.tensor([[-100, *labels]])  # an untrained slot in front: a first token trained counts too
+        counts.update(row[:, 1:][answer_starts(row)].tolist())
     return counts
 
 
