@@ -1,4 +1,5 @@
-"""`ragtune export onnx` on the SciFact ladder's two tuned models, against torch, all rows in one run.
+"""`ragtune export onnx` (or `openvino`, --runtime) on the SciFact ladder's two tuned models, against torch, all
+rows in one run.
 
 1. The tuned embedder (`runs/scifact-embed`) is exported with its own quality gate: the export re-runs the run's
    evaluation split (SciFact test: 5,183 abstracts + 300 claims) in torch fp32, torch bf16 (where `auto` picks
@@ -11,8 +12,9 @@
 Targets (issue 16): the best int8/bf16 row within 0.005 NDCG@10 of torch fp32 and at least 2x faster at p95;
 embedder int8 ONNX at least 2x torch fp32's throughput at an NDCG@10 drop of at most 0.005.
 Train the models first (python -m benchmarks.scifact_ladder, or the two train commands in
-configs/eval/scifact-ladder.yaml). Needs `pip install -e .[onnx]`.
-Run: python -m benchmarks.onnx_export [--embed-run runs/scifact-embed] [--rerank-run runs/scifact-rerank] [--export-dir DIR]
+configs/eval/scifact-ladder.yaml). Needs `pip install -e .[onnx]` (`.[openvino]` for --runtime openvino).
+Run: python -m benchmarks.onnx_export [--runtime onnx|openvino] [--embed-run runs/scifact-embed]
+         [--rerank-run runs/scifact-rerank] [--export-dir DIR]
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ from benchmarks.common import write_result
 from benchmarks.rag_index import SCIFACT
 
 
-def export(run: Path, out: Path) -> dict:
+def export(run: Path, out: Path, runtime: str) -> dict:
     """Export `run` to `out`, or read the record of an export already there (--export-dir)."""
     from ragtune.export.gate import gate_for
-    from ragtune.export.onnx import export_onnx
+    from ragtune.export.onnx import export
     from ragtune.models.onnx_backend import export_record
 
     record = export_record(out) if out.is_dir() else None
     if record is None:
         folder, kind, build_gate = gate_for(run, None, "test")
-        record = export_onnx(folder, out, kind, build_gate, note=print)
+        record = export(folder, out, kind, build_gate, runtime=runtime, note=print)
     for row in record["rows"]:
         print(f"  {row['name']:24s} NDCG@10 {row['metric']:.4f}  {row['per_second']:8.1f} {record['unit']}/s"
               f"{'' if row['passed'] else '  refused'}")
@@ -43,12 +45,13 @@ def export(run: Path, out: Path) -> dict:
 
 
 def reranker_variants(folder: Path, record: dict):
-    """(name, model, placement) for torch fp32, torch at `auto` where it differs, and every ONNX row of the export;
-    an int8 file the gate refused is made again, so that its latency is measured too (marked as refused)."""
+    """(name, model, placement) for torch fp32, torch at `auto` where it differs, and every exported row; an ONNX
+    int8 file the gate refused is made again, so that its latency is measured too (marked as refused). A refused
+    OpenVINO int8 file is not: its calibration belongs to the export."""
     from ragtune.export.onnx import PLAIN, quantize
     from ragtune.models.device import choose_placement, settle
     from ragtune.models.load import load_cross_encoder
-    from ragtune.models.onnx_backend import EXPORT_DIR, attach_onnx
+    from ragtune.models.onnx_backend import Exported, attach
 
     fp32 = choose_placement("cpu", "fp32")
     model = load_cross_encoder(str(folder), fp32)
@@ -58,10 +61,15 @@ def reranker_variants(folder: Path, record: dict):
         yield f"torch {settle(auto, model, 'rerank').precision}", model, auto
     for row in record["rows"]:
         if row["file"]:
-            if not (folder / EXPORT_DIR / row["file"]).is_file():
-                quantize(folder / EXPORT_DIR / PLAIN, row["file"].removeprefix("model_qint8_").removesuffix(".onnx"))
+            runtime = record["runtime"]
+            if not (folder / runtime / row["file"]).is_file():
+                if runtime != "onnx":
+                    print(f"  {row['name']}: refused by the gate and removed, so not timed")
+                    continue
+                quantize(folder / "onnx" / PLAIN, row["file"].removeprefix("model_qint8_").removesuffix(".onnx"))
             name = row["name"] + ("" if row["passed"] else " (refused by the gate)")
-            yield name, attach_onnx(load_cross_encoder(str(folder), fp32), folder, row["file"]), fp32
+            exported = Exported(runtime, row["file"], row.get("precision"))
+            yield name, attach(load_cross_encoder(str(folder), fp32), folder, exported), fp32
 
 
 def query_rows(embedder: Path, folder: Path, record: dict, weights: list[float], first_stage_weight: float,
@@ -108,6 +116,7 @@ def ratios(record: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--runtime", choices=["onnx", "openvino"], default="onnx")
     parser.add_argument("--embed-run", type=Path, default=Path("runs/scifact-embed"))
     parser.add_argument("--rerank-run", type=Path, default=Path("runs/scifact-rerank"))
     parser.add_argument("--fusion-weights", type=float, nargs=2, default=[0.3, 0.7])
@@ -119,14 +128,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         where = args.export_dir or Path(tmp)
         print("exporting the tuned embedder")
-        embed = export(args.embed_run, where / "embed")
+        embed = export(args.embed_run, where / "embed", args.runtime)
         print("exporting the tuned cross-encoder")
-        rerank = export(args.rerank_run, where / "rerank")
+        rerank = export(args.rerank_run, where / "rerank", args.runtime)
         queries = query_rows(args.embed_run / "final", where / "rerank", rerank, args.fusion_weights,
                              args.first_stage_weight, args.rerank_k)
     print("encoding throughput against torch fp32:", ratios(embed))
     print("pair scoring throughput against torch fp32:", ratios(rerank))
-    write_result("onnx_export", {"embedder": {**embed, "speedup_vs_torch_fp32": ratios(embed)},
+    write_result(f"{args.runtime}_export", {"embedder": {**embed, "speedup_vs_torch_fp32": ratios(embed)},
                                  "cross_encoder": {**rerank, "speedup_vs_torch_fp32": ratios(rerank)},
                                  "queries": queries, "fusion_weights": args.fusion_weights,
                                  "first_stage_weight": args.first_stage_weight, "rerank_k": args.rerank_k})

@@ -73,7 +73,7 @@ def onnx_graphs(folder: Path, kind: str, per_tensor: bool = True, head_fp32: boo
 
 def embedder_rows(ir) -> dict:
     from ragtune.models.load import load_embedder
-    from ragtune.models.onnx_backend import attach_onnx
+    from ragtune.models.onnx_backend import Exported, attach
     from ragtune.models.resolve import resolve_model
     from ragtune.retrieval.dense import encode
 
@@ -94,7 +94,7 @@ def embedder_rows(ir) -> dict:
 
             models["torch bf16 copy"] = (base, Placement("cpu", "bf16", "forced"))
         for name, file in files.items():
-            models[name] = (attach_onnx(load_embedder(str(folder), fp32()), folder, file), fp32())
+            models[name] = (attach(load_embedder(str(folder), fp32()), folder, Exported("onnx", file)), fp32())
         rows, reference = {}, None
         for name, (model, placement) in models.items():
             encode(model, docs[:BATCH], placement, BATCH)  # warm-up
@@ -133,7 +133,7 @@ def cross_encoder_rows(folder: Path, ir, n_queries: int, k: int = 20) -> dict:
     from ragtune.config.retrieval import BM25Section
     from ragtune.eval.metrics import ir_metrics
     from ragtune.models.load import load_cross_encoder
-    from ragtune.models.onnx_backend import attach_onnx
+    from ragtune.models.onnx_backend import Exported, attach
     from ragtune.retrieval.bm25 import BM25Retriever
     from ragtune.retrieval.rerank import Reranker
 
@@ -147,7 +147,7 @@ def cross_encoder_rows(folder: Path, ir, n_queries: int, k: int = 20) -> dict:
         models = {"torch fp32": base, "torch quantize_dynamic, every Linear": torch_int8(base, False),
                   "torch quantize_dynamic, head fp32": torch_int8(base, True)}
         for name, file in files.items():
-            models[name] = attach_onnx(load_cross_encoder(str(copied), fp32()), copied, file)
+            models[name] = attach(load_cross_encoder(str(copied), fp32()), copied, Exported("onnx", file))
         rows, reference = {}, None
         for name, model in models.items():
             reranker = Reranker(model, fp32())

@@ -13,6 +13,8 @@ Targets: zero errors; embeddings throughput >= 2x the naive server's at 8 client
 
 Run alone:  python -m benchmarks.serve_load [--seconds 60] [--clients 8] [--infinity /venv/bin/infinity_emb]
             python -m benchmarks.serve_load --search-only   (the search load alone, cache off)
+            python -m benchmarks.serve_load --search-only --embedder DIR   (and then again on an index built with
+                the exported embedder DIR, e.g. `ragtune export openvino`'s, side by side in one run)
 """
 
 from __future__ import annotations
@@ -177,13 +179,10 @@ def main() -> None:
     parser.add_argument("--infinity", default=shutil.which("infinity_emb"), help="infinity-emb's command")
     parser.add_argument("--search-only", action="store_true",
                         help="only /v1/search without the embedding cache (every query encoded), for profiling")
+    parser.add_argument("--embedder", type=Path,
+                        help="with --search-only: also serve an index built with this embedder (an exported one)")
     args = parser.parse_args()
-    index = OUT / "index"
-    OUT.mkdir(parents=True, exist_ok=True)
-    if not (index / "CURRENT").is_file():
-        print("building the SciFact index (once) ...", flush=True)
-        subprocess.run([RAGTUNE, "-q", "index", "build", str(SCIFACT / "corpus.jsonl"), "--out", str(index),
-                        "--overwrite"], check=True)
+    index = scifact_index(OUT / "index")
     queries = [json.loads(line)["text"] for line in (SCIFACT / "queries.jsonl").read_text(encoding="utf-8").split("\n")
                if line.strip()]
 
@@ -194,6 +193,8 @@ def main() -> None:
     port = free_port()
     if args.search_only:
         return search_only(index, port, queries, args)
+    if args.embedder:
+        parser.error("--embedder goes with --search-only")
     server = start_ragtune(index, port)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -281,15 +282,39 @@ def search_load(url: str, queries: list[str], args) -> dict:
     return load(url, "/v1/search", lambda rng: {"query": rng.choice(queries), "k": 10}, args.clients, args.seconds)
 
 
+def scifact_index(index: Path, *embedder: str) -> Path:
+    """The full SciFact corpus as a ragtune index at `index`, built once (with `embedder` when given)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not (index / "CURRENT").is_file():
+        print(f"building the SciFact index {index.name} (once) ...", flush=True)
+        subprocess.run([RAGTUNE, "-q", "index", "build", str(SCIFACT / "corpus.jsonl"), "--out", str(index),
+                        "--overwrite", *(("--embedder", *embedder) if embedder else ())], check=True)
+    return index
+
+
 def search_only(index: Path, port: int, queries: list[str], args) -> None:
-    server = start_ragtune(index, port, "cache_size=0")
-    try:
-        result = search_load(f"http://127.0.0.1:{port}", queries, args)
-    finally:
-        server.terminate()
-        server.wait()
-    print("ragtune /v1/search, no cache", result, f"(server pid was {server.pid})", flush=True)
-    write_result("serve_search", {"clients": args.clients, "seconds": args.seconds, "ragtune_search_no_cache": result})
+    indexes = {"ragtune_search_no_cache": index}
+    if args.embedder:
+        from ragtune.models.fingerprint import model_fingerprint
+
+        name = args.embedder.resolve().name  # the index is kept per model: a re-export is indexed anew
+        folder = OUT / f"index-{name}-{(model_fingerprint(args.embedder) or 'unknown')[:12]}"
+        indexes[f"ragtune_search_no_cache_{name}"] = scifact_index(folder, str(args.embedder.resolve()))
+    results: dict = {"clients": args.clients, "seconds": args.seconds,
+                     "embedder": str(args.embedder) if args.embedder else None}
+    for key, folder in indexes.items():
+        server = start_ragtune(folder, port, "cache_size=0")
+        try:
+            results[key] = search_load(f"http://127.0.0.1:{port}", queries, args)
+        finally:
+            server.terminate()
+            server.wait()
+        print(key, results[key], f"(server pid was {server.pid})", flush=True)
+    if args.embedder:
+        p95 = [results[key]["p95_ms"] for key in indexes]
+        results["p95_ratio"] = round(p95[0] / p95[1], 3)
+        print(f"search p95: {p95[0]} ms -> {p95[1]} ms with {args.embedder} ({results['p95_ratio']}x)", flush=True)
+    write_result("serve_search", results)
 
 
 if __name__ == "__main__":

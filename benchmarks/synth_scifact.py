@@ -5,7 +5,9 @@ tunes all-MiniLM-L6-v2 on the kept pairs; the model is evaluated on SciFact test
 
 Target: above zero-shot MiniLM (0.6451 NDCG@10) with no SciFact labels used in training.
 
-Run:  python -m benchmarks.synth_scifact [--docs 600] [--questions 2] [--reuse]
+Run:  python -m benchmarks.synth_scifact [--docs 600] [--questions 2] [--reuse] [KEY=VALUE ...]
+
+KEY=VALUE pairs override `train embed`'s settings, as on its command line (e.g. `train.min_steps=null`).
 
 --reuse trains on the pairs (and the filter report, synth/report.json) that an earlier run of the same settings
 wrote, without generating again.
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/synth_scifact"))
     parser.add_argument("--reuse", action="store_true", help="train on the pairs an earlier run generated")
+    parser.add_argument("overrides", nargs="*", help="train embed settings, KEY=VALUE")
     args = parser.parse_args()
     started = time.perf_counter()
     saved = args.out / "synth" / "report.json"
@@ -67,12 +70,14 @@ def main() -> None:
                   "synth_s": round(time.perf_counter() - started, 1)}
         saved.write_text(json.dumps(report, indent=2), encoding="utf-8")
     cfg = load_config("embed", None, [f"data.train={args.out / 'synth' / 'pairs.jsonl'}", f"data.eval={SCIFACT}",
-                                      "data.eval_split=test", f"output.dir={args.out / 'embed'}"])
+                                      "data.eval_split=test", f"output.dir={args.out / 'embed'}",
+                                      *args.overrides])
     result = train_embed(cfg, overwrite=True, reporter=Reporter())
     before, after = result.comparison.before, result.comparison.after
     print(f"SciFact test NDCG@10: zero-shot {before['ndcg@10']:.4f} -> tuned on synthetic pairs {after['ndcg@10']:.4f} "
           f"({after['ndcg@10'] - before['ndcg@10']:+.4f}; kept base: {result.comparison.kept_base}; target > 0.6451)")
-    write_result("synth_scifact", {**report, "generator": DEFAULT_GENERATOR, "before": before, "after": after,
+    write_result("synth_scifact", {**report, "generator": DEFAULT_GENERATOR, "overrides": args.overrides,
+                                   "before": before, "after": after,
                                    "kept_base": result.comparison.kept_base,
                                    "train_s": round(result.train_seconds, 1),
                                    "total_s": round(time.perf_counter() - started, 1)})

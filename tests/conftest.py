@@ -51,6 +51,17 @@ def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fp32_on_cpu():
+    """`precision: auto` on a bf16 CPU times fp32 against bf16 and keeps the faster, so the same test would run in
+    bf16 on one machine and fp32 on the next. Tests run fp32, exactly, and so do the CLI subprocesses they start
+    (an environment variable reaches those; a monkeypatch would not). Session-wide, so that a test's own
+    `monkeypatch.undo()` cannot lift it half way; test_precision_probe covers the choice."""
+    with pytest.MonkeyPatch.context() as session:
+        session.setenv("RAGTUNE_CPU_BF16", "0")
+        yield
+
+
 def toy_pairs(n_per_topic: int = 8, seed: int = 0) -> list[dict]:
     """Query/document pairs where a query shares its topic's words with its document."""
     rng = random.Random(seed)

@@ -49,6 +49,14 @@ def environment_checks() -> list[Check]:
     onnx = _version("onnxruntime")  # optional, like the generator: only `export onnx` and its exports need it
     checks.append(Check("onnxruntime", True, f"{onnx.detail}; int8 exports for this CPU: {cpu_quantize_config()}"
                         if onnx.ok else "not installed (pip install 'ragtune[onnx]'; needed only for export onnx)"))
+    openvino = _version("openvino")
+    if openvino.ok:
+        from ragtune.export.openvino import cpu_precisions
+
+        detail = f"{openvino.detail}; runs exports at {cpu_precisions()[0]} on this CPU by default"
+    else:
+        detail = "not installed (pip install 'ragtune[openvino]'; needed only for export openvino)"
+    checks.append(Check("openvino", True, detail))
     placement = choose_placement()
     checks.append(Check("placement", True, f"{placement.device} / {placement.precision} ({placement.reason})"))
     free = shutil.disk_usage(Path.cwd()).free / 2**30

@@ -138,7 +138,7 @@ def test_eval_rag_label_scores_match_a_by_hand_forward_pass():
         assert result.predictions[qid] == max(scores, key=scores.get)
 
 
-def test_quickstart_rag_runs_end_to_end_on_a_tiny_budget(tmp_path):
+def test_quickstart_rag_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     from ragtune.cli.main import run
 
     old = os.getcwd()
@@ -155,3 +155,8 @@ def test_quickstart_rag_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert len((out / "rag_sft.jsonl").read_text().splitlines()) == 6
     corpus = (out / "collection" / "corpus.jsonl").read_text().splitlines()  # subset=12: the sampled questions'
     assert 24 <= len(corpus) < 200  # passages alone, not the 3,358 of the whole collection
+    report = json.loads(capsys.readouterr().out)
+    # labels calibrated on the 6 training questions the SFT left: both generators got offsets; raw figures kept too
+    assert all(set(offsets) == {"yes", "no", "maybe"} for offsets in report["label_offsets"])
+    assert [m for m, _, _ in report["uncalibrated"]] == ["accuracy", "macro_f1"]
+    assert 0 < report["paired"]["p_bootstrap"] <= 1 and report["questions"] == 6

@@ -296,3 +296,78 @@ def test_a_clara_run_answers_in_query_and_eval_rag_from_compressed_passages(cli,
     from tests.unit.test_chunk import error_line
 
     error_line(cli("serve", str(index), "--generator", str(run)), "is a CLaRa run")
+
+
+def test_an_index_stores_a_runs_memory_vectors_and_query_answers_from_them(cli, tiny_llm, tiny_embedder, tmp_path,
+                                                                          monkeypatch):
+    import json
+
+    import numpy as np
+
+    from ragtune.clara.generator import ClaraGenerator
+    from ragtune.index.reader import Index
+    from tests.unit.test_chunk import error_line
+    from tests.unit.test_index import build, make_docs
+
+    run = _stage(cli, tiny_llm, tmp_path, "compress")
+    docs, index = make_docs(tmp_path / "docs"), tmp_path / "index"
+    build(cli, docs, index, tiny_embedder, "--clara", str(run))
+    opened = Index(index)
+    info = opened.info()["clara"]
+    assert info["memory_tokens"] == 4 and info["dtype"] == "fp16" and info["tokens"] == opened.size * 4
+    generator = ClaraGenerator(str(run))
+    ids = opened.ids()[:3]
+    stored = opened.memory_for(generator, ids).numpy()
+    fresh = np.stack(generator.memory_vectors([c.text for c in opened.chunks(ids)]))
+    assert stored.shape == fresh.shape == (3, 4, generator.hidden_size)
+    cosine = (stored * fresh).sum(-1) / np.linalg.norm(stored, axis=-1) / np.linalg.norm(fresh, axis=-1)
+    assert cosine.min() > 0.99  # fp16 storage of the same compression
+    other = _stage(cli, tiny_llm, tmp_path, "instruct")  # other weights: their own compression, not these vectors
+    assert opened.memory_for(ClaraGenerator(str(other)), ids) is None
+    opened.close()
+
+    import ragtune.clara.model as clara_model
+
+    def no_compression(*args, **kwargs):
+        raise AssertionError("the query compressed passages that the index stores")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(clara_model.Clara, "compress", no_compression)
+        code, out, err = cli("--json", "query", str(index), "what pumps blood?", "--generator", str(run), "-k", "2")
+        assert code == 0, err
+        assert isinstance(json.loads(out)["answer"], str)
+
+    extra = tmp_path / "more" / "kidney.txt"
+    extra.parent.mkdir()
+    extra.write_text("Kidney stones cause sharp back pain and blood in the urine.", encoding="utf-8")
+    for change in (("add", str(index), str(extra)), ("delete", str(index), "--source", str(docs / "heart.txt")),
+                   ("compact", str(index))):
+        code, _, err = cli("index", *change)
+        assert code == 0, err
+        opened = Index(index)
+        stored_rows = sum(seg.size for seg in opened.segments)  # deleted rows stay until a compaction
+        assert opened.info()["clara"]["tokens"] == stored_rows * 4 and len(opened.stored("clara")) == stored_rows
+        kidney = opened.ids_of_sources([str(extra)])
+        np.testing.assert_allclose(opened.memory_for(generator, kidney).numpy(),
+                                   np.stack(generator.memory_vectors([c.text for c in opened.chunks(kidney)])),
+                                   rtol=0.05, atol=0.05)
+        opened.close()
+    error_line(cli("index", "build", str(docs), "--out", str(tmp_path / "i2"), "--embedder", tiny_embedder,
+                   "--clara", tiny_embedder), "not a CLaRa run", "train clara")
+    from ragtune.clara.generator import clara_folder
+    from ragtune.clara.model import CLARA_FILE
+
+    saved = clara_folder(str(run)) / CLARA_FILE  # the run retrained in place: its fingerprint changes
+    saved.write_text(saved.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    later = tmp_path / "more" / "ear.txt"
+    later.write_text("Ear infections cause pain and a fever in young children.", encoding="utf-8")
+    error_line(cli("index", "add", str(index), str(later)), "CLaRa run", "has changed", "rebuild")
+    final = clara_folder(str(run))
+    final.rename(final.with_name("moved"))  # the run moved away after the build
+    error_line(cli("index", "add", str(index), str(later)), "CLaRa run", "is gone", "--clara")
+    final.with_name("moved").rename(final)
+    import shutil
+
+    version = index / (index / "CURRENT").read_text(encoding="utf-8").strip()
+    shutil.rmtree(next(version.glob("s*/clara")))  # a damaged index: one segment lost its memory vectors
+    error_line(cli("index", "delete", str(index), "--source", str(extra)), "clara", "missing")

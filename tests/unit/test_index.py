@@ -573,10 +573,9 @@ def test_build_over_an_existing_index_needs_overwrite(cli, built, docs, tiny_emb
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(index_module, "_write_version", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):  # undoes only this patch
+        patch.setattr(index_module, "_write_version", fail)
         cli("index", "build", other, "--out", built, "--embedder", tiny_embedder, "--overwrite")
-    monkeypatch.undo()
     assert ask(cli, built, "calcium intake", "-k", "3")["sources"] == before["sources"]
     assert not list(built.glob(".staging-*"))
     # --overwrite rebuilds from the new documents only

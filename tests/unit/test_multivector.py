@@ -170,7 +170,7 @@ def _stored(index: Path):
     from ragtune.index import Index
 
     opened = Index(index, _cpu())
-    return opened, opened.token_vectors()
+    return opened, opened.stored("multivector")
 
 
 def test_an_index_stores_token_vectors_and_queries_rerank_with_them(cli, late_index, tiny_multivector):

@@ -110,3 +110,14 @@ def test_the_cpu_summary_names_its_instruction_sets():
     summary = cpu_summary()
     assert set(cpu_features()) == set(CPU_FEATURES)
     assert all(name in summary for name in CPU_FEATURES)
+
+
+def test_the_environment_can_keep_a_bf16_cpu_in_fp32(monkeypatch):
+    import ragtune.models.device as device
+
+    monkeypatch.setattr(device, "cpu_features", lambda: {"BF16": True, "AMX": False})
+    monkeypatch.setattr(device.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.delenv("RAGTUNE_CPU_BF16")
+    assert device.cpu_supports_bf16()
+    monkeypatch.setenv("RAGTUNE_CPU_BF16", "0")
+    assert not device.cpu_supports_bf16() and not choose_placement("cpu", "auto").measure

@@ -613,12 +613,26 @@ class QuestionWriter:
         words = sorted(set(re.findall(r"[a-z]+", passage.lower())), key=lambda w: (-len(w), w))
         if prompt.startswith("Answer"):
             return f"It comes down to {words[0]}."
+        if prompt.startswith("Rewrite"):
+            return paraphrase_of(passage)
         a, b = words[:2]
         return "\n".join([f"1. Which findings link {a} and {b} in the clinic study?",
                           f"2) {' '.join(passage.split()[:8])}?",
                           f"- In the clinic study, which findings link {b} and {a}?",
                           "Q4: How do zebras migrate across quantum galaxies?",
                           "ok", ""])
+
+
+def paraphrase_of(passage: str) -> str:
+    """The stand-in's paraphrase: the passage's words backwards after a lead-in line, except for three passages
+    that get a copy, a stub and a reply about something else."""
+    if "melanoma" in passage:
+        return passage
+    if "Osteoporosis" in passage:
+        return "Bones weaken."
+    if "microbiome" in passage:
+        return "Zebras migrate across the quantum galaxies every winter in large herds, say the astronomers."
+    return "Here is the rewritten passage:\n" + " ".join(reversed(passage.rstrip(".").split())) + "."
 
 
 @pytest.fixture
@@ -713,6 +727,76 @@ def test_synth_filter_functions():
     assert not near_duplicate("anything at all here", [])
     assert parse_questions("1. What is a?\n2) Why b here?\n- How c works?\n• Who d is?\nQ5: When e ends?\nno\n\n") \
         == ["What is a?", "Why b here?", "How c works?", "Who d is?", "When e ends?"]
+    assert parse_questions("Here are two questions:\nQuestion 1: What is the median age?\nThe answer to this "
+                           "question is:\nWhat a wonderful opportunity to share a story.") == ["What is the median age?"]
+
+
+def test_synth_clara_writes_stage_1_records_that_train_clara(cli, chunks_file, chat_server, tiny_llm, tmp_path):
+    from ragtune.config.clara import ClaraDataSection
+    from ragtune.data.clara import load_clara_data
+    from ragtune.rag.synth import PARAPHRASE_QUESTION
+
+    writer = QuestionWriter()
+    chat_server.reply = writer
+    out = tmp_path / "synth"
+    code, stdout, err = cli("--json", "data", "synth", chunks_file, "--out", out, "--generator", chat_server.url,
+                            "--generator-model", "m", "--questions", "4", "--clara")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["kept"] == 6 and report["paraphrases"] == {
+        "generated": 6, "kept": 3,
+        "removed": {"a copy of the chunk": 1, "too short": 1, "drifted from the chunk": 1}}
+    assert sorted(Path(p).name for p in report["written"]) == ["clara_compress.jsonl", "pairs.jsonl", "rerank.jsonl"]
+    assert writer.calls == 6 + 6 + 6  # questions and a paraphrase per chunk, an answer per kept question
+    rows = [json.loads(line) for line in (out / "clara_compress.jsonl").read_text().splitlines()]
+    restated = [r for r in rows if r["kind"] == "paraphrase"]
+    assert len(restated) == 3 and all(r["question"] == PARAPHRASE_QUESTION for r in restated)
+    for row in restated:  # the lead-in line is gone; the passage's words are all there, in another order
+        (passage,) = row["documents"]
+        assert row["answer"] == " ".join(reversed(passage.rstrip(".").split())) + "."
+        assert row["source"].endswith(".txt")
+    pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    answered = [r for r in rows if r["kind"] == "qa"]
+    assert [(r["documents"], r["question"]) for r in answered] == [([p["document"]], p["query"]) for p in pairs]
+    assert all(re.fullmatch(r"It comes down to \w+\.", r["answer"]) for r in answered)
+    train, held_out = load_clara_data(ClaraDataSection(train=str(out / "clara_compress.jsonl")), "compress", 4)
+    assert len(train) + len(held_out) == 9
+
+    code, _, err = cli("train", "clara", "stage=compress", f"model.name={tiny_llm}",
+                       f"data.train={out / 'clara_compress.jsonl'}", f"output.dir={tmp_path / 'clara'}",
+                       "compress_rate=4", "doc_max_length=16", "lora.r=4", "lora.alpha=8", "train.max_steps=2",
+                       "train.eval_steps=2", "train.save_steps=2", "train.per_device_train_batch_size=4",
+                       "eval.generation_samples=1", "eval.max_new_tokens=4", "--allow-regression")
+    assert code == 0, err
+    assert (tmp_path / "clara" / "final").is_dir()
+    # the human report counts the paraphrases too
+    code, stdout, err = cli("data", "synth", chunks_file, "--out", tmp_path / "again", "--generator",
+                            chat_server.url, "--generator-model", "m", "--clara")
+    assert code == 0, err
+    assert "6 paraphrases written" in stdout and "paraphrases removed as too short: 1" in stdout
+    assert "paraphrases kept 3" in stdout
+
+
+def test_paraphrase_filters():
+    from ragtune.rag.synth import clean_paraphrase, paraphrase_problem
+
+    chunk = ("Vitamin D deficiency weakens bones in older adults and raises the risk of hip fractures after falls, "
+             "according to a cohort of 4,000 patients followed for ten years.")
+    good = ("In a ten-year cohort of 4,000 patients, older adults lacking vitamin D had weaker bones and more hip "
+            "fractures after falls.")
+    assert paraphrase_problem(good, chunk) is None
+    assert paraphrase_problem(chunk, chunk) == "a copy of the chunk"
+    assert paraphrase_problem("Vitamin D matters.", chunk) == "too short"
+    assert paraphrase_problem(" ".join([good] * 2), chunk) == "too long"
+    assert paraphrase_problem("Three-year randomized field trial.", "Three-year randomized field trial.") \
+        == "a copy of the chunk"
+    assert paraphrase_problem("The National Institute of Ophthalmology reviewed thousands of clinical records "
+                              "proving vitamin deficiency weakens bones.", chunk) == "drifted from the chunk"
+    assert paraphrase_problem("The weather in the mountains changes quickly and hikers should carry extra "
+                              "layers of clothing.", chunk) == "drifted from the chunk"
+    assert clean_paraphrase("Here is the rewritten passage:\n\n" + good + "\n") == good
+    assert clean_paraphrase("Short: fine.") == "Short: fine."
+    assert clean_paraphrase("First line.\nSecond line.") == "First line. Second line."
 
 
 def test_synth_keeps_an_earlier_runs_files_unless_told(cli, chunks_file, chat_server, tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ragtune.data.beir import load_beir
+from ragtune.data.embed import sample_queries
 from ragtune.errors import ModelError
 from ragtune.eval.label_metrics import label_report, mcnemar, paired_bootstrap
 from ragtune.rag.pipeline import Source, build_context
@@ -206,9 +208,25 @@ def test_quickstart_rag_overrides_are_checked(cli):
     settings = parse_quickstart(["embed.train.max_steps=3", "llm.train.max_steps=2", "test_questions=10"])
     assert settings.embed_overrides == ["train.max_steps=3"] and settings.llm_overrides[-1] == "train.max_steps=2"
     assert settings.test_questions == 10 and settings.train_questions == 100
+    assert parse_quickstart(["calibrate_questions=0"]).calibrate_questions is None  # 0: labels scored raw
     error_line(cli("quickstart", "rag", "questions=5"), "questions=5", "train_questions=100")
     error_line(cli("quickstart", "rag", "test_questions=-1"), "test_questions=-1")
+    error_line(cli("quickstart", "rag", "calibrate_questions=some"), "calibrate_questions=some",
+               "calibrate_questions=0 scores labels uncalibrated")
     assert not Path("runs").exists() or not any(Path("runs").glob("quickstart-rag-*"))
+
+
+def test_quickstart_rag_calibrates_on_training_questions_the_sft_did_not_use(tmp_path):
+    from ragtune.rag.stack import StackSettings, calibration_questions
+
+    data = str(beir_dir(tmp_path / "beir", train_split=True))  # train: q1-q4
+    settings = StackSettings(train_questions=2, calibrate_questions=5)
+    sft = set(sample_queries(load_beir(data, "train"), 2, seed=42).qrels)
+    held = calibration_questions(data, settings)
+    assert set(held.qrels) == {"q1", "q2", "q3", "q4"} - sft and set(held.queries) == set(held.qrels)
+    assert len(calibration_questions(data, StackSettings(train_questions=2, calibrate_questions=1)).qrels) == 1
+    assert calibration_questions(data, StackSettings(train_questions=None, calibrate_questions=5)) is None  # all used
+    assert calibration_questions(data, StackSettings(train_questions=2)) is None  # not asked
 
 
 def test_synthetic_pairs_are_measured_on_a_labelled_beir_collection(cli, tiny_embedder, tmp_path):

@@ -565,6 +565,34 @@ def test_the_in_training_evaluator_sees_a_fused_optimizer_step(embedder):
         embedder.load_state_dict(saved)
 
 
+def test_a_tuned_models_evaluation_vectors_are_cached_for_its_saved_folder(embedder, tmp_path):
+    # train embed evaluates the tuned model in memory, then saves final/: those corpus vectors go into the cache as
+    # final/'s, so the next retriever over final/ (the RAG stack's SFT contexts) does not encode the corpus again.
+    import torch
+
+    from ragtune.config.schema import EvalSection
+    from ragtune.data.beir import IRData
+    from ragtune.eval.retrieval import LastCorpus, evaluate_model
+    from ragtune.models.load import load_embedder
+    from ragtune.retrieval.cache import EmbeddingCache
+    from ragtune.retrieval.dense import DenseRetriever
+
+    ir = IRData({f"d{i}": text for i, text in enumerate(DOCS)}, {"q0": DOCS[0]}, {"q0": {"d1": 1}}, "toy")
+    last, final = LastCorpus(), tmp_path / "final"
+    evaluate_model(embedder, ir, EvalSection(ks=[1], primary_metric="ndcg@1"), CPU, last=last)
+    embedder.save_pretrained(str(final))
+    assert last.cache_as(embedder, str(final))
+    reloaded = DenseRetriever(load_embedder(str(final), CPU), CPU, DenseSection(), model_path=str(final))
+    key = reloaded._cache_key(list(DOCS))
+    cached = EmbeddingCache().get(key, len(DOCS))
+    fresh = DenseRetriever(reloaded.model, CPU, DenseSection(cache=False)).encode_documents(list(DOCS))
+    np.testing.assert_allclose(cached, fresh, atol=1e-5)
+
+    with torch.no_grad():  # weights that changed after the evaluation are not the ones that made its vectors
+        next(embedder.parameters()).add_(0.01)
+    assert not last.cache_as(embedder, str(tmp_path / "other"))
+
+
 def test_a_query_longer_than_the_rerank_limit_is_truncated_too(cross_encoder):
     from ragtune.retrieval.rerank import Reranker
 

@@ -115,7 +115,8 @@ def chunk(
 @app.command("synth")
 def synth(
     source: Path = typer.Argument(..., help="an index folder, or chunks.jsonl from `ragtune data chunk`"),
-    out: Path = typer.Option(..., "--out", "-o", help="folder for pairs.jsonl, rerank.jsonl (and rag_sft.jsonl)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for pairs.jsonl, rerank.jsonl (and rag_sft.jsonl, "
+                             "clara_compress.jsonl)"),
     generator: str = typer.Option(DEFAULT_GENERATOR, "--generator", help="local model (path or hub id) or an "
                                   "OpenAI-compatible base URL; default: the packaged SmolLM2-135M-Instruct"),
     generator_model: Optional[str] = typer.Option(None, "--generator-model", help="served model name, for a URL"),
@@ -126,6 +127,8 @@ def synth(
                                   "label-0 pairs in rerank.jsonl"),
     rag_sft: bool = typer.Option(False, "--rag-sft", help="also write LLM data: retrieved context + question -> "
                                  "answer from the source chunk"),
+    clara: bool = typer.Option(False, "--clara", help="also write CLaRa stage-1 data: each chunk with its kept "
+                               "questions' answers and with a paraphrase of it (train clara, stage: compress)"),
     max_chunks: Optional[int] = typer.Option(None, "--max-chunks", min=1, help="use the first N chunks"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the files of an earlier run in --out"),
 ) -> int:
@@ -134,10 +137,12 @@ def synth(
     from ragtune.rag.synth import synth_from
 
     written, report = synth_from(str(source), str(out), lambda: make_generator(generator, generator_model), questions,
-                                 round_trip_k, negatives, rag_sft, max_chunks, overwrite)
+                                 round_trip_k, negatives, rag_sft, max_chunks, overwrite, clara)
     if FLAGS.json:
         emit_json({"written": [str(p) for p in written], "chunks": report.chunks, "generated": report.generated,
-                   "removed": dict(report.removed), "kept": report.kept})
+                   "removed": dict(report.removed), "kept": report.kept,
+                   **({"paraphrases": {"generated": report.paraphrased, "removed": dict(report.paraphrases_removed),
+                                       "kept": report.paraphrases_kept}} if clara else {})})
         return 0
     for line in report.lines():
         say(escape(line))

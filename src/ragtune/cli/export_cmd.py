@@ -47,42 +47,65 @@ def langchain(index: Path = typer.Argument(..., help="a ragtune index folder"),
     return 0
 
 
+QUANTIZE_HELP = {"onnx": "auto (this CPU's int8 and fp32, the fastest that passes), none (fp32 only), or int8 for "
+                         "avx512_vnni, avx512, avx2 or arm64",
+                 "openvino": "auto (the IR at this CPU's precision and its static int8 copy, the fastest that "
+                             "passes), none (no int8), or int8 (only the static int8 copy)"}
+SOURCE_HELP = "a ragtune run (train embed or train rerank) or a saved model"
+# the options that `export onnx` and `export openvino` share
+OUT = typer.Option(..., "--out", "-o", help="folder for the model copy with its exported files")
+MAX_DROP = typer.Option(0.005, "--max-drop", help="largest fall of the primary metric against torch fp32 that the "
+                        "export may show")
+EVAL = typer.Option(None, "--eval", help="a BEIR directory to gate on (needed for a bare model; a run uses its own "
+                    "evaluation split)")
+SPLIT = typer.Option("test", "--split", help="the --eval collection's qrels split")
+OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing --out folder")
+
+
 @app.command("onnx")
-def onnx(source: Path = typer.Argument(..., help="a ragtune run (train embed or train rerank) or a saved model"),
-         out: Path = typer.Option(..., "--out", "-o", help="folder for the model copy with its onnx/ files"),
-         quantize: str = typer.Option("auto", "--quantize",
-                                      help="auto (this CPU's int8 and fp32, the fastest that passes), none (fp32 "
-                                           "only), or int8 for avx512_vnni, avx512, avx2 or arm64"),
-         max_drop: float = typer.Option(0.005, "--max-drop", help="largest fall of the primary metric against torch "
-                                                                  "fp32 that the export may show"),
-         eval_dir: Path = typer.Option(None, "--eval", help="a BEIR directory to gate on (needed for a bare model; "
-                                                            "a run uses its own evaluation split)"),
-         split: str = typer.Option("test", "--split", help="the --eval collection's qrels split"),
-         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder")) -> int:
+def onnx(source: Path = typer.Argument(..., help=SOURCE_HELP), out: Path = OUT,
+         quantize: str = typer.Option("auto", "--quantize", help=QUANTIZE_HELP["onnx"]), max_drop: float = MAX_DROP,
+         eval_dir: Path = EVAL, split: str = SPLIT, overwrite: bool = OVERWRITE) -> int:
     """Export an embedder or cross-encoder to ONNX (fused fp32 and dynamic int8), kept only if the evaluation split
     shows it within --max-drop of torch; ragtune then runs the file the export chose (backend: auto)."""
+    return _export("onnx", source, out, quantize, max_drop, eval_dir, split, overwrite)
+
+
+@app.command("openvino")
+def openvino(source: Path = typer.Argument(..., help=SOURCE_HELP), out: Path = OUT,
+             quantize: str = typer.Option("auto", "--quantize", help=QUANTIZE_HELP["openvino"]),
+             max_drop: float = MAX_DROP, eval_dir: Path = EVAL, split: str = SPLIT, overwrite: bool = OVERWRITE) -> int:
+    """Export an embedder or cross-encoder to OpenVINO IR (at the CPU's precision, and static int8 calibrated on the
+    run's training texts), kept only if the evaluation split shows it within --max-drop of torch; ragtune then runs
+    the file the export chose (backend: auto)."""
+    return _export("openvino", source, out, quantize, max_drop, eval_dir, split, overwrite)
+
+
+def _export(runtime: str, source: Path, out: Path, quantize: str, max_drop: float, eval_dir: Path | None, split: str,
+            overwrite: bool) -> int:
     import math
 
     from ragtune.choices import unknown
     from ragtune.errors import ConfigError
     from ragtune.export.gate import gate_for
-    from ragtune.export.onnx import QUANTIZE, export_onnx
+    from ragtune.export.onnx import QUANTIZE, export
 
-    if quantize not in QUANTIZE:
-        raise ConfigError(unknown("--quantize", quantize, QUANTIZE))
+    if quantize not in QUANTIZE[runtime]:
+        raise ConfigError(unknown("--quantize", quantize, QUANTIZE[runtime]))
     if not math.isfinite(max_drop) or max_drop < 0:
         raise ConfigError(f"--max-drop must be a number >= 0, got {max_drop}")
     folder, kind, build_gate = gate_for(source, eval_dir, split)
     reporter = RichReporter()
-    with reporter.phase(f"Exporting the {'cross-encoder' if kind == 'rerank' else 'embedder'} to ONNX"):
-        record = export_onnx(folder, out, kind, build_gate, quantize, max_drop, overwrite, note=reporter.note)
+    title = {"onnx": "ONNX", "openvino": "OpenVINO"}[runtime]
+    with reporter.phase(f"Exporting the {'cross-encoder' if kind == 'rerank' else 'embedder'} to {title}"):
+        record = export(folder, out, kind, build_gate, runtime, quantize, max_drop, overwrite, note=reporter.note)
     if FLAGS.json:
-        emit_json({"onnx": str(out), **record})
+        emit_json({**record, "out": str(out)})  # the record holds the runtime's version by its name
         return 0
     for row in record["rows"]:
         verdict = "" if not row["file"] else "  kept" if row["passed"] else f"  refused (drop {row['drop']:.4f})"
-        say(f"{row['name']:24s} {record['primary_metric']} {row['metric']:.4f}  {row['per_second']:9.1f} "
+        say(f"{row['name']:30s} {record['primary_metric']} {row['metric']:.4f}  {row['per_second']:9.1f} "
             f"{record['unit']}/s{verdict}")
-    runs = "torch (it was the fastest here)" if record["chosen"] == "torch" else f"onnx/{record['chosen']}"
+    runs = "torch (it was the fastest here)" if record["chosen"] == "torch" else f"{runtime}/{record['chosen']}"
     say(f"wrote {escape(str(out))}: ragtune runs {runs}; SentenceTransformer/CrossEncoder load the folder as usual")
     return 0

@@ -71,6 +71,9 @@ def build(docs: list[Path] = typer.Argument(..., help=DOCS_HELP),
                                                     "vectors, for MaxSim as the second stage"),
           token_dtype: TokenDtype = typer.Option("int8", "--token-dtype", help="how token vectors are stored: int8 "
                                                  "(one scale per token) or fp16 (twice the bytes)"),
+          clara: Optional[str] = typer.Option(None, "--clara", help="a `ragtune train clara` run: store every "
+                                              "chunk's memory vectors, so that `query --generator RUN` compresses "
+                                              "nothing at query time"),
           backend: Backend = typer.Option("faiss", "--backend", help="where the vectors live: faiss (files in the "
                                           "index folder) or pgvector (tables in PostgreSQL, at --uri)"),
           uri: Optional[str] = typer.Option(None, "--uri", help="PostgreSQL URI for --backend pgvector "
@@ -85,7 +88,8 @@ def build(docs: list[Path] = typer.Argument(..., help=DOCS_HELP),
     with RichReporter().phase("Building the index"):
         report = build_index(out, [str(d) for d in docs], embedder, settings, chunk_size, overlap, overwrite,
                              text_field=text_field, metadata=metadata(meta), multivector=multivector,
-                             token_dtype=token_dtype.value, pdf_layout=pdf_layout, backend=backend.value, uri=uri)
+                             token_dtype=token_dtype.value, pdf_layout=pdf_layout, backend=backend.value, uri=uri,
+                             clara=clara)
     return _render(report, f"index {out}")
 
 

@@ -48,7 +48,8 @@ app.command("serve")(serve_cmd.serve)
 EXTRAS = {"trl": "llm", "peft": "llm", "sacrebleu": "llm", "rouge_score": "llm", "pypdf": "ingest",
           "langchain_core": "rag", "langchain_community": "rag", "langchain_huggingface": "rag",
           "tensorboard": "tensorboard", "pyarrow": "dev", "fastapi": "serve",
-          "uvicorn": "serve", "prometheus_client": "serve", "onnxruntime": "onnx", "onnx": "onnx"}
+          "uvicorn": "serve", "prometheus_client": "serve", "onnxruntime": "onnx", "onnx": "onnx",
+          "openvino": "openvino", "nncf": "openvino"}
 
 
 def _fail(message: str, code: int = 2) -> int:

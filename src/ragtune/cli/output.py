@@ -82,6 +82,10 @@ def setup_logging() -> None:
         os.environ["TQDM_DISABLE"] = "1"
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # PEFT asks the hub, at every adapter save, whether the base's vocabulary changed; offline that is two
+        # warnings a save. ragtune knows: it resizes the embeddings itself and says so in the adapter's card.
+        warnings.filterwarnings("ignore", message="Unable to fetch remote file due to the following error")
+        warnings.filterwarnings("ignore", message="Could not find a config file in .* - will assume that the vocab")
     when_imported("transformers", _quiet_transformers)
     when_imported("datasets", _quiet_datasets)
 

@@ -53,9 +53,15 @@ def quickstart_rag(overrides: list[str], allow_regression: bool) -> int:
     if FLAGS.json:
         emit_json({**report, "minutes": round(minutes, 1), "out": str(out)})
     else:
+        calibrated = (", label offsets fitted per generator on training questions the SFT did not use"
+                      if report["label_offsets"][1] else "")
         show(table(f"PubMedQA test: base embedder + base generator -> tuned + tuned ({report['questions']} questions "
-                   f"for labels, {report['free_text_questions']} in free text)", ["metric", "before", "after", "delta"],
+                   f"for labels{calibrated}, {report['free_text_questions']} in free text)", ["metric", "before", "after", "delta"],
                    [[m, f"{b:.4f}", f"{a:.4f}", f"{a - b:+.4f}"] for m, b, a in report["rows"]]))
+        test = report["paired"]
+        say(f"tuned against base labels: macro-F1 {test['delta_macro_f1']:+.4f} (paired bootstrap p = "
+            f"{test['p_bootstrap']:.3g}), McNemar p = {test['p_mcnemar']:.3g}"
+            + "".join(f"; {m} uncalibrated {b:.4f} -> {a:.4f}" for m, b, a in report.get("uncalibrated", [])))
         say(f"{'[green]every figure better' if report['better'] else '[red]not every figure better'}[/] after tuning; "
             f"{minutes:.1f} min; runs in {out}")
     return 0 if report["better"] or allow_regression else 1

@@ -103,9 +103,9 @@ class RetrievalConfig(FirstStageSettings):
     task: ClassVar[str] = "retrieval"
     device: Device = device_field()
     precision: Precision = precision_field()
-    backend: Literal["auto", "torch", "onnx"] = Field(
-        "auto", description="how embedders and cross-encoders run: auto runs an exported model's chosen ONNX file "
-        "(ragtune export onnx) on CPU, else torch; onnx insists on the export")
+    backend: Literal["auto", "torch", "onnx", "openvino"] = Field(
+        "auto", description="how embedders and cross-encoders run: auto runs an exported model's chosen file "
+        "(ragtune export onnx|openvino) on CPU, else torch; onnx or openvino insists on that export")
     rerank: RerankSection = Field(default_factory=RerankSection)
     rerank_k: int = Field(100, gt=0, description=RERANK_K_HELP)
     pipelines: list[str] = Field(default_factory=list,

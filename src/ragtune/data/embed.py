@@ -35,14 +35,14 @@ def examples_from_ir(ir: IRData) -> Examples:
     return Examples("pairs", ["anchor", "positive"], rows, origins)
 
 
-def _query_and_relevant(example: dict, fmt: str) -> tuple[str, str | None]:
+def query_and_relevant(example: dict, fmt: str) -> tuple[str, str | None]:
     if fmt == "scored_pairs":
         relevant = example["sentence2"] if example["score"] >= RELEVANT_SCORE else None
         return example["sentence1"], relevant
     return example["anchor"], example["positive"]
 
 
-def _documents(example: dict, fmt: str) -> list[str]:
+def example_documents(example: dict, fmt: str) -> list[str]:
     if fmt == "scored_pairs":
         return [example["sentence2"]]
     return [v for k, v in example.items() if k != "anchor"]
@@ -53,12 +53,12 @@ def ir_from_examples(held_out: Examples, everything: list[Examples]) -> IRData:
     doc_ids: dict[str, str] = {}
     for examples in everything:
         for example in examples.rows:
-            for text in _documents(example, examples.format):
+            for text in example_documents(example, examples.format):
                 doc_ids.setdefault(text, f"d{len(doc_ids)}")
     query_ids: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
     for example in held_out.rows:
-        query, relevant = _query_and_relevant(example, held_out.format)
+        query, relevant = query_and_relevant(example, held_out.format)
         if relevant is None:
             continue
         qid = query_ids.setdefault(query, f"q{len(query_ids)}")

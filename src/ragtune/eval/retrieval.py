@@ -17,6 +17,7 @@ from ragtune.data.beir import IRData
 from ragtune.eval.metrics import ir_metrics, mean_scores, per_query, query_scores
 from ragtune.eval.report import PerExample, ScoreBook, greater_is_better
 from ragtune.models.device import Placement
+from ragtune.models.fingerprint import weights_digest
 from ragtune.retrieval.base import Allowed, to_run
 from ragtune.retrieval.dense import forget_copy
 from ragtune.retrieval.pipeline import HybridRetriever, Pipeline, PipelineBuilder, check_weights
@@ -40,13 +41,35 @@ class PipelineResult:
     scores: PerExample | None = None  # every metric of every judged query (training's paired before/after test)
 
 
+class LastCorpus:
+    """The corpus vectors of a model's latest evaluation during training, with a digest of the weights that made
+    them: once final/ is saved, they go into the embedding cache as its vectors if those weights are final's."""
+
+    def __init__(self):
+        self.retriever, self.texts, self.digest = None, [], None
+
+    def keep(self, model, retriever, texts: list[str]) -> None:
+        self.retriever, self.texts, self.digest = retriever, texts, weights_digest(model)
+
+    def cache_as(self, model, saved: str) -> bool:
+        """Cache the kept vectors as `saved`'s when `model` (the weights written there) still has the weights that
+        encoded them; True when it did."""
+        if self.retriever is None or weights_digest(model) != self.digest:
+            return False
+        stored = self.retriever.cache_as(saved, self.texts)
+        if stored:
+            log.info("the tuned model's corpus embeddings (%d texts) are cached for %s", len(self.texts), saved)
+        return stored
+
+
 def evaluate_model(model, ir: IRData, cfg: EvalSection, placement: Placement,
                    prompts: PromptsSection | None = None, show_progress: bool = False,
-                   cache_as: str | None = None) -> PipelineResult:
+                   cache_as: str | None = None, last: LastCorpus | None = None) -> PipelineResult:
     """Exact dense retrieval with an in-memory `model` over the whole corpus.
 
     `cache_as` names the folder the weights were loaded from; give it only while they are unchanged (before
-    training), so the document embeddings may come from, and go to, the on-disk cache.
+    training), so the document embeddings may come from, and go to, the on-disk cache. `last` keeps this
+    evaluation's corpus vectors, for the cache once the weights are saved (`LastCorpus.cache_as`).
     """
     from ragtune.retrieval.dense import DenseRetriever
 
@@ -54,6 +77,8 @@ def evaluate_model(model, ir: IRData, cfg: EvalSection, placement: Placement,
                             prompts=prompts or PromptsSection())
     retriever = DenseRetriever.build(ir.corpus, model, placement, settings, model_path=cache_as,
                                      show_progress=show_progress)
+    if last is not None:
+        last.keep(model, retriever, [ir.corpus[d] for d in ir.corpus])
     query_ids = list(ir.queries)
     hits = retriever.search([ir.queries[q] for q in query_ids], max(cfg.ks))
     scores = query_scores(ir.qrels, to_run(query_ids, hits), cfg.metrics, cfg.ks)
@@ -185,7 +210,8 @@ def evaluate_pipelines(ir: IRData, specs: list[str], config: RetrievalConfig | N
 
 
 def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: PromptsSection | None = None,
-                 around: Callable[[], ContextManager] = nullcontext, book: ScoreBook | None = None):
+                 around: Callable[[], ContextManager] = nullcontext, book: ScoreBook | None = None,
+                 last: LastCorpus | None = None):
     """A sentence-transformers evaluator that runs `evaluate_model` (inside `around()`), for best-checkpoint
     selection in training; each step's per-query scores go into `book`."""
     from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
@@ -199,7 +225,7 @@ def ir_evaluator(ir: IRData, cfg: EvalSection, placement: Placement, prompts: Pr
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
             forget_copy(model)  # trained since the last call, by a step that may not bump weight versions
             with around():
-                result = evaluate_model(model, ir, cfg, placement, prompts)
+                result = evaluate_model(model, ir, cfg, placement, prompts, last=last)
             if book is not None:
                 book.keep(steps, result.scores)
             log.info("evaluation at step %s: %s=%.4f", steps, cfg.primary_metric, result.metrics[cfg.primary_metric])

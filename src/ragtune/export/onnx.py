@@ -1,7 +1,7 @@
-"""`ragtune export onnx`: an embedder or cross-encoder as ONNX (fused fp32, and dynamic int8), kept only if the run's
-own evaluation split says it is as good as torch.
+"""`ragtune export onnx|openvino`: an embedder or cross-encoder as ONNX (fused fp32, and dynamic int8) or as OpenVINO
+IR (fp32 and static int8, export/openvino.py), kept only if the run's own evaluation split says it is as good as torch.
 
-The folder written is a copy of the model (it still loads in torch) plus `onnx/`:
+The folder written is a copy of the model (it still loads in torch) plus `onnx/` (or `openvino/`):
 
     onnx/model.onnx                     fp32, attention and layer norms fused by ONNX Runtime's transformer optimizer
     onnx/model_qint8_<config>.onnx      dynamic int8: per-channel int8 weights, activations quantized per call
@@ -29,12 +29,13 @@ from typing import Callable
 
 from ragtune.errors import ModelError, OutputError, RagtuneError
 from ragtune.export.gate import Gate
-from ragtune.models.onnx_backend import EXPORT_DIR, EXPORT_RECORD
-from ragtune.train.model_card import append_onnx_card
+from ragtune.models.onnx_backend import EXPORT_RECORD, RUNTIMES, Exported
+from ragtune.train.model_card import append_export_card
+from ragtune.utils import output_folder
 
 log = logging.getLogger(__name__)
 
-QUANTIZE = ("auto", "none", "avx512_vnni", "avx512", "avx2", "arm64")
+QUANTIZE = {"onnx": ("auto", "none", "avx512_vnni", "avx512", "avx2", "arm64"), "openvino": ("auto", "none", "int8")}
 # Without VNNI, x86 int8 kernels multiply u8 by s8 into 16 bits, which can saturate: ONNX Runtime advises 7-bit
 # weights (reduce_range) there.
 REDUCE_RANGE = {"avx512_vnni": False, "avx512": True, "avx2": True, "arm64": False}
@@ -67,11 +68,12 @@ class Row:
     """One way of running the model, measured on the evaluation split."""
 
     name: str
-    file: str | None  # the ONNX file, None for torch
+    file: str | None  # the exported file, None for torch
     metric: float
     per_second: float  # texts (embedder) or pairs (cross-encoder) per second, over the whole evaluation
     drop: float = 0.0
     passed: bool = True
+    precision: str | None = None  # OpenVINO's inference precision for the file
 
 
 def load_kind(folder: Path, kind: str, **model_kwargs):
@@ -156,16 +158,15 @@ def measure(name: str, file: str | None, model, placement, gate: Gate) -> Row:
     return row
 
 
-def export_onnx(source: Path, out: Path, kind: str, build_gate: Callable[[], Gate], quantize_as: str = "auto",
-                max_drop: float = 0.005, overwrite: bool = False, note: Callable[[str], None] = log.info) -> dict:
-    """Export `source` (a saved embedder, kind 'embed', or cross-encoder, 'rerank') to `out`, gate it, and return the
-    record written to out/onnx/ragtune_export.json. `build_gate` reads the evaluation data once `out` is known to be
-    free. The export is written beside `out` and moved into place only when it passed: ExportRefused (no ONNX file
-    within `max_drop` of torch fp32's primary metric) leaves `out` as it was."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ModelError("ragtune export onnx needs ONNX Runtime and onnx: pip install onnxruntime onnx") from None
+def export(source: Path, out: Path, kind: str, build_gate: Callable[[], Gate], runtime: str = "onnx",
+           quantize_as: str = "auto", max_drop: float = 0.005, overwrite: bool = False,
+           note: Callable[[str], None] = log.info) -> dict:
+    """Export `source` (a saved embedder, kind 'embed', or cross-encoder, 'rerank') for `runtime` (onnx or
+    openvino) to `out`, gate it, and return the record written to out/RUNTIME/ragtune_export.json. `build_gate`
+    reads the evaluation data once `out` is known to be free. The export is written beside `out` and moved into place
+    only when it passed: ExportRefused (no exported file within `max_drop` of torch fp32's primary metric) leaves
+    `out` as it was."""
+    versions = _require(runtime)
     out = Path(out).resolve()
     source = Path(source).resolve()
     if source == out or source.is_relative_to(out) or (out / "config.yaml").is_file() or not out.name:
@@ -173,16 +174,20 @@ def export_onnx(source: Path, out: Path, kind: str, build_gate: Callable[[], Gat
                           "folder for --out")
     if out.is_symlink() or out.is_file() or (out.is_dir() and any(out.iterdir()) and not overwrite):
         raise OutputError(f"{out}: exists; pass --overwrite to replace it or choose another --out")
+    output_folder(out)  # a file on the way is refused in one line
+    with contextlib.suppress(OSError):  # --out models/x makes models/
+        out.parent.mkdir(parents=True, exist_ok=True)
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise OutputError(f"{out.parent}: not a folder this user can write; choose another --out")
     gate = build_gate()
     staging, old = out.with_name(out.name + ".partial"), out.with_name(out.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*", EXPORT_DIR, "*.partial"))
-        record = _export_and_gate(source, staging, kind, gate, quantize_as, max_drop, note)
-        record["onnxruntime"] = onnxruntime.__version__
-        (staging / EXPORT_DIR / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*", *RUNTIMES, "*.partial"))
+        (staging / runtime).mkdir()
+        record = _export_and_gate(source, staging, kind, gate, runtime, quantize_as, max_drop, note)
+        record.update(versions)
+        (staging / runtime / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -191,32 +196,74 @@ def export_onnx(source: Path, out: Path, kind: str, build_gate: Callable[[], Gat
         out.rename(old)
     staging.rename(out)
     shutil.rmtree(old, ignore_errors=True)
-    append_onnx_card(out, record)
+    append_export_card(out, record)
     return record
 
 
-def _export_and_gate(source: Path, out: Path, kind: str, gate: Gate, quantize_as: str, max_drop: float,
-                     note: Callable[[str], None]) -> dict:
+def _require(runtime: str) -> dict[str, str]:
+    """The runtime's version by package name (both exports trace through `onnx`); one line naming the install when a
+    package is missing."""
+    packages = ("onnx", "onnxruntime") if runtime == "onnx" else ("onnx", "openvino", "nncf")
+    try:
+        modules = [__import__(name) for name in packages]
+    except ImportError as exc:
+        raise ModelError(f"ragtune export {runtime} needs {', '.join(packages)} ({exc.name or 'one'} is missing): "
+                         f"pip install 'ragtune[{runtime}]'") from None
+    return {name: module.__version__ for name, module in zip(packages[1:], modules[1:])}
+
+
+def _onnx_files(out: Path, kind: str, quantize_as: str, note: Callable[[str], None]) -> dict[str, Exported]:
+    """The fused fp32 graph and its dynamic int8 copy, by row name."""
+    folder = out / "onnx"
+    plain = folder / PLAIN
+    note("tracing the transformer to ONNX (eager attention) and fusing it")
+    trace(out, kind, plain)
+    fuse(plain, load_kind(out, kind)[0].model.config)
+    files = {"onnx fp32": Exported("onnx", PLAIN)} if quantize_as in ("auto", "none") else {}  # one int8 asked
+    if quantize_as != "none":
+        config = cpu_quantize_config() if quantize_as == "auto" else quantize_as
+        note(f"quantizing to int8 ({config}: per-channel weights{', 7-bit' if REDUCE_RANGE[config] else ''})")
+        files[f"onnx int8 {config}"] = Exported("onnx", quantize(plain, config).name)
+    return files
+
+
+def _openvino_files(out: Path, kind: str, quantize_as: str, gate: Gate,
+                    note: Callable[[str], None]) -> tuple[dict[str, Exported], str | None]:
+    """The IR at this CPU's default precision and its static int8 copy, by row name, and what calibrated the int8
+    copy. With --quantize int8 the plain IR, never measured, is removed once quantized."""
+    from ragtune.export import openvino
+
+    folder = out / "openvino"
+    traced = folder / PLAIN
+    note("tracing the transformer to ONNX (eager attention) and converting it to OpenVINO IR")
+    trace(out, kind, traced)
+    plain = openvino.convert(traced, folder / openvino.PLAIN)
+    traced.unlink()
+    precision = openvino.cpu_precisions()[0]
+    files = {f"openvino {precision}": Exported("openvino", plain.name, precision)} if quantize_as != "int8" else {}
+    if quantize_as == "none":
+        return files, None
+    calibration, source = gate.calibrate()
+    note(f"quantizing to static int8 with NNCF, calibrated on {len(calibration)} {source}")
+    int8 = openvino.quantize_static(plain, load_kind(out, kind), calibration)
+    files[f"openvino int8 static ({precision})"] = Exported("openvino", int8.name, precision)
+    if quantize_as == "int8":
+        _remove(folder, plain.name)
+    return files, source
+
+
+def _export_and_gate(source: Path, out: Path, kind: str, gate: Gate, runtime: str, quantize_as: str,
+                     max_drop: float, note: Callable[[str], None]) -> dict:
     import torch
 
     from ragtune.eval.report import greater_is_better
     from ragtune.models.cpu import cpu_summary
     from ragtune.models.device import choose_placement, settle
-    from ragtune.models.onnx_backend import attach_onnx
+    from ragtune.models.onnx_backend import attach
 
-    folder = out / EXPORT_DIR
-    folder.mkdir()
-    plain = folder / PLAIN
-    note("tracing the transformer to ONNX (eager attention) and fusing it")
-    trace(out, kind, plain)
+    files, calibration = (_onnx_files(out, kind, quantize_as, note), None) if runtime == "onnx" else \
+        _openvino_files(out, kind, quantize_as, gate, note)
     reference_model = load_kind(out, kind)
-    fuse(plain, reference_model[0].model.config)
-    files = {"onnx fp32": PLAIN} if quantize_as in ("auto", "none") else {}  # one int8 file asked: only it
-    if quantize_as != "none":
-        config = cpu_quantize_config() if quantize_as == "auto" else quantize_as
-        note(f"quantizing to int8 ({config}: per-channel weights{', 7-bit' if REDUCE_RANGE[config] else ''})")
-        files[f"onnx int8 {config}"] = quantize(plain, config).name
-
     fp32 = choose_placement("cpu", "fp32")
     note(f"evaluating torch fp32 on {gate.split} ({gate.units} {gate.unit})")
     rows = [measure("torch fp32", None, reference_model, fp32, gate)]
@@ -225,24 +272,30 @@ def _export_and_gate(source: Path, out: Path, kind: str, gate: Gate, quantize_as
     settled = settle(auto, reference_model, "rerank" if kind == "rerank" else "encode")
     sign = 1 if greater_is_better(gate.primary_metric) else -1
 
-    def judged(row: Row) -> Row:
+    def judged(name: str, exported: Exported | None, model, placement) -> Row:
+        row = measure(name, exported and exported.file, model, placement, gate)
+        row.precision = exported and exported.precision
         row.drop = round(sign * (reference - row.metric), 4)
         row.passed = row.drop <= max_drop
+        rows.append(row)
         return row
 
     if settled.precision != "fp32":
         note(f"evaluating torch {settled.precision} ({settled.reason})")
-        rows.append(judged(measure(f"torch {settled.precision}", None, reference_model, settled, gate)))
-    for name, file in files.items():
+        judged(f"torch {settled.precision}", None, reference_model, settled)
+    for name, exported in files.items():
         note(f"evaluating {name}")
-        rows.append(judged(measure(name, file, attach_onnx(load_kind(out, kind), out, file), fp32, gate)))
-    onnx_rows = [r for r in rows if r.file]
-    passed = [r for r in onnx_rows if r.passed]
-    for row in onnx_rows:
-        if not row.passed and row.file != PLAIN:
-            (folder / row.file).unlink(missing_ok=True)
+        row = judged(name, exported, attach(load_kind(out, kind), out, exported), fp32)
+        if not row.passed and exported.precision not in (None, "f32"):  # OpenVINO's reduced precision lost too much
+            note(f"{name} fell {row.drop:.4f}: evaluating it at f32")
+            at_f32 = Exported(exported.runtime, exported.file, "f32")
+            judged(name.replace(exported.precision, "f32"), at_f32, attach(load_kind(out, kind), out, at_f32), fp32)
+    exported_rows = [r for r in rows if r.file]
+    passed = [r for r in exported_rows if r.passed]
+    for file in {r.file for r in exported_rows} - {r.file for r in passed} - {PLAIN}:
+        _remove(out / runtime, file)
     if not passed:
-        worst = min(onnx_rows, key=lambda r: sign * r.metric)
+        worst = min(exported_rows, key=lambda r: sign * r.metric)
         raise ExportRefused(
             f"export refused: {gate.primary_metric} on {gate.split} is {worst.metric:.4f} with {worst.name} against "
             f"{reference:.4f} with torch fp32, a drop of {worst.drop:.4f} (more than --max-drop {max_drop}); nothing "
@@ -250,8 +303,15 @@ def _export_and_gate(source: Path, out: Path, kind: str, gate: Gate, quantize_as
     best = max(passed, key=lambda r: r.per_second)
     torch_best = max((r for r in rows if not r.file and r.passed), key=lambda r: r.per_second)
     chosen = "torch" if quantize_as == "auto" and torch_best.per_second > best.per_second else best.file
-    return {"chosen": chosen, "best_onnx": best.file, "kind": kind, "source": str(source),
+    return {"chosen": chosen, "best": best.file, "runtime": runtime, "kind": kind, "source": str(source),
             "quantize": quantize_as, "max_drop": max_drop, "primary_metric": gate.primary_metric, "split": gate.split,
-            "unit": gate.unit, "rows": [asdict(r) for r in rows], "cpu": cpu_summary(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "measured": datetime.date.today().isoformat()}
+            "unit": gate.unit, "calibration": calibration,
+            "rows": [asdict(r) for r in rows], "cpu": cpu_summary(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "measured": datetime.date.today().isoformat()}
+
+
+def _remove(folder: Path, file: str) -> None:
+    """An exported file that did not pass, with an IR's weights beside it."""
+    (folder / file).unlink(missing_ok=True)
+    if file.endswith(".xml"):
+        (folder / file).with_suffix(".bin").unlink(missing_ok=True)

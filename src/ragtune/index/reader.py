@@ -14,12 +14,12 @@ from ragtune.errors import DataError, ModelError, where
 from ragtune.index.segments import Segment, SegmentedBM25, SegmentedTokens
 from ragtune.index.store import (
     BM25_DIR,
+    CHUNK_STORES,
     CHUNKS_DB,
     FAISS_FILE,
     MANIFEST_FILE,
     REBUILD,
     STATE_DB,
-    TOKENS_DIR,
     IndexedFile,
     current_version,
     damaged,
@@ -86,14 +86,16 @@ class Index:
         self.config = retrieval_config(self.folder, self.manifest)
         self.segments, self._state = self._open_segments()
         self.store = dense_store(self.folder, self.manifest)
-        self._dense = self._bm25 = self._tokens = self._maxsim = None
+        self._dense = self._bm25 = self._maxsim = self._clara = None
+        self._stored: dict[str, SegmentedTokens] = {}  # per-chunk vectors by manifest key (CHUNK_STORES)
         self._matches: dict[str, frozenset[str]] = {}  # a filter's chunk ids, for the last few filters asked
         self._faiss = None
         if preload:
             self.indexes()
             self.bm25()
-            if "multivector" in self.manifest:
-                self.token_vectors()
+            for key in CHUNK_STORES:
+                if key in self.manifest:
+                    self.stored(key)
 
     @property
     def segmented(self) -> bool:
@@ -144,13 +146,13 @@ class Index:
             raise ModelError(f"{self.root}: built with embedder '{built['name']}'; '{embedder}' is a different "
                              "model, so its vectors would not match; use the index's own embedder or rebuild")
 
-    def _check_weights(self, info: dict) -> None:
-        """Refuse an embedder whose weights changed since the build (say, retrained into the same folder)."""
+    def _check_weights(self, info: dict, what: str = "embedder") -> None:
+        """Refuse a model whose weights changed since the build (say, retrained into the same folder)."""
         from ragtune.models.fingerprint import model_fingerprint
 
         now = model_fingerprint(info["path"])
         if now is not None and info.get("fingerprint") and now != info["fingerprint"]:
-            raise ModelError(f"{self.root}: the embedder at {info['path']} has changed since this index was built "
+            raise ModelError(f"{self.root}: the {what} at {info['path']} has changed since this index was built "
                              "(its weights differ), so new vectors would not match the stored ones; rebuild with "
                              "`ragtune index build --overwrite`, or put the original model back at that path")
 
@@ -249,28 +251,58 @@ class Index:
                                                        for seg in self.segments])
         return self._bm25
 
-    def token_vectors(self):
-        """The chunks' token vectors (TokenVectors, row order), memory-mapped; a DataError where the index has none."""
-        if self._tokens is None:
-            if "multivector" not in self.manifest:
-                raise DataError(f"{self.root}: this index stores no token vectors, so MaxSim cannot score it; "
-                                "rebuild it with `ragtune index build --multivector MODEL`")
-            self._tokens = SegmentedTokens(self.segments, [self._read_tokens(seg) for seg in self.segments])
-        return self._tokens
+    def stored(self, key: str) -> SegmentedTokens:
+        """The chunks' stored vectors of `key` (CHUNK_STORES: 'multivector' token vectors, 'clara' memory vectors),
+        in row order, memory-mapped; a DataError where the index has none."""
+        if key not in self._stored:
+            if key not in self.manifest:
+                what, flag = {"multivector": ("token vectors, so MaxSim cannot score it", "--multivector MODEL"),
+                              "clara": ("CLaRa memory vectors", "--clara RUN")}[key]
+                raise DataError(f"{self.root}: this index stores no {what}; rebuild it with `ragtune index build "
+                                f"{flag}`")
+            self._stored[key] = SegmentedTokens(self.segments, [self._read_stored(seg, key) for seg in self.segments])
+        return self._stored[key]
 
-    def _read_tokens(self, seg: Segment):
+    def _read_stored(self, seg: Segment, key: str):
         from ragtune.retrieval.maxsim import TokenVectors
 
-        folder = seg.folder / TOKENS_DIR
+        folder = seg.folder / CHUNK_STORES[key]
         if not folder.is_dir():
             raise damaged(folder, "missing")
         try:
-            tokens = TokenVectors.load(folder)
+            vectors = TokenVectors.load(folder)
         except (OSError, ValueError, KeyError) as exc:
-            raise damaged(folder, f"not readable token vectors ({' '.join(str(exc).split())})") from None
-        if len(tokens) != seg.size:
-            raise damaged(folder, f"holds token vectors for {len(tokens)} chunks, but the index has {seg.size}")
-        return tokens
+            raise damaged(folder, f"not readable stored vectors ({' '.join(str(exc).split())})") from None
+        if len(vectors) != seg.size:
+            raise damaged(folder, f"holds vectors for {len(vectors)} chunks, but the index has {seg.size}")
+        return vectors
+
+    def clara(self):
+        """The CLaRa run whose memory vectors the index stores (a ClaraGenerator), for the chunks an `add` brings;
+        refused where its weights changed since the build."""
+        if self._clara is None:
+            from ragtune.clara.generator import ClaraGenerator, clara_folder
+
+            info = self.manifest["clara"]
+            if clara_folder(info["path"]) is None:
+                raise ModelError(f"{self.root}: the CLaRa run this index was built with is gone from {info['path']}; "
+                                 "put it back there, or rebuild with `ragtune index build --clara RUN`")
+            self._check_weights(info, "CLaRa run")
+            self._clara = ClaraGenerator(info["path"], self.placement)
+        return self._clara
+
+    def memory_for(self, generator, ids: list[str]):
+        """The stored memory vectors of chunks `ids`, (len(ids), memory_tokens, hidden) as a float32 tensor, where
+        this index was built with `generator`'s CLaRa run (the same weights); else None, and it compresses them."""
+        from ragtune.models.fingerprint import model_fingerprint
+
+        info = self.manifest.get("clara")
+        if not ids or info is None or info.get("fingerprint") != model_fingerprint(generator.folder):
+            return None
+        import torch
+
+        rows, stored = self.rows_of(ids), self.stored("clara")
+        return torch.from_numpy(np.stack([stored.get(rows[i]) for i in ids]))
 
     def maxsim(self, model=None):
         """MaxSim over the stored token vectors, with the index's late-interaction model for the queries (`model`:
@@ -279,7 +311,7 @@ class Index:
             from ragtune.models.load import load_multivector
             from ragtune.retrieval.maxsim import MaxSimReranker
 
-            store = self.token_vectors()
+            store = self.stored("multivector")
             info = self.manifest["multivector"]
             if model is None:
                 self._check_weights(info)
@@ -431,7 +463,7 @@ class Index:
                 "dense_backend": "faiss" if self.store is None else self.store.manifest(),
                 **({"pgvector_bytes": self.store.bytes()} if self.store is not None else {}),
                 "updated": self.manifest.get("updated"),
-                **({"multivector": self.manifest["multivector"]} if "multivector" in self.manifest else {})}
+                **{key: self.manifest[key] for key in CHUNK_STORES if key in self.manifest}}
 
     def close(self) -> None:
         if self.store is not None:

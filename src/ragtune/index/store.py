@@ -33,6 +33,8 @@ from ragtune.errors import ConfigError, DataError, where
 CURRENT = "CURRENT"  # the live version's name
 MANIFEST_FILE, CHUNKS_DB, FAISS_FILE, BM25_DIR = "manifest.json", "chunks.sqlite", "faiss.index", "bm25"
 TOKENS_DIR = "multivector"  # the chunks' token vectors, where the index was built with a late-interaction model
+MEMORY_DIR = "clara"  # the chunks' CLaRa memory vectors, where the index was built with --clara RUN
+CHUNK_STORES = {"multivector": TOKENS_DIR, "clara": MEMORY_DIR}  # manifest key -> each segment's folder for it
 STATE_DB = "state.sqlite"  # a version's indexed files and deleted chunk ids (format 2)
 FORMAT_VERSION = 2
 PG_PREFIX_FILE = ".pgvector-prefix"  # a pgvector index's table prefix, kept from before its first version

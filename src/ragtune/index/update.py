@@ -21,6 +21,7 @@ from ragtune.errors import ConfigError, DataError, OutputError
 from ragtune.index.reader import Index, dense_store
 from ragtune.index.store import (
     BM25_DIR,
+    CHUNK_STORES,
     CHUNKS_DB,
     CURRENT,
     FAISS_FILE,
@@ -31,7 +32,6 @@ from ragtune.index.store import (
     SEGMENT_SCHEMA,
     STATE_DB,
     STATE_SCHEMA,
-    TOKENS_DIR,
     IndexedFile,
     current_version,
     link_folder,
@@ -112,6 +112,23 @@ def _multivector_info(name: str, placement, token_dtype: str):
 TOKEN_SLICE = 256  # chunks per counted slice of token-vector encoding
 
 
+def _clara_info(run: str, placement):
+    """The CLaRa run whose memory vectors the index stores (a ClaraGenerator), and what the manifest says of it."""
+    from ragtune.clara.generator import ClaraGenerator, clara_folder
+    from ragtune.clara.model import CLARA_FILE
+    from ragtune.errors import ModelError
+    from ragtune.models.fingerprint import model_fingerprint
+
+    folder = clara_folder(run)
+    if folder is None:
+        raise ModelError(f"--clara {run}: not a CLaRa run (no {CLARA_FILE} in it or in its final/); give a "
+                         "`ragtune train clara` run directory")
+    generator = ClaraGenerator(str(folder), placement)
+    info = {"name": run, "path": str(folder.resolve()), "fingerprint": model_fingerprint(folder), "dtype": "fp16",
+            "dimension": generator.hidden_size, "memory_tokens": generator.clara.shape.memory_tokens}
+    return generator, info
+
+
 def _token_vectors(scorer, texts: list[str], dtype: str, dim: int):
     from ragtune.retrieval.maxsim import TokenVectors
 
@@ -119,10 +136,18 @@ def _token_vectors(scorer, texts: list[str], dtype: str, dim: int):
     return TokenVectors.quantize([v for part in parts for v in part], dtype, dim)
 
 
+def _memory_vectors(generator, texts: list[str], dim: int):
+    """The chunks' CLaRa memory vectors, fp16 (hidden states are not unit length, so no int8 scale per row)."""
+    from ragtune.retrieval.maxsim import TokenVectors
+
+    parts = in_slices("Compressing chunks (CLaRa)", texts, TOKEN_SLICE, generator.memory_vectors)
+    return TokenVectors.quantize([v for part in parts for v in part], "fp16", dim)
+
+
 def _write_segment(folder: Path, chunks: list[Chunk], vectors: np.ndarray, config: RetrievalConfig,
-                   tokens=None, store=None) -> None:
+                   per_chunk: dict | None = None, store=None) -> None:
     """Write one segment: its chunks (rows from 0), their FAISS (or, with a `store`, pgvector) and BM25 indexes,
-    and `tokens` (TokenVectors, in row order) where the index stores token vectors."""
+    and `per_chunk` (TokenVectors in row order, by manifest key: token vectors, CLaRa memory vectors)."""
     import faiss
 
     from ragtune.retrieval.bm25 import BM25Retriever
@@ -141,8 +166,8 @@ def _write_segment(folder: Path, chunks: list[Chunk], vectors: np.ndarray, confi
     else:
         faiss.write_index(build_faiss_index(vectors, config.dense), str(folder / FAISS_FILE))
     BM25Retriever.build({c.id: c.text for c in chunks}, config.bm25).save(folder / BM25_DIR)
-    if tokens is not None:
-        tokens.save(folder / TOKENS_DIR)
+    for key, stored in (per_chunk or {}).items():
+        stored.save(folder / CHUNK_STORES[key])
 
 
 def _write_version(staging: Path, manifest: dict, segments: list[str], sources: dict[str, IndexedFile],
@@ -164,12 +189,12 @@ def _write_version(staging: Path, manifest: dict, segments: list[str], sources: 
     manifest = {**manifest, "format_version": FORMAT_VERSION, "segments": segments,
                 "chunks": sum(sizes.values()) - len(deleted), "deleted": len(deleted), "sources": len(sources),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if "multivector" in manifest:
+    for key in (k for k in CHUNK_STORES if k in manifest):
         from ragtune.retrieval.maxsim import TokenVectors
 
-        stored = [TokenVectors.load(staging / name / TOKENS_DIR) for name in segments]
-        manifest["multivector"] = {**manifest["multivector"], "tokens": sum(int(t.offsets[-1]) for t in stored),
-                                   "bytes": sum(t.nbytes for t in stored)}
+        stored = [TokenVectors.load(staging / name / CHUNK_STORES[key]) for name in segments]
+        manifest[key] = {**manifest[key], "tokens": sum(int(t.offsets[-1]) for t in stored),
+                         "bytes": sum(t.nbytes for t in stored)}
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
@@ -184,11 +209,13 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
                 chunk_size: int | None = None, overlap: int = 32, overwrite: bool = False, placement=None,
                 text_field: str = "text", metadata: dict | None = None, multivector: str | None = None,
                 token_dtype: str = "int8", pdf_layout: bool = False, backend: str = "faiss",
-                uri: str | None = None) -> ChangeReport:
+                uri: str | None = None, clara: str | None = None) -> ChangeReport:
     """Chunk, embed and index every document under `inputs` into a new index at `out`; `metadata` is added to
     every chunk, and `pdf_layout` reads PDF pages as laid out (kept for later `add`s). With `multivector` (a
     late-interaction model), every chunk's token vectors are stored too, as `token_dtype` (int8 or fp16), for MaxSim
-    as the second stage. With `backend="pgvector"`, the vectors go to PostgreSQL at `uri` (pgvector.py)."""
+    as the second stage. With `clara` (a `ragtune train clara` run), every chunk's memory vectors are stored, so
+    that the run answers without compressing at query time. With `backend="pgvector"`, the vectors go to PostgreSQL
+    at `uri` (pgvector.py)."""
     from ragtune.models.device import choose_placement
 
     start = time.perf_counter()
@@ -205,23 +232,28 @@ def build_index(out: str | Path, inputs: list[str], embedder: str, config: Retri
     Chunker(chunk_size or Chunker.chunk_size, overlap)  # a bad size fails before the embedder loads
     retriever, info = _embedder_info(embedder, placement, config, None)
     scorer, late = _multivector_info(multivector, placement, token_dtype) if multivector else (None, None)
+    compressor, memory = _clara_info(clara, placement) if clara else (None, None)
     chunker = Chunker.for_embedder(retriever.model, chunk_size, overlap, text_field, pdf_layout)
     report = ChangeReport()
     chunks = _new_chunks(files, chunker, report, metadata)
     if not chunks:
         raise _no_text(inputs, report)
     vectors = retriever.encode_documents([c.text for c in chunks], show_progress=True)
-    tokens = _token_vectors(scorer, [c.text for c in chunks], token_dtype, late["dimension"]) if scorer else None
+    per_chunk = {}
+    if scorer:
+        per_chunk["multivector"] = _token_vectors(scorer, [c.text for c in chunks], token_dtype, late["dimension"])
+    if compressor:
+        per_chunk["clara"] = _memory_vectors(compressor, [c.text for c in chunks], memory["dimension"])
     manifest = {"format_version": FORMAT_VERSION, "embedder": info, "chunker": chunker.settings(),
                 "retrieval": json.loads(config.model_dump_json(exclude={"pipelines"})),
-                **({"multivector": late} if late else {}),
+                **({"multivector": late} if late else {}), **({"clara": memory} if memory else {}),
                 **({"dense_backend": store.manifest()} if store else {})}
     counts = _counts(chunks)
     hashes = {str(f): IndexedFile.of(f, file_hash(f), counts[str(f)]) for f in files if str(f) in counts}  # none skipped
     report.added_sources = list(hashes)
     # with --overwrite, the old version stays live until the new one is complete
     with writer(out, _collect(out, store)) as staging:
-        _write_segment(staging / "s000001", chunks, vectors, config, tokens, store)
+        _write_segment(staging / "s000001", chunks, vectors, config, per_chunk, store)
         _write_version(staging, manifest, ["s000001"], hashes, set())
     _drop_moved_tables(out, old_backend, store)
     report.chunks_added = len(chunks)
@@ -315,29 +347,33 @@ def _collect(root: Path, store):
 
 
 def _encode_new(index: Index, chunks: list[Chunk]):
-    """Vectors (and token vectors, for a late-interaction index) of new chunks, by the index's own models."""
-    vectors = index.dense().encode_documents([c.text for c in chunks], show_progress=True)
-    late = index.manifest.get("multivector")
-    tokens = _token_vectors(index.maxsim(), [c.text for c in chunks], late["dtype"], late["dimension"]) \
-        if late else None
-    return np.ascontiguousarray(vectors, dtype=np.float32), tokens
+    """Vectors of new chunks, and what else the index stores per chunk (token vectors, CLaRa memory vectors), by
+    the index's own models."""
+    texts = [c.text for c in chunks]
+    vectors = index.dense().encode_documents(texts, show_progress=True)
+    per_chunk = {}
+    if late := index.manifest.get("multivector"):
+        per_chunk["multivector"] = _token_vectors(index.maxsim(), texts, late["dtype"], late["dimension"])
+    if memory := index.manifest.get("clara"):
+        per_chunk["clara"] = _memory_vectors(index.clara(), texts, memory["dimension"])
+    return np.ascontiguousarray(vectors, dtype=np.float32), per_chunk
 
 
 def _write_merged(index: Index, folder: Path, keep: list[str], new_chunks: list[Chunk]) -> None:
-    """One segment of the kept chunks (their stored vectors and token vectors, read back) and the new ones
+    """One segment of the kept chunks (their stored vectors, token and memory vectors, read back) and the new ones
     (encoded): a new segment, a merge of small ones, a compaction, or the first change of a format-1 index."""
     from ragtune.retrieval.maxsim import TokenVectors
 
     # a merge of small segments reads only their rows, not every id of the big one
     rows = index.rows() if len(keep) > index.size // 2 else index.rows_of(keep)
     kept = index.chunks(keep)
-    vectors, tokens = _encode_new(index, new_chunks) if new_chunks else (None, None)
+    vectors, per_chunk = _encode_new(index, new_chunks) if new_chunks else (None, {})
     old = index.vectors([rows[c.id] for c in kept])
     all_vectors = np.ascontiguousarray(np.vstack([old, vectors]) if vectors is not None else old, dtype=np.float32)
-    if "multivector" in index.manifest and kept:
-        tokens = TokenVectors.concat([index.token_vectors().take([rows[c.id] for c in kept]),
-                                      *([tokens] if tokens is not None else [])])
-    _write_segment(folder, kept + new_chunks, all_vectors, index.config, tokens, index.store)
+    for key in (k for k in CHUNK_STORES if k in index.manifest and kept):
+        per_chunk[key] = TokenVectors.concat([index.stored(key).take([rows[c.id] for c in kept]),
+                                              *([per_chunk[key]] if key in per_chunk else [])])
+    _write_segment(folder, kept + new_chunks, all_vectors, index.config, per_chunk, index.store)
 
 
 MAX_SEGMENTS = 8  # an `add` past this many folds the smallest segments into its new one (a tiered merge)
@@ -364,6 +400,8 @@ def _change(root: str | Path, plan, embedder: str | None, placement) -> ChangeRe
     store = dense_store(folder, read_manifest(folder))  # its tables' prefix never changes
     with writer(root, _collect(root, store)) as staging:
         index = Index(root, placement, embedder, preload=False)  # a delete reads no vectors
+        for key in (k for k in CHUNK_STORES if k in index.manifest):
+            index.stored(key)  # memory-mapped: a missing or damaged store is one line before anything is written
         report = ChangeReport()
         removed, new_chunks, hashes = plan(index, report)
         where = index.locate(removed)

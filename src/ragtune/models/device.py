@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,10 @@ def precisions_offered() -> list[str]:
 
 
 def cpu_supports_bf16() -> bool:
-    """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX), so autocast speeds things up."""
+    """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX), so autocast speeds things up;
+    `RAGTUNE_CPU_BF16=0` says no, so that `precision: auto` stays fp32 in this process and in its children."""
+    if os.environ.get("RAGTUNE_CPU_BF16", "").strip() == "0":
+        return False
     probe = getattr(torch.backends, "mkldnn", None)
     if probe is not None and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported"):
         try:

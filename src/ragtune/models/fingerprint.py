@@ -47,3 +47,15 @@ def model_fingerprint(name: str | Path) -> str | None:
                 digest.update(block)
     _FINGERPRINTS[key] = digest.hexdigest()
     return _FINGERPRINTS[key]
+
+
+def weights_digest(model) -> str:
+    """A hash of an in-memory model's weights (every tensor of its state dict, by name): equal digests, equal
+    weights. model_fingerprint's twin for a model that is not, or not yet, saved."""
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

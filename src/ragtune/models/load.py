@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ragtune.errors import ModelError
 from ragtune.models.device import Placement
-from ragtune.models.onnx_backend import attach_onnx, chosen_backend
+from ragtune.models.onnx_backend import attach, chosen_backend
 from ragtune.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
@@ -22,13 +22,13 @@ def _unloadable(what: str, name: str, path: str, exc: Exception, expected: str) 
 
 def load_embedder(name: str, placement: Placement, max_seq_length: int | None = None, backend: str = "torch",
                   model_kwargs: dict | None = None):
-    """A SentenceTransformer on the chosen device; safetensors only, no remote code. `backend` auto or onnx runs an
-    exported folder's transformer in ONNX Runtime (see models/onnx_backend.py); training loads with torch.
+    """A SentenceTransformer on the chosen device; safetensors only, no remote code. `backend` auto, onnx or openvino
+    runs an exported folder's transformer in ONNX Runtime or OpenVINO (models/onnx_backend.py); training loads torch.
     `model_kwargs` go to the HF model (say attn_implementation)."""
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model(name)
-    onnx_file = chosen_backend(path, backend, placement.device)
+    exported = chosen_backend(path, backend, placement.device)
     try:
         model = SentenceTransformer(path, device=placement.device, trust_remote_code=False,
                                     model_kwargs={"use_safetensors": True, **(model_kwargs or {})})
@@ -36,7 +36,7 @@ def load_embedder(name: str, placement: Placement, max_seq_length: int | None = 
         raise _unloadable("model", name, path, exc, "a sentence-transformers or HF encoder") from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
-    return attach_onnx(model, path, onnx_file) if onnx_file else model
+    return attach(model, path, exported) if exported else model
 
 
 def is_cross_encoder_dir(path: str) -> bool:
@@ -58,7 +58,7 @@ def load_cross_encoder(name: str, placement: Placement, new_head: bool = False, 
     from sentence_transformers import CrossEncoder
 
     path = resolve_model(name)
-    onnx_file = chosen_backend(path, backend, placement.device)
+    exported = chosen_backend(path, backend, placement.device)
     if not new_head and not is_cross_encoder_dir(path) and (Path(path) / "config.json").is_file():
         raise ModelError(f"model '{name}' is an embedding model, not a cross-encoder (no classification head); "
                          "use it as dense:MODEL, or train a reranker with `ragtune train rerank`")
@@ -67,7 +67,7 @@ def load_cross_encoder(name: str, placement: Placement, new_head: bool = False, 
                              model_kwargs={"use_safetensors": True, **(model_kwargs or {})})
     except Exception as exc:  # noqa: BLE001 - see _unloadable
         raise _unloadable("cross-encoder", name, path, exc, "a CrossEncoder or HF sequence-classification") from None
-    return attach_onnx(model, path, onnx_file) if onnx_file else model
+    return attach(model, path, exported) if exported else model
 
 
 def is_multivector_dir(path: str) -> bool:

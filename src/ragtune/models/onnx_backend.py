@@ -1,15 +1,18 @@
-"""Run a saved embedder or cross-encoder through ONNX Runtime, inside the same sentence-transformers object.
+"""Run a saved embedder or cross-encoder through ONNX Runtime or OpenVINO, inside the same sentence-transformers
+object.
 
-`ragtune export onnx` writes the ONNX files into `onnx/` of a copy of the model folder, with `ragtune_export.json`
-naming the file the quality gate accepted. Loading swaps the HF transformer inside the SentenceTransformer or
-CrossEncoder (`model[0].model`) for `OnnxTransformer`, so tokenizing, pooling, prompts, `encode`, `predict` and
-ragtune's own batching stay what they are; only the transformer's forward pass runs in ONNX Runtime.
+`ragtune export onnx` writes ONNX files into `onnx/` of a copy of the model folder, `ragtune export openvino` writes
+OpenVINO IR files into `openvino/`; beside them `ragtune_export.json` names the file the quality gate accepted.
+Loading swaps the HF transformer inside the SentenceTransformer or CrossEncoder (`model[0].model`) for
+`OnnxTransformer` or `OpenVinoTransformer` (models/openvino_backend.py), so tokenizing, pooling, prompts, `encode`,
+`predict` and ragtune's own batching stay what they are; only the transformer's forward pass leaves torch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +22,21 @@ from ragtune.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-EXPORT_DIR = "onnx"
 EXPORT_RECORD = "ragtune_export.json"
-BACKENDS = ("auto", "torch", "onnx")
+RUNTIMES = ("onnx", "openvino")  # each export's folder in the model folder has the runtime's name
+BACKENDS = ("auto", "torch", *RUNTIMES)
+MODULES = {"onnx": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino")}  # import, pip install
+TITLES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The exported file ragtune runs: its runtime (onnx or openvino), its name in the runtime's folder, and for
+    OpenVINO the inference precision the gate measured it at."""
+
+    runtime: str
+    file: str
+    precision: str | None = None
 
 
 class OnnxOutput(dict):
@@ -56,75 +71,101 @@ class OnnxTransformer(torch.nn.Module):
         self.output = self.session.get_outputs()[0].name
 
     def forward(self, **features) -> OnnxOutput:
-        ids = features["input_ids"]
-        feed = {}
-        for name in self.inputs:
-            value = features.get(name)
-            if value is None:  # token_type_ids: a single segment
-                value = torch.zeros_like(ids) if name == "token_type_ids" else torch.ones_like(ids)
-            feed[name] = value.detach().cpu().numpy().astype(np.int64, copy=False)
-        out = self.session.run([self.output], feed)[0]
+        out = self.session.run([self.output], runtime_feed(self.inputs, features))[0]
         return OnnxOutput({self.output: torch.from_numpy(out).to(self.anchor.device)})
 
     def __deepcopy__(self, memo):  # a session cannot be copied, and needs no reduced-precision copy
         return self
 
 
+def runtime_feed(names: list[str], features: dict) -> dict[str, np.ndarray]:
+    """The tokenizer's torch tensors as the int64 numpy arrays an exported graph takes, by input name; an input the
+    tokenizer did not give is filled in (token_type_ids: one segment; attention_mask: every token)."""
+    ids = features["input_ids"]
+    feed = {}
+    for name in names:
+        value = features.get(name)
+        if value is None:
+            value = torch.zeros_like(ids) if name == "token_type_ids" else torch.ones_like(ids)
+        feed[name] = value.detach().cpu().numpy().astype(np.int64, copy=False)
+    return feed
+
+
 def export_record(folder: str | Path) -> dict | None:
-    """What `ragtune export onnx` recorded in `folder` (None when it holds no export)."""
-    path = Path(folder) / EXPORT_DIR / EXPORT_RECORD
-    if not path.is_file():
+    """What `ragtune export onnx|openvino` recorded in `folder` (None when it holds no export); its `runtime` says
+    which folder its files are in."""
+    for runtime in RUNTIMES:
+        path = Path(folder) / runtime / EXPORT_RECORD
+        if path.is_file():
+            break
+    else:
         return None
+    again = f"export the model again with `ragtune export {runtime}`"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not a readable export record ({exc}); export the model again with "
-                         "`ragtune export onnx`") from None
+        raise ModelError(f"{path}: not a readable export record ({exc}); {again}") from None
     if not isinstance(record, dict) or not isinstance(record.get("chosen"), str):
-        raise ModelError(f"{path}: has no 'chosen' file name; export the model again with `ragtune export onnx`")
+        raise ModelError(f"{path}: has no 'chosen' file name; {again}")
+    if record.setdefault("runtime", "onnx") != runtime or not isinstance(record.get("rows", []), list):
+        raise ModelError(f"{path}: its runtime or rows are not what ragtune writes; {again}")
     return record
 
 
-def chosen_backend(folder: str | Path, backend: str, device: str) -> str | None:
-    """The ONNX file to run for `backend` (auto, torch or onnx), or None for torch.
+def chosen_backend(folder: str | Path, backend: str, device: str) -> Exported | None:
+    """The exported file to run for `backend` (auto, torch, onnx or openvino), or None for torch.
 
-    `auto` runs the file the export chose, on CPU, when onnxruntime is installed; `onnx` insists on it."""
+    `auto` runs the file the export chose, on CPU, when its runtime is installed; `onnx` and `openvino` insist on
+    an export of that runtime."""
     if backend == "torch":
         return None
     record = export_record(folder) if Path(folder).is_dir() else None
-    if backend == "onnx" and record is None:
-        raise ModelError(f"model '{folder}' holds no ONNX export (no {EXPORT_DIR}/{EXPORT_RECORD}); write one with "
-                         "`ragtune export onnx RUN --out DIR`, or set backend: torch")
+    if backend != "auto" and record is None:
+        raise ModelError(f"model '{folder}' holds no {backend} export (no {backend}/{EXPORT_RECORD}); write one with "
+                         f"`ragtune export {backend} RUN --out DIR`, or set backend: torch")
+    if backend != "auto" and record["runtime"] != backend:
+        raise ModelError(f"model '{folder}' holds an {record['runtime']} export, not an {backend} one; set backend: "
+                         f"auto or {record['runtime']}, or write one with `ragtune export {backend} RUN --out DIR`")
     if record is None or (backend == "auto" and (record["chosen"] == "torch" or device != "cpu")):
         return None
-    name = record["chosen"] if record["chosen"] != "torch" else record.get("best_onnx")
+    runtime = record["runtime"]
+    name = record["chosen"] if record["chosen"] != "torch" else record.get("best", record.get("best_onnx"))
     if not name:
-        raise ModelError(f"{folder}: its export kept no ONNX file (torch was faster); set backend: auto or torch")
+        raise ModelError(f"{folder}: its export kept no {runtime} file (torch was faster); set backend: auto or "
+                         "torch")
+    module, install = MODULES[runtime]
     try:
-        import onnxruntime  # noqa: F401
+        __import__(module)
     except ImportError:
-        if backend == "onnx":
-            raise ModelError("backend onnx needs ONNX Runtime: pip install onnxruntime") from None
-        log.warning("%s holds an ONNX export, but onnxruntime is not installed: running it in torch", folder)
+        if backend != "auto":
+            raise ModelError(f"backend {runtime} needs {module}: pip install {install}") from None
+        log.warning("%s holds an %s export, but %s is not installed: running it in torch", folder, runtime, module)
         return None
-    return name
+    precision = next((row.get("precision") for row in record.get("rows", [])  # the row of the file that passed
+                      if isinstance(row, dict) and row.get("file") == name and row.get("passed")), None)
+    return Exported(runtime, name, precision)
 
 
-def attach_onnx(model, folder: str | Path, file_name: str):
-    """Swap `model`'s transformer for an ONNX Runtime session on `folder/onnx/file_name`; tag the model with it."""
-    path = Path(folder) / EXPORT_DIR / file_name
+def attach(model, folder: str | Path, exported: Exported):
+    """Swap `model`'s transformer for the exported file's runtime (ONNX Runtime or OpenVINO); tag the model."""
+    from ragtune.models.openvino_backend import OpenVinoTransformer
+
+    path = Path(folder) / exported.runtime / exported.file
+    again = f"export the model again with `ragtune export {exported.runtime}`"
     if not path.is_file():
-        raise ModelError(f"{path}: missing; export the model again with `ragtune export onnx`")
+        raise ModelError(f"{path}: missing; {again}")
     transformer = model[0]
     try:
-        transformer.model = OnnxTransformer(path, transformer.model.config)
-    except Exception as exc:  # noqa: BLE001 (onnxruntime raises its own types for a damaged file)
-        raise ModelError(f"{path}: ONNX Runtime could not load it ({str(exc).splitlines()[0]}); export the model "
-                         "again with `ragtune export onnx`") from None
-    model.ragtune_backend = f"onnx:{file_name}"
+        config = transformer.model.config
+        transformer.model = OpenVinoTransformer(path, config, precision=exported.precision) \
+            if exported.runtime == "openvino" else OnnxTransformer(path, config)
+    except Exception as exc:  # noqa: BLE001 (both runtimes raise their own types for a damaged file)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: {TITLES[exported.runtime]} could not load it ({first}); {again}") from None
+    model.ragtune_backend = f"{exported.runtime}:{exported.file}"
     return model
 
 
 def backend_of(model) -> str:
-    """'torch', or 'onnx:FILE' for a model that runs through ONNX Runtime."""
+    """'torch', or 'onnx:FILE' / 'openvino:FILE' for a model that runs through an exported file."""
     return getattr(model, "ragtune_backend", "torch")

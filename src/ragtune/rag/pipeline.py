@@ -104,7 +104,9 @@ class RAGPipeline:
         sources = self.retrieve(question, timings)
         if not generate or self.generator is None:
             return Answer(question, None, sources, timings)
-        return compose(question, sources, self.generator, self.settings, timings)
+        memory = self.index.memory_for(self.generator, [s.id for s in sources[:self.settings.k]]) \
+            if getattr(self.generator, "reads_sources", False) else None
+        return compose(question, sources, self.generator, self.settings, timings, memory)
 
 
 def build_context(sources: list[Source], count_tokens, budget: int) -> tuple[str, list[Source]]:
@@ -156,13 +158,15 @@ def messages_for(question: str, sources: list[Source], generator, settings: RAGS
 
 
 def compose(question: str, sources: list[Source], generator, settings: RAGSection,
-            timings: dict[str, float] | None = None) -> Answer:
-    """Prompt the generator with the question and the budgeted context; the answer cites [n] of `sources`."""
+            timings: dict[str, float] | None = None, memory=None) -> Answer:
+    """Prompt the generator with the question and the budgeted context; the answer cites [n] of `sources`. A CLaRa
+    generator reads the passages' `memory` vectors where the index stores them, else compresses them."""
     timings = timings if timings is not None else {}
     start = time.perf_counter()
     if getattr(generator, "reads_sources", False):  # CLaRa: the passages as memory vectors
         sources = sources[:settings.k]
-        text = generator.answer_sources([question], [[s.text for s in sources]], settings.max_new_tokens)[0].text
+        text = generator.answer_sources([question], [[s.text for s in sources]], settings.max_new_tokens,
+                                        memories=[memory])[0].text
         timings["generate_ms"] = 1000 * (time.perf_counter() - start)
         return Answer(question, text, sources, timings)
     messages, sources = messages_for(question, sources, generator, settings)

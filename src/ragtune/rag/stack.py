@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragtune.data.beir import load_beir
+from ragtune.data.beir import IRData, load_beir
 from ragtune.progress import Reporter
 from ragtune.run_dir import RunDir
 from ragtune.utils import packaged_resource
@@ -30,6 +30,8 @@ class StackSettings:
     test_questions: int | None = None  # seeded sample of the test questions for label scoring (all: None)
     free_text_questions: int | None = 100  # of those, answered in free text (citations, ROUGE-L)
     max_new_tokens: int = 96
+    calibrate_questions: int | None = None  # training questions the SFT did not use, on which each generator's
+    #                                         label offsets are fitted before its test labels are scored (None: raw)
     subset: int | None = None  # the whole stack on a seeded sample of N train and N test questions and their
     #                            passages alone (a smoke run: the corpus shrinks from 3,358 passages to ~7N)
     embed_overrides: list[str] = field(default_factory=list)
@@ -73,19 +75,39 @@ def tune_generator(data_dir: str, retriever: str, out: Path, settings: StackSett
     return train_llm(_llm_config(data, out / "llm", settings.llm_overrides), overwrite=True, reporter=reporter)
 
 
+def calibration_questions(data_dir: str, settings: StackSettings):
+    """A seeded `calibrate_questions` of the training questions that the SFT did not use (None: not asked, or none
+    left): each generator's label offsets are fitted on them, so the tuned one is not calibrated on what it learnt."""
+    from ragtune.data.embed import sample_queries
+
+    if not settings.calibrate_questions:
+        return None
+    train = load_beir(data_dir, "train")
+    used = set(sample_queries(train, settings.train_questions, seed=42).qrels)
+    rest = [q for q in train.qrels if q not in used]
+    if not rest:
+        log.warning("no training question is left outside the SFT data; labels are scored uncalibrated")
+        return None
+    unused = IRData(train.corpus, {q: train.queries[q] for q in rest}, {q: train.qrels[q] for q in rest}, train.name)
+    return sample_queries(unused, settings.calibrate_questions, seed=42)
+
+
 def answer(data_dir: str, systems: list[tuple[str, object]], settings: StackSettings, reporter: Reporter,
            with_majority: bool = True) -> tuple[list, list]:
-    """Every (pipeline spec, generator) system on the test questions: labels scored on all of them, free text on
-    the first `free_text_questions`. Returns (label results, free-text results)."""
+    """Every (pipeline spec, generator) system on the test questions: labels scored on all of them (after
+    calibration on held-out training questions, when asked), free text on the first `free_text_questions`. Returns
+    (label results, free-text results)."""
     from ragtune.config.rag import RAGSection
     from ragtune.data.embed import sample_queries
     from ragtune.rag.evaluate import evaluate_rag
 
     ir = sample_queries(load_beir(data_dir, "test"), settings.test_questions, seed=42)
+    calibration = calibration_questions(data_dir, settings)
     specs, generators = [s for s, _ in systems], [g for _, g in systems]
-    with reporter.phase(f"Scoring labels ({len(ir.queries)} test questions x {len(systems)} systems)"):
+    fitted = f", offsets fitted on {len(calibration.qrels)} unused training questions" if calibration else ""
+    with reporter.phase(f"Scoring labels ({len(ir.queries)} test questions x {len(systems)} systems{fitted})"):
         labelled = evaluate_rag(ir, data_dir, specs, generators, RAGSection(k=settings.k, max_new_tokens=1),
-                                labels=LABELS, with_majority=with_majority)
+                                labels=LABELS, with_majority=with_majority, calibration=calibration)
     free = []
     if settings.free_text_questions:
         few = sample_queries(ir, settings.free_text_questions, seed=42)
@@ -129,17 +151,27 @@ def paired(labelled: list, gold: dict[str, str], a: str, b: str) -> dict[str, fl
     return {**paired_bootstrap(y, pa, pb, LABELS), **mcnemar(y, pa, pb)}
 
 
-# 100 training questions are about 43k tokens, 5 minutes of LoRA on 2 cores; one block per step (instead of the
-# recipe's 8) gives ~20 optimizer steps instead of 6, which the answer format needs to be learnt at all.
-QUICKSTART = StackSettings(train_questions=100, test_questions=150, free_text_questions=30, max_new_tokens=64,
-                           llm_overrides=["train.per_device_train_batch_size=1", "train.gradient_accumulation_steps=2"])
+# 100 training questions are about 43k tokens, 5 minutes of LoRA on 2 cores; 2 blocks per step (instead of the
+# recipe's 8) give 22 optimizer steps instead of 6, which the answer format needs to be learnt at all, and lr 1e-3
+# (the recipe's 3e-4 is for a full epoch of 475 questions) learns it in those 22 without the answers degenerating.
+# A 135M model answers "yes" to nearly everything, so each generator's label offsets are fitted on 100 training
+# questions the SFT did not use (+110 s; on 60, accuracy fell with the noisier offsets): the label rows then
+# compare the generators, not their "yes" priors. Answers stop at 48 tokens, in the free-text rows and in the LLM
+# run's samples: the trained answers are about 40.
+QUICKSTART = StackSettings(train_questions=100, test_questions=150, free_text_questions=30, max_new_tokens=48,
+                           calibrate_questions=100,
+                           llm_overrides=["train.per_device_train_batch_size=1", "train.gradient_accumulation_steps=2",
+                                          "train.learning_rate=1e-3", "eval.max_new_tokens=48"])
 EMBED_ROWS = ("ndcg@10", "recall@5")
 ANSWER_ROWS = ("accuracy", "macro_f1", "cites_gold")
 
 
+OWN_KEYS = ("k", "sentences", "train_questions", "test_questions", "free_text_questions", "max_new_tokens",
+            "calibrate_questions", "subset")
+
+
 def parse_quickstart(overrides: list[str]) -> StackSettings:
-    """`embed.KEY=V` and `llm.KEY=V` go to those runs' configs; `k`, `sentences`, `train_questions`,
-    `test_questions`, `free_text_questions`, `max_new_tokens` and `subset` set the stack itself."""
+    """`embed.KEY=V` and `llm.KEY=V` go to those runs' configs; OWN_KEYS set the stack itself."""
     from dataclasses import replace
 
     from ragtune.errors import ConfigError
@@ -151,14 +183,12 @@ def parse_quickstart(overrides: list[str]) -> StackSettings:
             settings.embed_overrides.append(item.removeprefix("embed."))
         elif key.startswith("llm."):
             settings.llm_overrides.append(item.removeprefix("llm."))
-        elif sep and key in ("k", "sentences", "train_questions", "test_questions", "free_text_questions",
-                             "max_new_tokens", "subset") and value.isdigit() and int(value) > 0:
-            own[key] = int(value)
+        elif sep and key in OWN_KEYS and value.isdigit() and (int(value) > 0 or key == "calibrate_questions"):
+            own[key] = int(value) or None
         else:
-            raise ConfigError(f"quickstart rag: '{item}' is not embed.KEY=VALUE, llm.KEY=VALUE or one of k, "
-                              "sentences, train_questions, test_questions, free_text_questions, max_new_tokens, "
-                              "subset "
-                              "= a positive whole number (e.g. train_questions=100)")
+            raise ConfigError(f"quickstart rag: '{item}' is not embed.KEY=VALUE, llm.KEY=VALUE or one of "
+                              f"{', '.join(OWN_KEYS)} = a positive whole number (e.g. train_questions=100; "
+                              "calibrate_questions=0 scores labels uncalibrated)")
     settings = replace(settings, **own)
     _embed_config(packaged_resource("pubmedqa"), Path("runs/check"), settings.embed_overrides)  # bad keys fail now,
     _llm_config(Path("rag_sft.jsonl"), Path("runs/check"), settings.llm_overrides)  # before any model loads
@@ -186,6 +216,24 @@ def quickstart_rag(out: Path, settings: StackSettings, reporter: Reporter) -> di
     rows += [(m, labelled[0].metrics[m], labelled[1].metrics[m]) for m in ANSWER_ROWS if m in labelled[0].metrics]
     if free:
         rows += [(m, free[0].metrics[m], free[1].metrics[m]) for m in ("cites_gold", "rouge_l")]
-    return {"rows": rows, "better": all(after > before for _, before, after in rows),
+    return {"rows": rows, "better": all(after > before for _, before, after in rows), **label_evidence(data, labelled),
             "questions": len(labelled[0].predictions), "free_text_questions": len(free[0].predictions) if free else 0,
             "embedder": tuned_embedder, "generator": str(RunDir(llm.run_dir).final)}
+
+
+def label_evidence(data_dir: str, labelled: list) -> dict:
+    """What stands behind the label rows, base (first) against tuned (second): the paired tests, each generator's
+    label offsets, and the uncalibrated accuracy and macro-F1 (argmax of the raw label likelihoods)."""
+    from ragtune.eval.label_metrics import label_report
+    from ragtune.rag.evaluate import query_field
+
+    before, after = labelled
+    gold = {q: a.strip().lower() for q, a in query_field(data_dir, load_beir(data_dir, "test"), "final_decision",
+                                                            inside=True).items()}
+    evidence = {"paired": paired(labelled, gold, before.name, after.name),
+                "label_offsets": [before.offsets, after.offsets]}
+    if after.offsets:
+        raw = [label_report([gold[q] for q in r.scores], [max(s, key=s.get) for s in r.scores.values()], LABELS)
+               for r in labelled]
+        evidence["uncalibrated"] = [(m, raw[0][m], raw[1][m]) for m in ("accuracy", "macro_f1")]
+    return evidence

@@ -160,10 +160,10 @@ class DenseRetriever:
         self.index = index
         self._rows: dict = {}  # the row of each document id, built at the first filtered search (base.positions)
 
-    def _cache_key(self, texts: list[str]) -> str | None:
-        if not self.settings.cache or not self.model_path:
-            return None
-        fingerprint = model_fingerprint(self.model_path)
+    def _cache_key(self, texts: list[str], model_path: str | None = None) -> str | None:
+        """The cache key of `texts` encoded by the model saved at `model_path` (default: this retriever's)."""
+        model_path = model_path or self.model_path
+        fingerprint = model_fingerprint(model_path) if model_path else None
         if fingerprint is None:
             return None
         backend = backend_of(self.model)  # torch keys stay as they were before ONNX existed
@@ -172,7 +172,7 @@ class DenseRetriever:
                                  *(() if backend == "torch" else (backend,)))
 
     def encode_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        key = self._cache_key(texts)
+        key = self._cache_key(texts) if self.settings.cache else None
         cache = EmbeddingCache() if key else None
         if cache is not None:
             cached = cache.get(key, len(texts))
@@ -184,6 +184,16 @@ class DenseRetriever:
         if cache is not None:
             cache.put(key, embeddings)
         return embeddings
+
+    def cache_as(self, model_path: str, texts: list[str]) -> bool:
+        """Put this index's document vectors (of `texts`, in order) into the on-disk cache as those of the model
+        saved at `model_path`: for a model evaluated in memory and then saved unchanged, so that the next
+        retriever over the saved folder does not encode the corpus again. False when it has no cache key."""
+        key = self._cache_key(texts, model_path)
+        if key is None or self.index is None or self.index.ntotal != len(texts):
+            return False
+        EmbeddingCache().put(key, self.index.reconstruct_n(0, self.index.ntotal))
+        return True
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         encoder, context = reduced_precision_copy(self.model, self.placement)

@@ -11,7 +11,7 @@ import logging
 from ragtune.config import EmbedConfig
 from ragtune.data.embed import load_embed_data
 from ragtune.eval.report import ScoreBook
-from ragtune.eval.retrieval import evaluate_model, ir_evaluator
+from ragtune.eval.retrieval import LastCorpus, evaluate_model, ir_evaluator
 from ragtune.models.device import choose_placement, settle
 from ragtune.models.load import load_embedder
 from ragtune.models.resolve import resolve_model
@@ -90,7 +90,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         bf16_copy = encoding.device == "cpu" and encoding.precision != "fp32"
         frozen = FrozenPrefixCache(model, 0 if bf16_copy else cfg.train.freeze_layers)
 
-        book = ScoreBook()
+        book, last = ScoreBook(), LastCorpus()
 
         def evaluate_base() -> dict[str, float]:
             with frozen.recording():
@@ -107,7 +107,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
         args = build_training_args(SentenceTransformerTrainingArguments, kwargs)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
                                              evaluator=ir_evaluator(data.eval, cfg.eval, placement, cfg.prompts,
-                                                                    frozen.replaying, book),
+                                                                    frozen.replaying, book, last),
                                              callbacks=recipe.callbacks(run_dir, cfg, reporter))
         with length_bucketing(model, cfg.train.length_buckets):
             train_seconds = recipe.train(trainer, run_dir, resume, reporter)
@@ -117,7 +117,7 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
 
         def evaluate_after() -> dict[str, float]:
             with reporter.phase("Evaluating the tuned model"), frozen.replaying():
-                result = evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts)
+                result = evaluate_model(model, data.eval, cfg.eval, placement, cfg.prompts, last=last)
             book.keep(None, result.scores)
             return result.metrics
 
@@ -129,6 +129,8 @@ def train_embed(cfg: EmbedConfig, resume: bool = False, overwrite: bool = False,
 
         kept_base = cfg.train.base_as_candidate and recipe.keep_base_unless_beaten(
             run_dir, cfg.eval.primary_metric, before, after, save_base)
+        if not kept_base:  # the next retriever over final/ (an index, `query`, the RAG stack) skips the encoding
+            last.cache_as(model, str(final))
         if frozen.states:
             log.info(frozen.summary())
         details = {"model": cfg.model.name, "data": str(cfg.data.train), "eval split": data.eval.name,

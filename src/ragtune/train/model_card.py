@@ -244,24 +244,28 @@ def model_license_or_none(name: str) -> str | None:
         return None
 
 
-def append_onnx_card(out: Path, record: dict) -> Path:
-    """The ONNX part of an `export onnx` folder's card: what was measured, what runs, and how to load it."""
+def append_export_card(out: Path, record: dict) -> Path:
+    """The export part of an `export onnx|openvino` folder's card: what was measured, what runs, how to load it."""
     card = out / "README.md"
     text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else ""
-    text = _without_section(text, "## ONNX export")  # an export of an export keeps one
+    for section in ("## ONNX export", "## OpenVINO export"):  # an export of an export keeps one
+        text = _without_section(text, section)
+    runtime = record.get("runtime", "onnx")
+    title, package = {"onnx": ("ONNX", "onnxruntime"), "openvino": ("OpenVINO", "openvino")}[runtime]
     metric, unit = record["primary_metric"], record["unit"]
-    lines = ["", "## ONNX export", "",
-             f"Written by `ragtune export onnx` on {record['measured']} ({record['cpu']}, {record['threads']} "
-             f"threads, onnxruntime {record.get('onnxruntime', '?')}). Each row is the split `{record['split']}` run "
-             f"in full; a file more than {record['max_drop']} {metric} below torch fp32 is not kept.", "",
+    lines = ["", f"## {title} export", "",
+             f"Written by `ragtune export {runtime}` on {record['measured']} ({record['cpu']}, {record['threads']} "
+             f"threads, {package} {record.get(package, '?')}). Each row is the split `{record['split']}` run "
+             f"in full; a file more than {record['max_drop']} {metric} below torch fp32 is not kept."
+             + (f" Static int8 was calibrated on {record['calibration']}." if record.get("calibration") else ""), "",
              f"| runs as | {metric} | {unit}/s | kept |", "|---|---:|---:|---|"]
     for row in record["rows"]:
         kept = "reference" if row["name"] == "torch fp32" else "yes" if row["passed"] else f"no (-{row['drop']:.4f})"
         lines.append(f"| {row['name']} | {row['metric']:.4f} | {row['per_second']:.1f} | {kept} |")
-    chosen = "torch (it was the fastest here)" if record["chosen"] == "torch" else f"`onnx/{record['chosen']}`"
+    chosen = "torch (it was the fastest here)" if record["chosen"] == "torch" else f"`{runtime}/{record['chosen']}`"
     cls = "CrossEncoder" if record["kind"] == "rerank" else "SentenceTransformer"
     lines += ["", f"ragtune runs {chosen} with `backend: auto` (retrieval, index, query and serve settings); "
-              "`backend: torch` or `onnx` forces one. In Python:", "", "```python",
+              f"`backend: torch` or `{runtime}` forces one. In Python:", "", "```python",
               "from ragtune.models.device import choose_placement",
               f"from ragtune.models.load import {'load_cross_encoder' if cls == 'CrossEncoder' else 'load_embedder'}",
               "",
