@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import write_result
@@ -38,7 +37,7 @@ def main() -> None:
     from ragtune.data.beir import load_beir
     from ragtune.rag.evaluate import reference_answers
     from ragtune.rag.generators import LocalGenerator
-    from ragtune.rag.stack import StackSettings, answer, paired, tune_embedder, tune_generator
+    from ragtune.rag.stack import StackSettings, answer, paired, tune_embedder, tune_generator, uncalibrated
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--embedder", help="a tuned embedder (default: run the quickstart recipe)")
@@ -82,10 +81,10 @@ def main() -> None:
     gold = reference_answers(PUBMEDQA, load_beir(PUBMEDQA, "test"), "final_decision")
     test = paired(labelled, gold, f"{retrieved} -> {base.name}", f"{retrieved} -> {tuned.name}")
     if args.calibrate_questions:  # the same test on the raw label likelihoods
-        raw = [replace(r, predictions={q: max(s, key=s.get) for q, s in r.scores.items()}) for r in labelled if r.scores]
+        raw = [uncalibrated(r) for r in labelled if r.scores]
         test["raw"] = paired(raw, gold, f"{retrieved} -> {base.name}", f"{retrieved} -> {tuned.name}")
     free_by_name = {r.name: r.metrics for r in free}
-    rows = [{"system": r.name, **r.metrics, **uncalibrated(r, gold),
+    rows = [{"system": r.name, **r.metrics, **raw_figures(r, gold),
              **{f"free_{k}": v for k, v in free_by_name.get(r.name, {}).items()
                 if k in ("cites_gold", "rouge_l", "accuracy")}} for r in labelled]
     for row in rows:
@@ -105,15 +104,13 @@ def main() -> None:
                                  "tuned_vs_base": test, "timings_s": {k: round(v, 1) for k, v in timings.items()}})
 
 
-def uncalibrated(result, gold: dict[str, str]) -> dict:
+def raw_figures(result, gold: dict[str, str]) -> dict:
     """A calibrated system's offsets and its accuracy and macro-F1 from the raw label likelihoods (argmax)."""
-    from ragtune.eval.label_metrics import label_report
-    from ragtune.rag.stack import LABELS
+    from ragtune.rag.stack import raw_report
 
     if not result.offsets:
         return {}
-    raw = label_report([gold[q].strip().lower() for q in result.scores],
-                       [max(s, key=s.get) for s in result.scores.values()], LABELS)
+    raw = raw_report(result, gold)
     return {"offsets": result.offsets, "raw_accuracy": raw["accuracy"], "raw_macro_f1": raw["macro_f1"]}
 
 

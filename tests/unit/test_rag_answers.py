@@ -244,3 +244,19 @@ def test_synthetic_pairs_are_measured_on_a_labelled_beir_collection(cli, tiny_em
     before = json.loads((run_dir / "eval_before.json").read_text())
     assert before["split"] == "beir/test"
     assert "eval beir/test: 4 queries over 6 documents" in (run_dir / "train.log").read_text()
+
+
+def test_uncalibrated_labels_are_the_argmax_of_the_raw_likelihoods():
+    from ragtune.rag.evaluate import RAGResult
+    from ragtune.rag.stack import raw_report, uncalibrated
+
+    scores = {"q1": {"yes": -0.1, "no": -2.0, "maybe": -3.0}, "q2": {"yes": -0.5, "no": -0.9, "maybe": -4.0},
+              "q3": {"yes": -1.5, "no": -0.2, "maybe": -2.0}}
+    calibrated = RAGResult("tuned", {}, predictions={"q1": "yes", "q2": "no", "q3": "no"}, scores=scores,
+                           offsets={"yes": 0.0, "no": 0.5, "maybe": 0.0})
+    raw = uncalibrated(calibrated)
+    assert raw.predictions == {"q1": "yes", "q2": "yes", "q3": "no"} and raw.offsets is None
+    assert calibrated.predictions["q2"] == "no"  # the calibrated result is left as it was
+    report = raw_report(calibrated, {"q1": "Yes", "q2": "no ", "q3": "no"})
+    assert report == label_report(["yes", "no", "no"], ["yes", "yes", "no"], ["yes", "no", "maybe"])
+    assert report["accuracy"] == pytest.approx(2 / 3)

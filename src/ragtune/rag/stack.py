@@ -221,10 +221,26 @@ def quickstart_rag(out: Path, settings: StackSettings, reporter: Reporter) -> di
             "embedder": tuned_embedder, "generator": str(RunDir(llm.run_dir).final)}
 
 
+def uncalibrated(result):
+    """`result` as its raw label likelihoods answer (the argmax, no offsets), for paired tests and reports."""
+    from dataclasses import replace
+
+    from ragtune.eval.label_metrics import predict_with_offsets
+
+    return replace(result, predictions=predict_with_offsets(result.scores, {}), offsets=None)
+
+
+def raw_report(result, gold: dict[str, str]) -> dict[str, float]:
+    """Accuracy, macro-F1 and per-label recall of `result`'s uncalibrated labels against `gold`."""
+    from ragtune.eval.label_metrics import label_report
+
+    predicted = uncalibrated(result).predictions
+    return label_report([gold[q].strip().lower() for q in predicted], list(predicted.values()), LABELS)
+
+
 def label_evidence(data_dir: str, labelled: list) -> dict:
     """What stands behind the label rows, base (first) against tuned (second): the paired tests, each generator's
     label offsets, and the uncalibrated accuracy and macro-F1 (argmax of the raw label likelihoods)."""
-    from ragtune.eval.label_metrics import label_report
     from ragtune.rag.evaluate import query_field
 
     before, after = labelled
@@ -233,7 +249,6 @@ def label_evidence(data_dir: str, labelled: list) -> dict:
     evidence = {"paired": paired(labelled, gold, before.name, after.name),
                 "label_offsets": [before.offsets, after.offsets]}
     if after.offsets:
-        raw = [label_report([gold[q] for q in r.scores], [max(s, key=s.get) for s in r.scores.values()], LABELS)
-               for r in labelled]
+        raw = [raw_report(r, gold) for r in labelled]
         evidence["uncalibrated"] = [(m, raw[0][m], raw[1][m]) for m in ("accuracy", "macro_f1")]
     return evidence
